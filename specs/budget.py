@@ -1,0 +1,172 @@
+"""The error budget: how close an implementation must be to the float64 spec (design.md, "Tolerances").
+
+FlashAttention's rule (anchors.md §4): compute the reference in float64 from the same, already rounded
+inputs, and a naive same-precision baseline (the obvious torch code in the implementation's dtype). Then
+
+    err(impl) <= k * err(baseline) + floor,      k = 2 for forward outputs, 3 for gradients,
+
+where err(x) = max |x - reference| and the floor is what no implementation can beat: rounding the exact
+answer to the output dtype, plus the float64 reference's own a-priori error bound (Higham's gamma_n, passed by
+the caller because it depends on the operation's reduction lengths). The ratio err(impl) / err(baseline) is
+the conformance score the report shows. NaN never passes; an infinity must be matched exactly.
+
+Exact properties (rows sum to one, conservation laws, bit-identical isolation) do not use this module's budget:
+they use `check_close` at a stated float64 tolerance or `check_equal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .contracts import ConformanceError
+
+U64 = torch.finfo(torch.float64).eps / 2  # unit roundoff of the float64 reference
+K_FORWARD = 2.0
+K_GRADIENT = 3.0
+
+
+def gamma(n: int) -> float:
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of an n-term float64 reduction."""
+    return n * U64 / (1 - n * U64)
+
+
+@dataclass
+class BudgetCheck:
+    name: str
+    dtype: str
+    err: float
+    err_baseline: float
+    floor: float
+    k: float
+
+    @property
+    def allowed(self) -> float:
+        return self.k * self.err_baseline + self.floor
+
+    @property
+    def ratio(self) -> float:
+        """err / err(baseline): below 1 the implementation is more accurate than the naive code."""
+        if self.err_baseline > 0:
+            return self.err / self.err_baseline
+        return 0.0 if self.err <= self.floor else float("inf")
+
+    @property
+    def passed(self) -> bool:
+        return self.err <= self.allowed
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "allowed": self.allowed, "ratio": self.ratio}
+
+
+def _as64(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _describe_positions(mask: torch.Tensor, out: torch.Tensor, ref: torch.Tensor, limit: int = 5) -> str:
+    idx = mask.nonzero()[:limit]
+    parts = [f"{tuple(i.tolist())}: got {out[tuple(i)].item():.6g}, spec {ref[tuple(i)].item():.6g}" for i in idx]
+    return "; ".join(parts)
+
+
+def check_finite_pattern(name: str, out: torch.Tensor, ref: torch.Tensor) -> None:
+    """NaN never passes; where the spec is +-inf the result must be the same infinity, elsewhere finite."""
+    out64, ref64 = _as64(out), _as64(ref)
+    if out64.shape != ref64.shape:
+        raise ConformanceError(f"{name}: shape {tuple(out64.shape)} differs from the spec's {tuple(ref64.shape)}")
+    bad_nan = torch.isnan(out64) & ~torch.isnan(ref64)
+    if bad_nan.any():
+        raise ConformanceError(
+            f"{name} contains NaN at {int(bad_nan.sum())} of {out64.numel()} positions where the spec is a number "
+            f"(first: {_describe_positions(bad_nan, out64, ref64)})"
+        )
+    ref_inf = torch.isinf(ref64)
+    wrong_inf = (ref_inf & (out64 != ref64)) | (~ref_inf & torch.isinf(out64) & ~torch.isnan(ref64))
+    if wrong_inf.any():
+        raise ConformanceError(
+            f"{name}: infinities do not match the spec at {int(wrong_inf.sum())} positions "
+            f"(first: {_describe_positions(wrong_inf, out64, ref64)})"
+        )
+
+
+def max_abs_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| over the positions where the reference is finite (infinities are checked apart)."""
+    out64, ref64 = _as64(out), _as64(ref)
+    finite = torch.isfinite(ref64)
+    if not finite.any():
+        return 0.0
+    diff = (out64 - ref64)[finite].abs()
+    if torch.isnan(diff).any():
+        return float("inf")
+    return float(diff.max())
+
+
+def output_rounding(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    """max |fl_dtype(ref) - ref|: the error of merely storing the exact answer in the output dtype."""
+    ref64 = _as64(ref)
+    finite = torch.isfinite(ref64)
+    if not finite.any():
+        return 0.0
+    stored = ref64[finite].to(dtype).to(torch.float64)
+    return float((stored - ref64[finite]).abs().max())
+
+
+def check_within_budget(
+    name: str,
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    baseline: torch.Tensor,
+    *,
+    k: float = K_FORWARD,
+    reference_bound: float = 0.0,
+    dtype: torch.dtype | None = None,
+) -> BudgetCheck:
+    """Raise ConformanceError unless ``out`` is within k x the baseline's error of ``ref`` (plus the floor)."""
+    check_finite_pattern(name, out, ref)
+    dtype = dtype or out.dtype
+    err = max_abs_error(out, ref)
+    err_baseline = max_abs_error(baseline, ref)
+    if err_baseline == float("inf"):  # the naive code produced NaN here: it measures nothing
+        err_baseline = 0.0
+    floor = output_rounding(ref, dtype) + reference_bound
+    result = BudgetCheck(name, str(dtype).removeprefix("torch."), err, err_baseline, floor, k)
+    if not result.passed:
+        out64, ref64 = _as64(out), _as64(ref)
+        over = torch.isfinite(ref64) & ((out64 - ref64).abs() > result.allowed)
+        raise ConformanceError(
+            f"{name}: max |impl - spec| = {err:.3g} exceeds the budget {k:g} x {err_baseline:.3g} "
+            f"(naive {result.dtype} baseline) + {floor:.3g} (floor) = {result.allowed:.3g}; "
+            f"{int(over.sum())} of {out64.numel()} elements over, first: {_describe_positions(over, out64, ref64)}"
+        )
+    return result
+
+
+def check_close(name: str, out: torch.Tensor, ref: torch.Tensor, *, atol: float, rtol: float = 0.0) -> float:
+    """An exact identity checked at a stated tolerance (e.g. float64 rounding); NaN never passes."""
+    check_finite_pattern(name, out, ref)
+    out64, ref64 = _as64(out), _as64(ref)
+    finite = torch.isfinite(ref64)
+    tol = atol + rtol * ref64.abs()
+    over = finite & ((out64 - ref64).abs() > tol)
+    if over.any():
+        raise ConformanceError(
+            f"{name}: {int(over.sum())} of {out64.numel()} elements differ by more than atol={atol:g}, rtol={rtol:g} "
+            f"(max diff {max_abs_error(out64, ref64):.3g}); first: {_describe_positions(over, out64, ref64)}"
+        )
+    return max_abs_error(out64, ref64)
+
+
+def check_equal(name: str, out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Bit-identical (NaN matches NaN)."""
+    if out.shape != ref.shape or out.dtype != ref.dtype:
+        raise ConformanceError(
+            f"{name}: expected shape {tuple(ref.shape)} {ref.dtype}, got {tuple(out.shape)} {out.dtype}"
+        )
+    same = (out == ref) | (torch.isnan(out) & torch.isnan(ref))
+    if not bool(same.all()):
+        diff = ~same
+        raise ConformanceError(
+            f"{name}: {int(diff.sum())} of {out.numel()} elements are not bit-identical; first: "
+            f"{_describe_positions(diff, _as64(out), _as64(ref))}"
+        )

@@ -1,0 +1,41 @@
+"""The twelve seed documents. A document with no spec module yet is listed as "not yet encoded"."""
+
+from .registry import REGISTRY, Document
+
+for _doc in (
+    Document("flash_attention", "FlashAttention: online softmax and tiled exact attention",
+             ("Dao et al. 2022, FlashAttention (arXiv:2205.14135)", "Dao 2023, FlashAttention-2 (arXiv:2307.08691)",
+              "Milakov & Gimelshein 2018, Online normalizer calculation for softmax (arXiv:1805.02867)"),
+             "FlashAttention: online softmax and tiling (seed post 12)", "catalogue/flash_attention.md"),
+    Document("clip", "CLIP: contrastive language-image pre-training",
+             ("Radford et al. 2021 (arXiv:2103.00020)",), "CLIP algorithm principles (seed post 5)",
+             "catalogue/clip.md"),
+    Document("siglip", "SigLIP: sigmoid loss for language-image pre-training",
+             ("Zhai et al. 2023 (arXiv:2303.15343)",), "SigLIP overview (seed post 3)", "catalogue/siglip.md"),
+    Document("blip", "BLIP: bootstrapping language-image pre-training",
+             ("Li et al. 2022 (arXiv:2201.12086)",), "BLIP (seed post 4)", "catalogue/blip.md"),
+    Document("edm", "EDM: the design space of diffusion models, unifying flow matching, VE and VP",
+             ("Karras et al. 2022 (arXiv:2206.00364)",), "Unifying diffusion models after EDM (seed post 6)",
+             "catalogue/edm.md"),
+    Document("score_sde", "Score-based generative modelling through SDEs",
+             ("Song et al. 2021 (arXiv:2011.13456)",), "Diffusion models from SDEs (seed post 8)",
+             "catalogue/score_sde.md"),
+    Document("rl_basics", "RL basics: grid world, Bellman equation and optimality",
+             ("Zhao, Mathematical Foundations of Reinforcement Learning, ch. 1-4",), "Grid world basics (seed post 11)",
+             "catalogue/rl_zhao.md"),
+    Document("stochastic_approximation", "Stochastic approximation: Robbins-Monro and SGD",
+             ("Zhao, Mathematical Foundations of Reinforcement Learning, ch. 6",),
+             "Stochastic approximation (seed post 9)", "catalogue/rl_zhao.md"),
+    Document("monte_carlo", "Monte Carlo reinforcement learning",
+             ("Zhao, Mathematical Foundations of Reinforcement Learning, ch. 5",), "Monte Carlo methods (seed post 10)",
+             "catalogue/rl_zhao.md"),
+    Document("dpo", "DPO: direct preference optimisation",
+             ("Rafailov et al. 2023 (arXiv:2305.18290)",), "DPO (seed post 13)", "catalogue/dpo.md"),
+    Document("grpo", "DeepSeek-R1: GRPO and rule-based rewards",
+             ("DeepSeek-AI 2025, DeepSeek-R1 (arXiv:2501.12948)", "Shao et al. 2024, DeepSeekMath (arXiv:2402.03300)"),
+             "Post-training and DeepSeek-R1 (seed post 7)", "catalogue/grpo.md"),
+    Document("kimi_vl", "Kimi-VL: MoE routing, MoonViT and the projector",
+             ("Kimi Team 2025, Kimi-VL (arXiv:2504.07491)", "DeepSeek-AI 2024, DeepSeek-V3 (arXiv:2412.19437)"),
+             "Kimi-VL model overview (seed post 14)", "catalogue/kimi_vl.md"),
+):
+    REGISTRY.add_document(_doc)

@@ -1,0 +1,541 @@
+"""FlashAttention: exact attention computed tile by tile with an online softmax.
+
+Papers: Dao et al. 2022, "FlashAttention: Fast and Memory-Efficient Exact Attention with IO-Awareness"
+(arXiv:2205.14135, "FA1"); Dao 2023, "FlashAttention-2" (arXiv:2307.08691, "FA2"); Milakov & Gimelshein 2018,
+"Online normalizer calculation for softmax" (arXiv:1805.02867). Post: the seed's FlashAttention article (online
+softmax, tiling). Equations and conventions: catalogue/flash_attention.md.
+
+Notation (FA1 §2, FA2 §2.2), one head: S = tau Q K^T, P = softmax_row(S), O = P V, and the log-sum-exp
+L_i = log sum_j exp(S_ij) that FlashAttention returns as ``softmax_lse`` (natural log of the *scaled* scores).
+
+Conventions (design.md): causal masks are aligned bottom-right when Sq != Sk; a fully masked row gives
+O = 0 and L = -inf; query head h reads KV head h // (H / Hkv) (GQA). Everything here is float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .contracts import (ArgumentError, check_dim, check_same, check_tensor, expect_tensor, expect_tuple)
+from .registry import REGISTRY, Implementation, claim, operation, spec
+
+DOC = "flash_attention"
+F64 = torch.float64
+LSE_DTYPES = (torch.float32, torch.float64)
+
+
+def _f64(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(x.detach().to(F64) for x in xs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Softmax with its log-sum-exp
+# ---------------------------------------------------------------------------------------------------
+
+def check_softmax_result(result, x, *, provides=frozenset({"lse"})) -> None:
+    y, lse = expect_tuple(result, ("y", "lse"), "softmax")
+    expect_tensor("y", y, tuple(x.shape), (x.dtype,), x.device, "softmax")
+    if "lse" in provides:
+        expect_tensor("lse", lse, tuple(x.shape[:-1]), LSE_DTYPES, x.device, "softmax")
+
+
+@operation(
+    DOC,
+    latex=r"m_i=\max_j x_{ij},\quad L_i = m_i + \log\sum_j e^{x_{ij}-m_i},\quad y_{ij}=e^{x_{ij}-L_i}",
+    source="FA1 §2.1 (safe softmax); catalogue/flash_attention.md, property 2",
+    summary="Row softmax over the last dimension with its natural-log log-sum-exp. "
+            "x (..., N) -> y (..., N) in x's dtype, lse (...) in float32 or wider.",
+    convention="A row of -inf gives y = 0 and lse = -inf (as a fully masked attention row).",
+    baseline="torch.naive",
+    check_result=check_softmax_result,
+)
+def softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    check_tensor("x", x)
+    (x64,) = _f64(x)
+    m = x64.amax(dim=-1, keepdim=True)
+    m_safe = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)  # all -inf: avoid (-inf) - (-inf)
+    ell = torch.exp(x64 - m_safe).sum(dim=-1, keepdim=True)
+    L = m_safe + torch.log(ell)
+    y = torch.where(ell > 0, torch.exp(x64 - L), torch.zeros_like(x64))
+    return y.to(x.dtype), L.squeeze(-1)
+
+
+@spec(
+    DOC,
+    latex=r"m^{(j)}=\max\big(m^{(j-1)},\mathrm{rowmax}(S^{(j)})\big),\ \tilde P^{(j)}=e^{S^{(j)}-m^{(j)}},\ "
+          r"\alpha=e^{m^{(j-1)}-m^{(j)}},\ \ell^{(j)}=\alpha\,\ell^{(j-1)}+\mathrm{rowsum}(\tilde P^{(j)})",
+    source="Milakov & Gimelshein 2018, Alg. 3; FA1 §3.1 (Alg. 1 lines 9-12)",
+    convention="The rescale uses 0 in place of a running max of -inf, so (-inf) - (-inf) never occurs.",
+)
+def online_softmax_step(m: torch.Tensor, ell: torch.Tensor, s_block: torch.Tensor):
+    """One step of the online-softmax recurrence: fold the block s_block into the running (m, ell)."""
+    m_new = torch.maximum(m, s_block.amax(dim=-1))
+    m_safe = torch.where(torch.isneginf(m_new), torch.zeros_like(m_new), m_new)
+    P_tilde = torch.exp(s_block - m_safe[..., None])
+    alpha = torch.exp(m - m_safe)
+    ell_new = alpha * ell + P_tilde.sum(dim=-1)
+    return m_new, ell_new, alpha, P_tilde
+
+
+def check_online_softmax_result(result, x, block_sizes, *, provides=frozenset({"lse"})) -> None:
+    check_softmax_result(result, x, provides=provides)
+
+
+def _check_partition(block_sizes, n: int) -> list[int]:
+    sizes = [int(b) for b in block_sizes]
+    if not sizes or any(b <= 0 for b in sizes) or sum(sizes) != n:
+        raise ArgumentError(f"block_sizes must be positive integers summing to x.shape[-1] = {n}, got {block_sizes}")
+    return sizes
+
+
+@operation(
+    DOC,
+    latex=r"(m,\ell)\leftarrow(-\infty,0);\ \text{for each block } j:\ (m,\ell)\leftarrow\mathrm{step}(m,\ell,x^{(j)});"
+          r"\quad L=m+\log\ell,\ y=e^{x-L}",
+    source="Milakov & Gimelshein 2018, Alg. 3 (online normaliser); FA1 §3.1",
+    summary="Softmax of x over its last dimension computed by the online recurrence over the blocks "
+            "block_sizes (a partition of the row). Same outputs as softmax.",
+    dtypes=("float64", "float32"),
+    check_result=check_online_softmax_result,
+)
+def online_softmax(x: torch.Tensor, block_sizes) -> tuple[torch.Tensor, torch.Tensor]:
+    check_tensor("x", x)
+    sizes = _check_partition(block_sizes, x.shape[-1])
+    (x64,) = _f64(x)
+    m = torch.full(x64.shape[:-1], -math.inf, dtype=F64)
+    ell = torch.zeros(x64.shape[:-1], dtype=F64)
+    for s_block in torch.split(x64, sizes, dim=-1):
+        m, ell, _, _ = online_softmax_step(m, ell, s_block)
+    m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    L = m_safe + torch.log(ell)
+    y = torch.where(ell[..., None] > 0, torch.exp(x64 - L[..., None]), torch.zeros_like(x64))
+    return y.to(x.dtype), L
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attention: scores, masks, GQA, the one-shot reference
+# ---------------------------------------------------------------------------------------------------
+
+def check_scale(scale, head_dim: int) -> float:
+    """scale defaults to 1/sqrt(D); anything else must be a finite real number."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ArgumentError(f"scale must be a finite real number or None, got {scale!r}")
+    return float(scale)
+
+
+def check_attention_args(q, k, v, scale) -> tuple[int, int, int, int, int, int, int, float]:
+    """Validate (q, k, v, scale); return B, H, Hkv, Sq, Sk, D, Dv and the scale to use."""
+    check_tensor("q", q, rank=4)
+    check_tensor("k", k, rank=4)
+    check_tensor("v", v, rank=4)
+    check_same(("q", "k", "v"), (q, k, v), "dtype")
+    check_same(("q", "k", "v"), (q, k, v), "device")
+    B, H, Sq, D = q.shape
+    check_dim("k", k, 0, B, "batch, as q.shape[0]")
+    check_dim("k", k, 3, D, "head dim D, as q.shape[3]")
+    Hkv, Sk = k.shape[1], k.shape[2]
+    if H % Hkv:
+        raise ArgumentError(f"k.shape[1] (KV heads Hkv = {Hkv}) must divide q.shape[1] (query heads H = {H})")
+    check_dim("v", v, 0, B, "batch, as q.shape[0]")
+    check_dim("v", v, 1, Hkv, "KV heads, as k.shape[1]")
+    check_dim("v", v, 2, Sk, "key length Sk, as k.shape[2]")
+    return B, H, Hkv, Sq, Sk, D, v.shape[3], check_scale(scale, D)
+
+
+def check_attention_result(result, q, k, v, *, causal=False, scale=None, provides=frozenset({"lse"}), **_) -> None:
+    o, lse = expect_tuple(result, ("o", "lse"), "attention")
+    B, H, Sq, Dv = q.shape[0], q.shape[1], q.shape[2], v.shape[3]
+    expect_tensor("o", o, (B, H, Sq, Dv), (q.dtype,), q.device, "attention")
+    if "lse" in provides:
+        expect_tensor("lse", lse, (B, H, Sq), LSE_DTYPES, q.device, "attention")
+
+
+@spec(DOC, latex=r"S=\tau\,QK^\top,\quad \tau=1/\sqrt{d}\ \text{by default}",
+      source="FA1 §2.2; flash_attn_interface.py docstring (softmax_scale)")
+def scores(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
+    return tau * q @ k.transpose(-1, -2)
+
+
+@spec(DOC, latex=r"\text{key } j \text{ is masked for query } i \iff j > i + S_k - S_q",
+      source="FlashAttention README (v2.1, bottom-right alignment); tests/test_flash_attn.py construct_local_mask",
+      convention="Bottom-right alignment when Sq != Sk (FlashAttention >= 2.1); torch SDPA's is_causal is top-left.")
+def causal_mask(Sq: int, Sk: int, device=None) -> torch.Tensor:
+    """True where query i may attend to key j."""
+    i = torch.arange(Sq, device=device)[:, None]
+    j = torch.arange(Sk, device=device)[None, :]
+    return j <= i + (Sk - Sq)
+
+
+@spec(DOC, latex=r"h_{kv}=\lfloor h/(H/H_{kv})\rfloor",
+      source="flash-attention tests/test_flash_attn.py attention_ref ('(h g)' layout)",
+      convention="Contiguous groups: query heads 0..g-1 share KV head 0.")
+def repeat_kv(x: torch.Tensor, H: int) -> torch.Tensor:
+    """Expand (B, Hkv, S, d) to (B, H, S, d) so that query head h reads KV head h // (H / Hkv)."""
+    return x.repeat_interleave(H // x.shape[1], dim=1)
+
+
+@operation(
+    DOC,
+    latex=r"S=\tau QK^\top,\ P=\mathrm{softmax}(S),\ O=PV,\ L_i=\log\sum_j e^{S_{ij}}",
+    source="FA1 §2.2 (standard attention, Alg. 0); FA2 §2.2; catalogue/flash_attention.md",
+    summary="Exact attention with its log-sum-exp. q (B, H, Sq, D), k (B, Hkv, Sk, D), v (B, Hkv, Sk, Dv) -> "
+            "o (B, H, Sq, Dv) in q's dtype, lse (B, H, Sq) natural log, float32 or wider. scale defaults to "
+            "1/sqrt(D); causal is aligned bottom-right; query head h uses KV head h // (H / Hkv); a fully masked "
+            "row gives o = 0 and lse = -inf.",
+    convention="Causal bottom-right; fully masked rows give O = 0, L = -inf; GQA contiguous groups.",
+    baseline="torch.naive",
+    check_result=check_attention_result,
+)
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None):
+    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
+    Q, K, V = _f64(q, k, v)
+    K, V = repeat_kv(K, H), repeat_kv(V, H)
+    S = scores(Q, K, tau)
+    if causal:
+        S = S.masked_fill(~causal_mask(Sq, Sk, S.device), -math.inf)
+    P, L = softmax(S)
+    O = P @ V
+    return O.to(q.dtype), L
+
+
+def attention_reference_bound(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, tau: float) -> tuple[float, float]:
+    """A-priori error bounds of the float64 reference for (O, L): gamma_{Sk+D+4} scaled by the magnitudes."""
+    from .budget import gamma
+
+    Sk, D = k.shape[-2], k.shape[-1]
+    vmax = float(v.detach().abs().max().to(F64)) if v.numel() else 0.0
+    smax = tau * float(q.detach().abs().to(F64).sum(-1).max()) * float(k.detach().abs().to(F64).max())
+    return gamma(Sk + D + 4) * vmax * (1 + smax), gamma(Sk + D + 4) * (1 + smax + math.log(max(Sk, 1)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The tiled FA2 forward, the merge of partial results, the backward with recomputation
+# ---------------------------------------------------------------------------------------------------
+
+@spec(
+    DOC,
+    latex=r"\tilde O^{(j)}=\mathrm{diag}(\alpha)\,\tilde O^{(j-1)}+\tilde P^{(j)}V_j;\quad "
+          r"O=\mathrm{diag}(\ell^{(T_c)})^{-1}\tilde O^{(T_c)},\ L=m^{(T_c)}+\log\ell^{(T_c)}",
+    source="FA2 §3.1.1 and Alg. 1 (deferred normalisation; only L is stored for the backward)",
+    convention="Outer loop over query blocks of block_q rows, inner loop over key blocks of block_k columns; "
+               "any positive block sizes, the last block may be partial.",
+)
+def tiled_attention(q, k, v, *, causal: bool = False, scale: float | None = None, block_q: int = 16,
+                    block_k: int = 16):
+    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
+    for name, b in (("block_q", block_q), ("block_k", block_k)):
+        if not isinstance(b, int) or b <= 0:
+            raise ArgumentError(f"{name} must be a positive integer, got {b!r}")
+    Q, K, V = _f64(q, k, v)
+    K, V = repeat_kv(K, H), repeat_kv(V, H)
+    allowed = causal_mask(Sq, Sk) if causal else torch.ones(Sq, Sk, dtype=torch.bool)
+    O = torch.empty(B, H, Sq, Dv, dtype=F64)
+    L = torch.empty(B, H, Sq, dtype=F64)
+    for i0 in range(0, Sq, block_q):
+        Q_i = Q[:, :, i0:i0 + block_q]
+        rows = Q_i.shape[2]
+        m = torch.full((B, H, rows), -math.inf, dtype=F64)
+        ell = torch.zeros(B, H, rows, dtype=F64)
+        O_tilde = torch.zeros(B, H, rows, Dv, dtype=F64)
+        for j0 in range(0, Sk, block_k):
+            S_ij = scores(Q_i, K[:, :, j0:j0 + block_k], tau)
+            S_ij = S_ij.masked_fill(~allowed[i0:i0 + block_q, j0:j0 + block_k], -math.inf)
+            m, ell, alpha, P_tilde = online_softmax_step(m, ell, S_ij)
+            O_tilde = alpha[..., None] * O_tilde + P_tilde @ V[:, :, j0:j0 + block_k]
+        O[:, :, i0:i0 + block_q] = torch.where(ell[..., None] > 0, O_tilde / ell[..., None], 0.0)
+        L[:, :, i0:i0 + block_q] = torch.where(ell > 0, m + torch.log(ell), -math.inf)
+    return O.to(q.dtype), L
+
+
+REGISTRY.add_implementation(Implementation(
+    operation=f"{DOC}.attention", name="spec.tiled", target="specs.flash_attention:tiled_attention",
+    origin="spec", provides=frozenset({"lse", "gqa", "causal", "block_sizes"}),
+    notes="FA2 Algorithm 1 in float64 (deferred normalisation), any block sizes",
+))
+
+
+def check_merge_result(result, o_a, lse_a, o_b, lse_b, *, provides=frozenset({"lse"})) -> None:
+    o, lse = expect_tuple(result, ("o", "lse"), "merge")
+    expect_tensor("o", o, tuple(o_a.shape), (o_a.dtype,), o_a.device, "merge")
+    expect_tensor("lse", lse, tuple(lse_a.shape), LSE_DTYPES, o_a.device, "merge")
+
+
+@operation(
+    DOC,
+    latex=r"L=\mathrm{logaddexp}(L_a,L_b),\quad O=e^{L_a-L}O_a+e^{L_b-L}O_b",
+    source="flash-attention csrc flash_fwd_combine (split-KV / flash-decoding); catalogue property 3",
+    summary="Combine the partial results (o_a, lse_a), (o_b, lse_b) of attention over two disjoint key sets. "
+            "o (..., Dv), lse (...). An empty split has lse = -inf and is the identity.",
+    convention="Two empty splits merge to o = 0, lse = -inf.",
+    dtypes=("float64", "float32"),
+    check_result=check_merge_result,
+)
+def merge(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torch.Tensor):
+    check_tensor("o_a", o_a)
+    check_tensor("o_b", o_b)
+    check_tensor("lse_a", lse_a)
+    check_tensor("lse_b", lse_b)
+    if o_a.shape != o_b.shape or lse_a.shape != lse_b.shape or tuple(o_a.shape[:-1]) != tuple(lse_a.shape):
+        raise ArgumentError(f"o_a, o_b must share a shape (..., Dv) and lse_a, lse_b the shape (...); got "
+                            f"{tuple(o_a.shape)}, {tuple(o_b.shape)}, {tuple(lse_a.shape)}, {tuple(lse_b.shape)}")
+    Oa, La, Ob, Lb = _f64(o_a, lse_a, o_b, lse_b)
+    L = torch.logaddexp(La, Lb)
+    L_safe = torch.where(torch.isneginf(L), torch.zeros_like(L), L)  # both empty: weights 0, not NaN
+    O = torch.exp(La - L_safe)[..., None] * Oa + torch.exp(Lb - L_safe)[..., None] * Ob
+    return O.to(o_a.dtype), L
+
+
+@spec(DOC, latex=r"D_i=\mathrm{rowsum}(dO_i\circ O_i)=\sum_j P_{ij}\,dP_{ij}",
+      source="FA1 Alg. 4 line 19 / eq. (4); flash_attn_triton.py _bwd_preprocess_do_o_dot")
+def backward_D(dO: torch.Tensor, O: torch.Tensor) -> torch.Tensor:
+    return (dO * O).sum(dim=-1)
+
+
+@spec(DOC, latex=r"P=\exp(S-L)", source="FA2 §3.1.2 (recompute P from Q, K and the stored L)",
+      convention="A fully masked row (L = -inf) recomputes P = 0.")
+def recompute_P(S: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    L_safe = torch.where(torch.isneginf(L), torch.zeros_like(L), L)
+    return torch.exp(S - L_safe[..., None])
+
+
+def check_backward_result(result, q, k, v, o, lse, do, *, causal=False, scale=None, provides=frozenset(), **_):
+    dq, dk, dv = expect_tuple(result, ("dq", "dk", "dv"), "attention_backward")
+    expect_tensor("dq", dq, tuple(q.shape), (q.dtype,), q.device, "attention_backward")
+    expect_tensor("dk", dk, tuple(k.shape), (k.dtype,), q.device, "attention_backward")
+    expect_tensor("dv", dv, tuple(v.shape), (v.dtype,), q.device, "attention_backward")
+
+
+@operation(
+    DOC,
+    latex=r"D=\mathrm{rowsum}(dO\circ O),\ P=e^{S-L},\ dV=P^\top dO,\ dP=dO\,V^\top,\ dS=P\circ(dP-D),\ "
+          r"dQ=\tau\,dS\,K,\ dK=\tau\,dS^\top Q",
+    source="FA1 Alg. 4 (backward with recomputation); FA2 §3.2; catalogue/flash_attention.md",
+    summary="Gradients of attention from the saved (o, lse) and the output gradient do. q, k, v as in attention, "
+            "o (B, H, Sq, Dv), lse (B, H, Sq), do like o -> dq, dk, dv in the inputs' shapes and dtype "
+            "(dk, dv summed over the query heads of each KV group).",
+    convention="Fully masked rows contribute nothing (P = 0); GQA gradients are summed over each group.",
+    baseline="torch.naive",
+    check_result=check_backward_result,
+)
+def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None):
+    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
+    check_tensor("o", o, rank=4)
+    check_tensor("do", do, rank=4)
+    check_tensor("lse", lse, rank=3)
+    if tuple(o.shape) != (B, H, Sq, Dv) or tuple(do.shape) != (B, H, Sq, Dv) or tuple(lse.shape) != (B, H, Sq):
+        raise ArgumentError(f"o and do must have shape {(B, H, Sq, Dv)} and lse {(B, H, Sq)}; got "
+                            f"o {tuple(o.shape)}, do {tuple(do.shape)}, lse {tuple(lse.shape)}")
+    Q, K, V, O, L, dO = _f64(q, k, v, o, lse, do)
+    K, V = repeat_kv(K, H), repeat_kv(V, H)
+    S = scores(Q, K, tau)
+    if causal:
+        S = S.masked_fill(~causal_mask(Sq, Sk), -math.inf)
+    P = recompute_P(S, L)
+    D_ = backward_D(dO, O)
+    dV = P.transpose(-1, -2) @ dO
+    dP = dO @ V.transpose(-1, -2)
+    dS = P * (dP - D_[..., None])
+    dQ = tau * dS @ K
+    dK = tau * dS.transpose(-1, -2) @ Q
+    g = H // Hkv  # sum the gradients of the g query heads that share each KV head
+    dK = dK.reshape(B, Hkv, g, Sk, D).sum(2)
+    dV = dV.reshape(B, Hkv, g, Sk, Dv).sum(2)
+    return dQ.to(q.dtype), dK.to(k.dtype), dV.to(v.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Varlen (packed) attention
+# ---------------------------------------------------------------------------------------------------
+
+def check_cu_seqlens(name: str, cu: object, total: int, batch: int | None = None) -> list[int]:
+    if not isinstance(cu, torch.Tensor) or cu.dim() != 1 or cu.dtype not in (torch.int32, torch.int64):
+        raise ArgumentError(f"{name} must be a 1-D int32 tensor [0, cumsum(lengths)], got "
+                            f"{type(cu).__name__ if not isinstance(cu, torch.Tensor) else (cu.dtype, tuple(cu.shape))}")
+    values = [int(c) for c in cu.tolist()]
+    if len(values) < 2 or values[0] != 0 or any(b < a for a, b in zip(values, values[1:])) or values[-1] != total:
+        raise ArgumentError(f"{name} must start at 0, never decrease and end at the number of packed tokens "
+                            f"({total}); got {values}")
+    if batch is not None and len(values) != batch + 1:
+        raise ArgumentError(f"{name} must have {batch + 1} entries (as cu_seqlens_q), got {len(values)}")
+    return values
+
+
+def check_varlen_result(result, q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None,
+                        provides=frozenset({"lse"}), **_):
+    o, lse = expect_tuple(result, ("o", "lse"), "varlen_attention")
+    T, H, Dv = q.shape[0], q.shape[1], v.shape[2]
+    expect_tensor("o", o, (T, H, Dv), (q.dtype,), q.device, "varlen_attention")
+    if "lse" in provides:
+        expect_tensor("lse", lse, (H, T), LSE_DTYPES, q.device, "varlen_attention")
+
+
+def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x, rank=3)
+    check_same(("q", "k", "v"), (q, k, v), "dtype")
+    check_dim("k", k, 2, q.shape[2], "head dim D, as q.shape[2]")
+    check_dim("v", v, 0, k.shape[0], "packed key tokens, as k.shape[0]")
+    check_dim("v", v, 1, k.shape[1], "KV heads, as k.shape[1]")
+    if q.shape[1] % k.shape[1]:
+        raise ArgumentError(f"k.shape[1] (KV heads {k.shape[1]}) must divide q.shape[1] (query heads {q.shape[1]})")
+    cq = check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
+    ck = check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], batch=len(cq) - 1)
+    return cq, ck
+
+
+@operation(
+    DOC,
+    latex=r"O_{b}=\mathrm{attention}(Q_{b},K_{b},V_{b}),\quad "
+          r"Q_b=Q[\mathrm{cu}^q_b:\mathrm{cu}^q_{b+1}],\ K_b=K[\mathrm{cu}^k_b:\mathrm{cu}^k_{b+1}]",
+    source="flash_attn_varlen_func; bert_padding.unpad_input (cu_seqlens); catalogue/flash_attention.md",
+    summary="Packed (varlen) attention: q (Tq, H, D), k (Tk, Hkv, D), v (Tk, Hkv, Dv), cu_seqlens_q and "
+            "cu_seqlens_k int32 [0, cumsum(lengths)] of equal length B+1 -> o (Tq, H, Dv), lse (H, Tq). "
+            "Block-diagonal: a token of sequence b sees only keys of b; causal alignment is per sequence.",
+    convention="Zero-length sequences are allowed; a query sequence with no keys gives o = 0, lse = -inf.",
+    baseline="torch.naive",
+    check_result=check_varlen_result,
+)
+def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = False, scale: float | None = None):
+    cq, ck = check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    tau = check_scale(scale, q.shape[2])
+    T, H, Dv = q.shape[0], q.shape[1], v.shape[2]
+    O = torch.zeros(T, H, Dv, dtype=q.dtype)
+    L = torch.full((H, T), -math.inf, dtype=F64)
+    for b in range(len(cq) - 1):
+        qs, ks = slice(cq[b], cq[b + 1]), slice(ck[b], ck[b + 1])
+        if qs.stop == qs.start:
+            continue
+        if ks.stop == ks.start:  # no keys: every row of this sequence is fully masked
+            continue
+        to_bhsd = lambda x: x.permute(1, 0, 2)[None]  # noqa: E731  (T, H, d) -> (1, H, T, d)
+        o_b, L_b = attention(to_bhsd(q[qs]), to_bhsd(k[ks]), to_bhsd(v[ks]), causal=causal, scale=tau)
+        O[qs] = o_b[0].permute(1, 0, 2)
+        L[:, qs] = L_b[0]
+    return O, L
+
+
+# ---------------------------------------------------------------------------------------------------
+# The FLOP count the benchmarks divide by
+# ---------------------------------------------------------------------------------------------------
+
+@spec(DOC, latex=r"\#\{(i,j): j\le i+S_k-S_q\}\ \text{(causal)},\quad S_qS_k\ \text{(dense)}",
+      source="catalogue/flash_attention.md (bottom-right mask)")
+def unmasked_pairs(Sq: int, Sk: int, causal: bool) -> int:
+    if not causal:
+        return Sq * Sk
+    return sum(min(Sk, max(0, i + Sk - Sq + 1)) for i in range(Sq))
+
+
+def check_flops_result(result, *args, provides=frozenset(), **kwargs) -> None:
+    if isinstance(result, bool) or not isinstance(result, (int, float)) or result < 0:
+        raise ArgumentError(f"attention_flops must return a non-negative number, got {result!r}")
+
+
+@operation(
+    DOC,
+    latex=r"\mathrm{fwd}=2BH\,n_{pairs}(D+D_v),\quad \mathrm{bwd}=2BH\,n_{pairs}(3D+2D_v)\ "
+          r"(=2.5\times\mathrm{fwd}\text{ for }D=D_v)",
+    source="FA2 §4.1 and benchmarks/benchmark_flash_attention.py (4 B S^2 H D, x2.5 bwd); tritonbench flops",
+    summary="Matmul FLOPs of attention forward ('fwd'), backward with recomputation ('bwd') or both "
+            "('fwd_bwd'): 2 multiply-add FLOPs per unmasked (query, key) pair and head-dim element.",
+    convention="Counts the unmasked pairs exactly: causal is Sq(Sq+1)/2 pairs for Sq = Sk, where FlashAttention's "
+               "benchmarks use Sq^2/2 (a factor N/(N+1), under 0.1% from N = 1024).",
+    dtypes=("float64",),
+    check_result=check_flops_result,
+)
+def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
+                    head_dim_v: int | None = None, *, causal: bool = False, mode: str = "fwd") -> int:
+    for name, n in (("batch", batch), ("heads", heads), ("seqlen_q", seqlen_q), ("seqlen_k", seqlen_k),
+                    ("head_dim", head_dim)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ArgumentError(f"{name} must be a non-negative integer, got {n!r}")
+    Dv = head_dim if head_dim_v is None else head_dim_v
+    pairs = batch * heads * unmasked_pairs(seqlen_q, seqlen_k, causal)
+    fwd = 2 * pairs * (head_dim + Dv)  # S = QK^T, then O = PV
+    bwd = 2 * pairs * (3 * head_dim + 2 * Dv)  # recompute S; dV, dP; dQ, dK
+    counts = {"fwd": fwd, "bwd": bwd, "fwd_bwd": fwd + bwd}
+    if mode not in counts:
+        raise ArgumentError(f"mode must be one of {sorted(counts)}, got {mode!r}")
+    return counts[mode]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims (catalogue/flash_attention.md, "Checkable properties", plus the contracts of the operations)
+# ---------------------------------------------------------------------------------------------------
+
+ATT, SMX = f"{DOC}.attention", f"{DOC}.softmax"
+
+claim(DOC, "exact_attention", kind="budget", operations=(ATT,),
+      statement="Attention computed by any implementation equals exact softmax attention: o and lse within the "
+                "error budget of the float64 spec (2 x the naive same-precision baseline's error + floor).",
+      source="FA1 abstract and §3.1 ('exact attention'); FA2 test rule (tests/test_flash_attn.py)")
+claim(DOC, "softmax_lse", kind="budget", operations=(SMX,),
+      statement="Softmax rows sum to 1, y = exp(x - lse), and lse = log sum exp x (natural log) within budget, "
+                "including rows with large logits.",
+      source="catalogue property 2; FA1 §2.1")
+claim(DOC, "online_softmax_any_partition", kind="identity", operations=(f"{DOC}.online_softmax", SMX),
+      statement="The online-softmax recurrence over any partition of a row into blocks gives the one-shot softmax "
+                "and log-sum-exp (float64: 1e-12 relative).",
+      source="Milakov & Gimelshein 2018, Theorem 1; catalogue property 1")
+claim(DOC, "tiled_any_block_size", kind="identity", operations=(ATT,),
+      statement="The tiled forward with deferred normalisation gives one-shot attention for any block sizes "
+                "(float64: 1e-12; other dtypes: within budget).",
+      source="FA2 §3.1.1 and Alg. 1; catalogue property 1")
+claim(DOC, "merge_associative", kind="identity", operations=(f"{DOC}.merge", ATT),
+      statement="Merging the (o, lse) of disjoint key splits in any order or grouping gives the same (o, lse), "
+                "equal to attention over all keys; merging an empty split (lse = -inf) is the identity.",
+      source="flash_fwd_combine; catalogue property 3")
+claim(DOC, "split_kv", kind="budget", operations=(ATT, f"{DOC}.merge"),
+      statement="An implementation's (o, lse) on two key splits, merged, equals its result on all keys: its lse is "
+                "usable for split-KV decoding (within budget).",
+      source="flash-decoding / split-KV (flash_fwd_combine); catalogue property 3")
+claim(DOC, "shift_invariance", kind="identity", operations=(ATT,),
+      statement="Adding a per-row constant c_i to the scores leaves O unchanged and shifts L by c_i.",
+      source="catalogue property 4")
+claim(DOC, "backward_identity", kind="identity", operations=(f"{DOC}.attention_backward",),
+      statement="D_i = rowsum(dO o O) = rowsum(P o dP), and every row of dS = P o (dP - D) sums to 0 "
+                "(float64: 1e-10 relative).",
+      source="FA1 Alg. 4 and eq. (4); catalogue property 5")
+claim(DOC, "gradients", kind="budget", operations=(f"{DOC}.attention_backward", ATT),
+      statement="dQ, dK, dV equal autograd and central finite differences of <O, dO> (float64), and every "
+                "implementation's gradients are within 3 x the naive baseline's error.",
+      source="FA1 Alg. 4; FA2 test rule (3x for gradients); catalogue property 6")
+claim(DOC, "causal_bottom_right", kind="exact", operations=(ATT,),
+      statement="Causal attention is aligned bottom-right: query i sees key j iff j <= i + Sk - Sq; for Sq = Sk "
+                "this is the lower triangle.",
+      source="FlashAttention README (v2.1); catalogue property 7")
+claim(DOC, "fully_masked_rows", kind="exact", operations=(ATT, f"{DOC}.attention_backward"),
+      statement="A fully masked row (causal with Sq > Sk) gives O = 0 and lse = -inf, and no NaN in O or in "
+                "the gradients.",
+      source="design.md convention; catalogue property 7 and bug list (NaN from (-inf) - (-inf))")
+claim(DOC, "masked_keys_never_contribute", kind="exact", operations=(ATT,),
+      statement="A masked key contributes nothing however large its score: no finite mask sentinel.",
+      source="catalogue bug list (finite sentinel: lattice PR #373, flashinfer #4401, Triton's -1e6)")
+claim(DOC, "varlen_block_diagonal", kind="identity", operations=(f"{DOC}.varlen_attention",),
+      statement="Packed attention equals attention on each sequence separately (per-sequence causal alignment), "
+                "and perturbing one sequence leaves every other sequence's output bit-identical.",
+      source="flash_attn_varlen_func; catalogue property 8")
+claim(DOC, "gqa", kind="identity", operations=(ATT,),
+      statement="GQA with Hkv = H is multi-head attention; with groups it equals explicitly repeating each KV "
+                "head for its H / Hkv query heads (contiguous groups).",
+      source="attention_ref '(h g)' layout; catalogue property 9")
+claim(DOC, "known_answers", kind="known-answer", operations=(ATT, f"{DOC}.attention_backward"),
+      statement="The catalogue's N = d = 4, dv = 2, tau = 1/2 vectors: O, L, causal O and L, D, dV, dQ row 0.",
+      source="catalogue/flash_attention.md, known-answer vectors (recomputed in float64)")
+claim(DOC, "flop_count", kind="exact", operations=(f"{DOC}.attention_flops",),
+      statement="The analytic FLOP count equals torch's FlopCounterMode on the dense forward and on the backward "
+                "with recomputation; backward = 2.5 x forward for D = Dv.",
+      source="FA2 §4.1; tritonbench flops; torch.utils.flop_counter")
+claim(DOC, "nan_propagation", kind="exact", operations=(ATT,),
+      statement="A NaN in query row i makes o row i NaN and leaves every other row finite: NaN is neither "
+                "hidden nor spread (documented propagation for NaN inputs).",
+      source="design.md (bad input: documented propagation)")
+claim(DOC, "attention_contract", kind="contract", operations=(ATT, SMX, f"{DOC}.varlen_attention"),
+      statement="Malformed input (wrong rank, Hkv not dividing H, head-dim mismatch, dtype mismatch, empty "
+                "tensors, bad cu_seqlens) is rejected with an error; results have the documented shapes and "
+                "dtypes (o in q's dtype, lse float32 or wider).",
+      source="design.md (bad input); the operation signatures")

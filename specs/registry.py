@@ -1,0 +1,268 @@
+"""The registry: documents, specs, operations, claims and implementations (design.md, "The words").
+
+Every spec module registers what it encodes here at import time; every implementation family declares its
+implementations here without importing the code behind them, so that a missing library or device becomes a
+visible reason instead of an import error. Tests, benchmarks, the README table and the report all read this
+registry: nothing is listed twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    title: str
+    papers: tuple[str, ...]
+    post: str
+    catalogue: str
+
+    @property
+    def module(self) -> str:
+        return f"specs.{self.id}"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One equation as float64 code, with its LaTeX, its source and any convention chosen."""
+
+    id: str
+    document: str
+    function: Callable
+    latex: str
+    source: str
+    convention: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.id.split(".", 1)[1]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A spec with a call signature that other code can implement; the spec is its reference."""
+
+    id: str
+    document: str
+    reference: Callable
+    summary: str
+    dtypes: tuple[str, ...] = FLOAT_DTYPES
+    baseline: str | None = None  # implementation name of the naive same-precision baseline
+    check_result: Callable[..., None] | None = None  # output contract: raises ContractViolation
+
+    @property
+    def signature(self) -> str:
+        sig = inspect.signature(self.reference)
+        text = f"{self.id}{sig}".replace("'", "")
+        return text
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement the document makes (or a contract the operation promises) that must hold."""
+
+    id: str
+    document: str
+    statement: str
+    source: str
+    kind: str  # identity | exact | budget | statistical | known-answer | contract
+    operations: tuple[str, ...]
+
+
+@dataclass
+class Implementation:
+    """Another callable for an operation, loaded lazily from ``target`` ("module:attribute")."""
+
+    operation: str
+    name: str
+    target: str
+    origin: str  # spec | torch | triton | thirdparty | user | mutant
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    dtypes: tuple[str, ...] | None = None  # None: every dtype of the operation
+    requires: tuple[str, ...] = ()  # importable modules it needs
+    provides: frozenset[str] = frozenset()  # capabilities, e.g. {"lse", "grad", "gqa", "causal"}
+    deviations: dict[str, str] = field(default_factory=dict)  # claim id -> documented reason
+    notes: str = ""
+    interpreted_on_cpu: bool = False  # Triton under TRITON_INTERPRET: keep sizes small
+    targets: tuple[str, ...] = ()  # mutants only: the claims this wrong implementation must break
+    _loaded: Callable | None = field(default=None, repr=False, compare=False)
+
+    def load(self) -> Callable:
+        if self._loaded is None:
+            self._loaded = load_target(self.target)
+        return self._loaded
+
+    def unavailable_reason(self, device: str = "cpu") -> str | None:
+        """Why this implementation cannot run on ``device`` here, or None when it can."""
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return f"needs the Python package '{module}', which is not installed"
+        if device not in self.devices:
+            return f"does not run on {device} (runs on: {', '.join(self.devices)})"
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                return "no CUDA device on this machine"
+        if device == "cpu" and self.interpreted_on_cpu:
+            import os
+
+            if os.environ.get("TRITON_INTERPRET") != "1":
+                return "Triton runs on the CPU only under TRITON_INTERPRET=1 (set before triton is imported)"
+        return None
+
+    def dtypes_for(self, operation: Operation) -> tuple[str, ...]:
+        return tuple(d for d in operation.dtypes if self.dtypes is None or d in self.dtypes)
+
+
+def load_target(target: str) -> Callable:
+    """Import ``module:attribute`` (the attribute may be dotted)."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"implementation target must look like 'module:callable', got {target!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"implementation target {target!r} is not callable (got {type(obj).__name__})")
+    return obj
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.documents: dict[str, Document] = {}
+        self.specs: dict[str, Spec] = {}
+        self.operations: dict[str, Operation] = {}
+        self.claims: dict[str, Claim] = {}
+        self.implementations: dict[tuple[str, str], Implementation] = {}
+
+    def add_document(self, doc: Document) -> Document:
+        self.documents[doc.id] = doc
+        return doc
+
+    def add_spec(self, s: Spec) -> Spec:
+        _require_document(self, s.document, s.id)
+        self.specs[s.id] = s
+        return s
+
+    def add_operation(self, op: Operation) -> Operation:
+        _require_document(self, op.document, op.id)
+        self.operations[op.id] = op
+        return op
+
+    def add_claim(self, c: Claim) -> Claim:
+        _require_document(self, c.document, c.id)
+        unknown = [o for o in c.operations if o not in self.operations]
+        if unknown:
+            raise KeyError(f"claim {c.id} names unknown operations {unknown}")
+        self.claims[c.id] = c
+        return c
+
+    def add_implementation(self, impl: Implementation) -> Implementation:
+        key = (impl.operation, impl.name)
+        self.implementations[key] = impl
+        return impl
+
+    def implementations_of(self, operation: str, origins: tuple[str, ...] | None = None) -> list[Implementation]:
+        return [
+            i for (op, _), i in self.implementations.items()
+            if op == operation and (origins is None or i.origin in origins)
+        ]
+
+    def implementation(self, operation: str, name: str) -> Implementation:
+        return self.implementations[(operation, name)]
+
+    def claims_of(self, document: str) -> list[Claim]:
+        return [c for c in self.claims.values() if c.document == document]
+
+    def specs_of(self, document: str) -> list[Spec]:
+        return [s for s in self.specs.values() if s.document == document]
+
+    def operations_of(self, document: str) -> list[Operation]:
+        return [o for o in self.operations.values() if o.document == document]
+
+
+def _require_document(reg: Registry, doc: str, what: str) -> None:
+    if doc not in reg.documents:
+        raise KeyError(f"{what} names unknown document {doc!r}")
+
+
+REGISTRY = Registry()
+
+
+# --- decorators used by the spec modules --------------------------------------------------------------
+
+def spec(document: str, *, latex: str, source: str, convention: str = "") -> Callable[[Callable], Callable]:
+    """Register a function as the transcription of one equation."""
+
+    def register(fn: Callable) -> Callable:
+        REGISTRY.add_spec(Spec(f"{document}.{fn.__name__}", document, fn, latex, source, convention))
+        return fn
+
+    return register
+
+
+def operation(
+    document: str,
+    *,
+    latex: str,
+    source: str,
+    summary: str,
+    convention: str = "",
+    dtypes: tuple[str, ...] = FLOAT_DTYPES,
+    baseline: str | None = None,
+    check_result: Callable[..., None] | None = None,
+) -> Callable[[Callable], Callable]:
+    """Register a spec that other code can implement; the function is the operation's reference."""
+
+    def register(fn: Callable) -> Callable:
+        op_id = f"{document}.{fn.__name__}"
+        REGISTRY.add_spec(Spec(op_id, document, fn, latex, source, convention))
+        REGISTRY.add_operation(Operation(op_id, document, fn, summary, dtypes, baseline, check_result))
+        # The reference is itself an implementation: the property tests check the spec against the claims.
+        REGISTRY.add_implementation(Implementation(
+            operation=op_id, name="spec", target=f"{fn.__module__}:{fn.__qualname__}", origin="spec",
+            provides=frozenset({"lse", "grad", "gqa", "causal"}), notes="float64 reference (the spec itself)",
+        ))
+        return fn
+
+    return register
+
+
+def claim(document: str, name: str, *, statement: str, source: str, kind: str, operations: tuple[str, ...]) -> Claim:
+    return REGISTRY.add_claim(Claim(f"{document}.{name}", document, statement, source, kind, operations))
+
+
+# --- discovery --------------------------------------------------------------------------------------
+
+_LOADED = False
+
+
+def load_all() -> Registry:
+    """Import every spec module and every implementation family's declarations (idempotent)."""
+    global _LOADED
+    if _LOADED:
+        return REGISTRY
+    import specs
+
+    from . import documents  # noqa: F401  (registers the twelve documents)
+
+    for info in pkgutil.iter_modules(specs.__path__):
+        if info.name in REGISTRY.documents:
+            importlib.import_module(f"specs.{info.name}")
+    import implementations
+
+    for info in pkgutil.iter_modules(implementations.__path__):
+        if info.ispkg:
+            importlib.import_module(f"implementations.{info.name}")
+    _LOADED = True
+    return REGISTRY
