@@ -8,7 +8,7 @@ failures of the implementation, not of the harness.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .contracts import (ArgumentError, check_dim, check_same, check_tensor, expect_tensor, expect_tuple)
+from .contracts import ArgumentError, check_dim, check_same, check_tensor, expect_tensor, expect_tuple
 from .registry import REGISTRY, Implementation, claim, operation, spec
 
 DOC = "flash_attention"
@@ -27,7 +27,7 @@ LSE_DTYPES = (torch.float32, torch.float64)
 
 
 def _f64(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tuple(x.detach().to(F64) for x in xs)
+    return tuple(x.to(F64) for x in xs)  # no detach: autograd through the spec is the gradients' reference
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -45,6 +45,7 @@ def check_softmax_result(result, x, *, provides=frozenset({"lse"})) -> None:
     DOC,
     latex=r"m_i=\max_j x_{ij},\quad L_i = m_i + \log\sum_j e^{x_{ij}-m_i},\quad y_{ij}=e^{x_{ij}-L_i}",
     source="FA1 §2.1 (safe softmax); catalogue/flash_attention.md, property 2",
+    returns="(y, lse)",
     summary="Row softmax over the last dimension with its natural-log log-sum-exp. "
             "x (..., N) -> y (..., N) in x's dtype, lse (...) in float32 or wider.",
     convention="A row of -inf gives y = 0 and lse = -inf (as a fully masked attention row).",
@@ -55,10 +56,11 @@ def softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     check_tensor("x", x)
     (x64,) = _f64(x)
     m = x64.amax(dim=-1, keepdim=True)
-    m_safe = torch.where(torch.isinf(m) & (m < 0), torch.zeros_like(m), m)  # all -inf: avoid (-inf) - (-inf)
-    ell = torch.exp(x64 - m_safe).sum(dim=-1, keepdim=True)
+    m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)  # all -inf: avoid (-inf) - (-inf)
+    e = torch.exp(x64 - m_safe)
+    ell = e.sum(dim=-1, keepdim=True)
+    y = e / torch.where(ell == 0, torch.ones_like(ell), ell)  # a row of -inf: 0 / 1, and no NaN in autograd
     L = m_safe + torch.log(ell)
-    y = torch.where(ell > 0, torch.exp(x64 - L), torch.zeros_like(x64))
     return y.to(x.dtype), L.squeeze(-1)
 
 
@@ -95,22 +97,23 @@ def _check_partition(block_sizes, n: int) -> list[int]:
     latex=r"(m,\ell)\leftarrow(-\infty,0);\ \text{for each block } j:\ (m,\ell)\leftarrow\mathrm{step}(m,\ell,x^{(j)});"
           r"\quad L=m+\log\ell,\ y=e^{x-L}",
     source="Milakov & Gimelshein 2018, Alg. 3 (online normaliser); FA1 §3.1",
+    returns="(y, lse)",
     summary="Softmax of x over its last dimension computed by the online recurrence over the blocks "
             "block_sizes (a partition of the row). Same outputs as softmax.",
-    dtypes=("float64", "float32"),
+    dtypes=("float64",),
     check_result=check_online_softmax_result,
 )
 def online_softmax(x: torch.Tensor, block_sizes) -> tuple[torch.Tensor, torch.Tensor]:
     check_tensor("x", x)
     sizes = _check_partition(block_sizes, x.shape[-1])
     (x64,) = _f64(x)
-    m = torch.full(x64.shape[:-1], -math.inf, dtype=F64)
-    ell = torch.zeros(x64.shape[:-1], dtype=F64)
+    m = torch.full(x64.shape[:-1], -math.inf, dtype=F64, device=x.device)
+    ell = torch.zeros(x64.shape[:-1], dtype=F64, device=x.device)
     for s_block in torch.split(x64, sizes, dim=-1):
         m, ell, _, _ = online_softmax_step(m, ell, s_block)
     m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
     L = m_safe + torch.log(ell)
-    y = torch.where(ell[..., None] > 0, torch.exp(x64 - L[..., None]), torch.zeros_like(x64))
+    y = torch.where(ell[..., None] == 0, torch.zeros_like(x64), torch.exp(x64 - L[..., None]))
     return y.to(x.dtype), L
 
 
@@ -182,6 +185,7 @@ def repeat_kv(x: torch.Tensor, H: int) -> torch.Tensor:
     DOC,
     latex=r"S=\tau QK^\top,\ P=\mathrm{softmax}(S),\ O=PV,\ L_i=\log\sum_j e^{S_{ij}}",
     source="FA1 §2.2 (standard attention, Alg. 0); FA2 §2.2; catalogue/flash_attention.md",
+    returns="(o, lse)",
     summary="Exact attention with its log-sum-exp. q (B, H, Sq, D), k (B, Hkv, Sk, D), v (B, Hkv, Sk, Dv) -> "
             "o (B, H, Sq, Dv) in q's dtype, lse (B, H, Sq) natural log, float32 or wider. scale defaults to "
             "1/sqrt(D); causal is aligned bottom-right; query head h uses KV head h // (H / Hkv); a fully masked "
@@ -202,16 +206,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     return O.to(q.dtype), L
 
 
-def attention_reference_bound(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor, tau: float) -> tuple[float, float]:
-    """A-priori error bounds of the float64 reference for (O, L): gamma_{Sk+D+4} scaled by the magnitudes."""
-    from .budget import gamma
-
-    Sk, D = k.shape[-2], k.shape[-1]
-    vmax = float(v.detach().abs().max().to(F64)) if v.numel() else 0.0
-    smax = tau * float(q.detach().abs().to(F64).sum(-1).max()) * float(k.detach().abs().to(F64).max())
-    return gamma(Sk + D + 4) * vmax * (1 + smax), gamma(Sk + D + 4) * (1 + smax + math.log(max(Sk, 1)))
-
-
 # ---------------------------------------------------------------------------------------------------
 # The tiled FA2 forward, the merge of partial results, the backward with recomputation
 # ---------------------------------------------------------------------------------------------------
@@ -224,36 +218,38 @@ def attention_reference_bound(v: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     convention="Outer loop over query blocks of block_q rows, inner loop over key blocks of block_k columns; "
                "any positive block sizes, the last block may be partial.",
 )
-def tiled_attention(q, k, v, *, causal: bool = False, scale: float | None = None, block_q: int = 16,
-                    block_k: int = 16):
+def tiled_attention(q, k, v, *, causal: bool = False, scale: float | None = None, block_q: int = 32,
+                    block_k: int = 32):
     B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
     for name, b in (("block_q", block_q), ("block_k", block_k)):
         if not isinstance(b, int) or b <= 0:
             raise ArgumentError(f"{name} must be a positive integer, got {b!r}")
     Q, K, V = _f64(q, k, v)
     K, V = repeat_kv(K, H), repeat_kv(V, H)
-    allowed = causal_mask(Sq, Sk) if causal else torch.ones(Sq, Sk, dtype=torch.bool)
-    O = torch.empty(B, H, Sq, Dv, dtype=F64)
-    L = torch.empty(B, H, Sq, dtype=F64)
+    dev = q.device
+    allowed = causal_mask(Sq, Sk, dev) if causal else torch.ones(Sq, Sk, dtype=torch.bool, device=dev)
+    O = torch.empty(B, H, Sq, Dv, dtype=F64, device=dev)
+    L = torch.empty(B, H, Sq, dtype=F64, device=dev)
     for i0 in range(0, Sq, block_q):
         Q_i = Q[:, :, i0:i0 + block_q]
         rows = Q_i.shape[2]
-        m = torch.full((B, H, rows), -math.inf, dtype=F64)
-        ell = torch.zeros(B, H, rows, dtype=F64)
-        O_tilde = torch.zeros(B, H, rows, Dv, dtype=F64)
+        m = torch.full((B, H, rows), -math.inf, dtype=F64, device=dev)
+        ell = torch.zeros(B, H, rows, dtype=F64, device=dev)
+        O_tilde = torch.zeros(B, H, rows, Dv, dtype=F64, device=dev)
         for j0 in range(0, Sk, block_k):
             S_ij = scores(Q_i, K[:, :, j0:j0 + block_k], tau)
             S_ij = S_ij.masked_fill(~allowed[i0:i0 + block_q, j0:j0 + block_k], -math.inf)
             m, ell, alpha, P_tilde = online_softmax_step(m, ell, S_ij)
             O_tilde = alpha[..., None] * O_tilde + P_tilde @ V[:, :, j0:j0 + block_k]
-        O[:, :, i0:i0 + block_q] = torch.where(ell[..., None] > 0, O_tilde / ell[..., None], 0.0)
-        L[:, :, i0:i0 + block_q] = torch.where(ell > 0, m + torch.log(ell), -math.inf)
+        no_key = ell == 0  # (a NaN ell is not 0: NaN inputs propagate)
+        O[:, :, i0:i0 + block_q] = torch.where(no_key[..., None], 0.0, O_tilde / ell[..., None])
+        L[:, :, i0:i0 + block_q] = torch.where(no_key, -math.inf, m + torch.log(ell))
     return O.to(q.dtype), L
 
 
 REGISTRY.add_implementation(Implementation(
     operation=f"{DOC}.attention", name="spec.tiled", target="specs.flash_attention:tiled_attention",
-    origin="spec", provides=frozenset({"lse", "gqa", "causal", "block_sizes"}),
+    origin="spec", dtypes=("float64",), provides=frozenset({"lse", "gqa", "causal", "block_sizes"}),
     notes="FA2 Algorithm 1 in float64 (deferred normalisation), any block sizes",
 ))
 
@@ -268,6 +264,7 @@ def check_merge_result(result, o_a, lse_a, o_b, lse_b, *, provides=frozenset({"l
     DOC,
     latex=r"L=\mathrm{logaddexp}(L_a,L_b),\quad O=e^{L_a-L}O_a+e^{L_b-L}O_b",
     source="flash-attention csrc flash_fwd_combine (split-KV / flash-decoding); catalogue property 3",
+    returns="(o, lse)",
     summary="Combine the partial results (o_a, lse_a), (o_b, lse_b) of attention over two disjoint key sets. "
             "o (..., Dv), lse (...). An empty split has lse = -inf and is the identity.",
     convention="Two empty splits merge to o = 0, lse = -inf.",
@@ -314,6 +311,7 @@ def check_backward_result(result, q, k, v, o, lse, do, *, causal=False, scale=No
     latex=r"D=\mathrm{rowsum}(dO\circ O),\ P=e^{S-L},\ dV=P^\top dO,\ dP=dO\,V^\top,\ dS=P\circ(dP-D),\ "
           r"dQ=\tau\,dS\,K,\ dK=\tau\,dS^\top Q",
     source="FA1 Alg. 4 (backward with recomputation); FA2 §3.2; catalogue/flash_attention.md",
+    returns="(dq, dk, dv)",
     summary="Gradients of attention from the saved (o, lse) and the output gradient do. q, k, v as in attention, "
             "o (B, H, Sq, Dv), lse (B, H, Sq), do like o -> dq, dk, dv in the inputs' shapes and dtype "
             "(dk, dv summed over the query heads of each KV group).",
@@ -333,7 +331,7 @@ def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: floa
     K, V = repeat_kv(K, H), repeat_kv(V, H)
     S = scores(Q, K, tau)
     if causal:
-        S = S.masked_fill(~causal_mask(Sq, Sk), -math.inf)
+        S = S.masked_fill(~causal_mask(Sq, Sk, S.device), -math.inf)
     P = recompute_P(S, L)
     D_ = backward_D(dO, O)
     dV = P.transpose(-1, -2) @ dO
@@ -392,6 +390,7 @@ def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k):
     latex=r"O_{b}=\mathrm{attention}(Q_{b},K_{b},V_{b}),\quad "
           r"Q_b=Q[\mathrm{cu}^q_b:\mathrm{cu}^q_{b+1}],\ K_b=K[\mathrm{cu}^k_b:\mathrm{cu}^k_{b+1}]",
     source="flash_attn_varlen_func; bert_padding.unpad_input (cu_seqlens); catalogue/flash_attention.md",
+    returns="(o, lse)",
     summary="Packed (varlen) attention: q (Tq, H, D), k (Tk, Hkv, D), v (Tk, Hkv, Dv), cu_seqlens_q and "
             "cu_seqlens_k int32 [0, cumsum(lengths)] of equal length B+1 -> o (Tq, H, Dv), lse (H, Tq). "
             "Block-diagonal: a token of sequence b sees only keys of b; causal alignment is per sequence.",
@@ -403,8 +402,8 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = Fals
     cq, ck = check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k)
     tau = check_scale(scale, q.shape[2])
     T, H, Dv = q.shape[0], q.shape[1], v.shape[2]
-    O = torch.zeros(T, H, Dv, dtype=q.dtype)
-    L = torch.full((H, T), -math.inf, dtype=F64)
+    O = torch.zeros(T, H, Dv, dtype=q.dtype, device=q.device)
+    L = torch.full((H, T), -math.inf, dtype=F64, device=q.device)
     for b in range(len(cq) - 1):
         qs, ks = slice(cq[b], cq[b + 1]), slice(ck[b], ck[b + 1])
         if qs.stop == qs.start:
@@ -416,6 +415,63 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = Fals
         O[qs] = o_b[0].permute(1, 0, 2)
         L[:, qs] = L_b[0]
     return O, L
+
+
+# ---------------------------------------------------------------------------------------------------
+# Error analysis: the size of the terms each output sums (specs/budget.py uses it for the budget's floor)
+# ---------------------------------------------------------------------------------------------------
+# One rounding of a term t moves the output by about u |t| (Higham, §3.1): an output summing terms t_j is
+# conditioned by sum_j |t_j|, not by its own size, which can cancel to 0 (dQ with a single key). Scores are
+# terms too: rounding S_ij by u Smag_ij (Smag = tau |Q| |K|^T) moves P_ij by u P_ij Smag_ij.
+
+def _magnitude_inputs(q, k, v, causal, scale):
+    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
+    Q, K, V = (x.detach().to(F64) for x in (q, k, v))
+    K, V = repeat_kv(K, H), repeat_kv(V, H)
+    S = scores(Q, K, tau)
+    S_mag = scores(Q.abs(), K.abs(), abs(tau))
+    if causal:
+        visible = causal_mask(Sq, Sk, S.device)
+        S, S_mag = S.masked_fill(~visible, -math.inf), S_mag.masked_fill(~visible, 0.0)
+    P, L = softmax(S)
+    return (B, H, Hkv, Sq, Sk, D, Dv, abs(tau)), Q, K, V, S_mag, P, L
+
+
+def attention_magnitudes(q, k, v, *, causal: bool = False, scale: float | None = None):
+    """(mag_o, mag_lse, n): the terms' sizes of o = PV and of lse, and the float64 reduction length."""
+    (*_, Sk, D, Dv, tau), Q, K, V, S_mag, P, L = _magnitude_inputs(q, k, v, causal, scale)
+    O = P @ V
+    PS = P * S_mag
+    mag_o = P @ V.abs() + PS @ V.abs() + O.abs() * PS.sum(-1, keepdim=True)  # products, and scores' rounding
+    mag_lse = S_mag.amax(-1) + torch.where(torch.isfinite(L), L.abs(), 0.0) + 1.0
+    return mag_o, mag_lse, Sk + D + 4
+
+
+def attention_backward_magnitudes(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None):
+    """(mag_dq, mag_dk, mag_dv, n) for the backward's dS = P o (dP - D), dQ = tau dS K, dK = tau dS^T Q, dV = P^T dO."""
+    (B, H, Hkv, Sq, Sk, D, Dv, tau), Q, K, V, S_mag, P, L = _magnitude_inputs(q, k, v, causal, scale)
+    dO, O = do.detach().to(F64), o.detach().to(F64)
+    dP = dO @ V.transpose(-1, -2)
+    D_ = backward_D(dO, O)
+    dP_mag = dO.abs() @ V.abs().transpose(-1, -2)
+    D_mag = backward_D(dO.abs(), O.abs())
+    dS_mag = P * (dP_mag + D_mag[..., None]) + (P * (dP - D_[..., None])).abs() * S_mag
+    g = H // Hkv
+    mag_dq = tau * dS_mag @ K.abs()
+    mag_dk = (tau * dS_mag.transpose(-1, -2) @ Q.abs()).reshape(B, Hkv, g, Sk, D).sum(2)
+    mag_dv = ((P * (1 + S_mag)).transpose(-1, -2) @ dO.abs()).reshape(B, Hkv, g, Sk, Dv).sum(2)
+    return mag_dq, mag_dk, mag_dv, Sq + Sk + D + Dv + 8
+
+
+def softmax_magnitudes(x: torch.Tensor):
+    """(mag_y, mag_lse, n): y = exp(x - L) moves by y u (|x - m| + |L| + 1); lse by u (2 max|x| + |L| + 1)."""
+    x64 = x.detach().to(F64)
+    y, L = softmax(x64)
+    finite_x = torch.where(torch.isfinite(x64), x64.abs(), 0.0)
+    L_abs = torch.where(torch.isfinite(L), L.abs(), 0.0)
+    x_max = finite_x.amax(-1)
+    mag_y = y * (1 + finite_x + x_max[..., None] + L_abs[..., None])
+    return mag_y, 1 + 2 * x_max + L_abs, x.shape[-1] + 4
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -440,6 +496,7 @@ def check_flops_result(result, *args, provides=frozenset(), **kwargs) -> None:
     latex=r"\mathrm{fwd}=2BH\,n_{pairs}(D+D_v),\quad \mathrm{bwd}=2BH\,n_{pairs}(3D+2D_v)\ "
           r"(=2.5\times\mathrm{fwd}\text{ for }D=D_v)",
     source="FA2 §4.1 and benchmarks/benchmark_flash_attention.py (4 B S^2 H D, x2.5 bwd); tritonbench flops",
+    returns="flops",
     summary="Matmul FLOPs of attention forward ('fwd'), backward with recomputation ('bwd') or both "
             "('fwd_bwd'): 2 multiply-add FLOPs per unmasked (query, key) pair and head-dim element.",
     convention="Counts the unmasked pairs exactly: causal is Sq(Sq+1)/2 pairs for Sq = Sk, where FlashAttention's "
@@ -477,6 +534,10 @@ claim(DOC, "softmax_lse", kind="budget", operations=(SMX,),
       statement="Softmax rows sum to 1, y = exp(x - lse), and lse = log sum exp x (natural log) within budget, "
                 "including rows with large logits.",
       source="catalogue property 2; FA1 §2.1")
+claim(DOC, "softmax_masked_row", kind="contract", operations=(SMX,),
+      statement="A row of -inf (every key masked) gives y = 0 and lse = -inf, never NaN, as a fully masked "
+                "attention row does.",
+      source="design.md convention (fully masked rows); flash-attention softmax.h (max == -inf ? 0 : max)")
 claim(DOC, "online_softmax_any_partition", kind="identity", operations=(f"{DOC}.online_softmax", SMX),
       statement="The online-softmax recurrence over any partition of a row into blocks gives the one-shot softmax "
                 "and log-sum-exp (float64: 1e-12 relative).",

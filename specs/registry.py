@@ -12,8 +12,9 @@ import importlib
 import importlib.util
 import inspect
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -55,15 +56,18 @@ class Operation:
     document: str
     reference: Callable
     summary: str
+    returns: str
     dtypes: tuple[str, ...] = FLOAT_DTYPES
     baseline: str | None = None  # implementation name of the naive same-precision baseline
     check_result: Callable[..., None] | None = None  # output contract: raises ContractViolation
 
     @property
     def signature(self) -> str:
+        """``doc.name(args, *, kwargs=default) -> returns``, without type annotations."""
         sig = inspect.signature(self.reference)
-        text = f"{self.id}{sig}".replace("'", "")
-        return text
+        bare = sig.replace(parameters=[p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()],
+                           return_annotation=inspect.Signature.empty)
+        return f"{self.id}{bare} -> {self.returns}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,22 @@ class Claim:
     operations: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Deviation:
+    """A documented difference between an implementation and a claim, expected to fail (and reported).
+
+    ``only`` narrows it to some test parameters, e.g. (("dtype", ("bfloat16",)),) or (("case", ("empty q",)),);
+    a test that then passes is reported as a failure ("deviation no longer observed").
+    """
+
+    reason: str
+    only: tuple[tuple[str, tuple], ...] = ()
+    strict: bool = True  # False where the behaviour depends on the machine (e.g. which BLAS kernel runs)
+
+    def applies(self, params: dict) -> bool:
+        return all(params.get(name) in values for name, values in self.only)
+
+
 @dataclass
 class Implementation:
     """Another callable for an operation, loaded lazily from ``target`` ("module:attribute")."""
@@ -90,7 +110,7 @@ class Implementation:
     dtypes: tuple[str, ...] | None = None  # None: every dtype of the operation
     requires: tuple[str, ...] = ()  # importable modules it needs
     provides: frozenset[str] = frozenset()  # capabilities, e.g. {"lse", "grad", "gqa", "causal"}
-    deviations: dict[str, str] = field(default_factory=dict)  # claim id -> documented reason
+    deviations: dict[str, Deviation] = field(default_factory=dict)  # claim id -> documented difference
     notes: str = ""
     interpreted_on_cpu: bool = False  # Triton under TRITON_INTERPRET: keep sizes small
     targets: tuple[str, ...] = ()  # mutants only: the claims this wrong implementation must break
@@ -119,6 +139,10 @@ class Implementation:
             if os.environ.get("TRITON_INTERPRET") != "1":
                 return "Triton runs on the CPU only under TRITON_INTERPRET=1 (set before triton is imported)"
         return None
+
+    def deviation(self, claims, params: dict) -> Deviation | None:
+        """The documented deviation, if any, that covers one of ``claims`` at these test parameters."""
+        return next((d for c in claims if (d := self.deviations.get(c)) is not None and d.applies(params)), None)
 
     def dtypes_for(self, operation: Operation) -> tuple[str, ...]:
         return tuple(d for d in operation.dtypes if self.dtypes is None or d in self.dtypes)
@@ -217,6 +241,7 @@ def operation(
     latex: str,
     source: str,
     summary: str,
+    returns: str,
     convention: str = "",
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
     baseline: str | None = None,
@@ -227,10 +252,11 @@ def operation(
     def register(fn: Callable) -> Callable:
         op_id = f"{document}.{fn.__name__}"
         REGISTRY.add_spec(Spec(op_id, document, fn, latex, source, convention))
-        REGISTRY.add_operation(Operation(op_id, document, fn, summary, dtypes, baseline, check_result))
+        REGISTRY.add_operation(Operation(op_id, document, fn, summary, returns, dtypes, baseline, check_result))
         # The reference is itself an implementation: the property tests check the spec against the claims.
         REGISTRY.add_implementation(Implementation(
             operation=op_id, name="spec", target=f"{fn.__module__}:{fn.__qualname__}", origin="spec",
+            dtypes=("float64",),  # in another dtype it would only round its float64 answer
             provides=frozenset({"lse", "grad", "gqa", "causal"}), notes="float64 reference (the spec itself)",
         ))
         return fn

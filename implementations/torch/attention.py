@@ -97,9 +97,9 @@ def tiled_forward(q, k, v, *, causal: bool, tau: float, block_q: int, block_k: i
             ell = alpha * ell + p.sum(-1)
             o_acc = alpha[..., None] * o_acc + p @ v_j
             m = m_new
-        visible = ell > 0
-        o[:, :, i0:i1] = torch.where(visible[..., None], o_acc / ell[..., None], 0.0).to(q.dtype)
-        lse[:, :, i0:i1] = torch.where(visible, m + torch.log(ell), -math.inf)
+        no_key = ell == 0  # rows with no visible key; a NaN ell (NaN input) must propagate, not become 0
+        o[:, :, i0:i1] = torch.where(no_key[..., None], 0.0, o_acc / ell[..., None]).to(q.dtype)
+        lse[:, :, i0:i1] = torch.where(no_key, -math.inf, m + torch.log(ell))
     return o, lse
 
 

@@ -13,6 +13,6 @@ def naive_softmax(x: torch.Tensor):
     m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
     e = torch.exp(x - m)
     ell = e.sum(dim=-1, keepdim=True)
-    y = torch.where(ell > 0, e / ell, torch.zeros_like(e))
+    y = torch.where(ell == 0, torch.zeros_like(e), e / ell)
     lse = (m + torch.log(ell)).squeeze(-1)
     return y, lse.to(torch.promote_types(lse.dtype, torch.float32))

@@ -77,7 +77,7 @@ def tiled_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool 
             ell = alpha * ell + p.sum(-1)
             o_acc = alpha[..., None] * o_acc + p @ vh[:, j0:j1]
             m = m_new
-        visible = ell > 0
-        o[i0:i1] = torch.where(visible[..., None], o_acc / ell[..., None], 0.0).transpose(0, 1).to(q.dtype)
-        lse[:, i0:i1] = torch.where(visible, m + torch.log(ell), -math.inf)
+        no_key = ell == 0  # a NaN ell (NaN input) propagates
+        o[i0:i1] = torch.where(no_key[..., None], 0.0, o_acc / ell[..., None]).transpose(0, 1).to(q.dtype)
+        lse[:, i0:i1] = torch.where(no_key, -math.inf, m + torch.log(ell))
     return o, lse

@@ -1,0 +1,42 @@
+"""Adapters to libraries nobody here wrote: torch SDPA, torch.softmax, scipy.special.
+
+Their documented deviations are findings measured by the property tests (torch 2.13, CPU); each one is expected
+to fail its claim, and the report shows it with the reason below.
+"""
+
+from specs.registry import REGISTRY, Deviation, Implementation
+
+_M = "implementations.thirdparty"
+_TOP_LEFT = Deviation("SDPA's is_causal=True aligns the causal mask top-left (query i sees keys j <= i); "
+                      "FlashAttention's convention is bottom-right (j <= i + Sk - Sq); they agree only when Sq = Sk")
+_NAN_ROW = "returns NaN for a row of -inf (every key masked) where the spec returns y = 0, lse = -inf"
+_SDPA_HIDES_NAN = Deviation(
+    "SDPA's default CPU kernel returns 0, not NaN, for a query row that holds a NaN (the math backend "
+    "propagates it): a NaN input is silently hidden", only=(("device", ("cpu",)),))
+_SDPA_ACCEPTS = Deviation(
+    "SDPA broadcasts batch dimensions, so a 3-D q is valid input to it; and its default CPU kernel accepted a v "
+    "whose length (6) differs from k's (7) without an error (the math backend raises)",
+    only=(("case", ("q of rank 3", "v length mismatch")), ("device", ("cpu",))))
+_SDPA_DEVIATIONS = {"flash_attention.nan_propagation": _SDPA_HIDES_NAN,
+                    "flash_attention.attention_contract": _SDPA_ACCEPTS}
+
+for _impl in (
+    Implementation("flash_attention.attention", "thirdparty.sdpa", f"{_M}.sdpa:sdpa_attention", "thirdparty",
+                   provides=frozenset({"grad", "gqa", "causal"}), deviations=_SDPA_DEVIATIONS,
+                   notes="torch.nn.functional.scaled_dot_product_attention with causal_lower_right; "
+                         "returns no lse, so lse claims are not checked"),
+    Implementation("flash_attention.attention", "thirdparty.sdpa_is_causal", f"{_M}.sdpa:sdpa_is_causal",
+                   "thirdparty", provides=frozenset({"grad", "gqa"}),
+                   deviations={**_SDPA_DEVIATIONS, "flash_attention.causal_bottom_right": _TOP_LEFT,
+                               "flash_attention.fully_masked_rows": _TOP_LEFT},
+                   notes="SDPA with is_causal=True; returns no lse"),
+    Implementation("flash_attention.softmax", "thirdparty.torch_softmax", f"{_M}.softmax:torch_softmax",
+                   "thirdparty", provides=frozenset({"lse"}),
+                   deviations={"flash_attention.softmax_masked_row": Deviation("torch.softmax " + _NAN_ROW)},
+                   notes="torch.softmax and torch.logsumexp"),
+    Implementation("flash_attention.softmax", "thirdparty.scipy", f"{_M}.softmax:scipy_softmax", "thirdparty",
+                   devices=("cpu",), requires=("scipy",), provides=frozenset({"lse"}),
+                   deviations={"flash_attention.softmax_masked_row": Deviation("scipy.special.softmax " + _NAN_ROW)},
+                   notes="scipy.special.softmax and logsumexp (half/bfloat16 computed in float32)"),
+):
+    REGISTRY.add_implementation(_impl)

@@ -1,0 +1,30 @@
+"""torch.nn.functional.scaled_dot_product_attention as an implementation of flash_attention.attention.
+
+SDPA returns no log-sum-exp, so only o can be checked (lse is None). It takes no stance on our input contract:
+the adapter passes arguments straight through, so malformed input is judged by what SDPA itself does.
+Two adapters: ``sdpa_attention`` asks for the bottom-right causal mask explicitly (torch.nn.attention.bias.
+causal_lower_right, FlashAttention's convention); ``sdpa_is_causal`` uses ``is_causal=True``, which torch
+documents as top-left aligned (row i sees keys j <= i): the two agree only when Sq == Sk.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+
+
+def sdpa_attention(q, k, v, *, causal: bool = False, scale=None):
+    mask = None
+    if causal:
+        with warnings.catch_warnings():  # "will produce NaNs when seq_len_q > seq_len_kv": we check that claim
+            warnings.simplefilter("ignore", UserWarning)
+            mask = causal_lower_right(q.shape[-2], k.shape[-2])
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    return o, None
+
+
+def sdpa_is_causal(q, k, v, *, causal: bool = False, scale=None):
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    return o, None

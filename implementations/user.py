@@ -1,0 +1,72 @@
+"""Users' own implementations: ``--impl OP=module:callable``, ``EQSPEC_IMPL`` and entry points.
+
+A user callable is named by its ``module:callable`` string. It may declare what it supports with attributes
+(all optional):
+
+    my_attention.eqspec_devices = ("cuda",)              # default: ("cpu", "cuda")
+    my_attention.eqspec_dtypes = ("float16", "bfloat16")  # default: every dtype of the operation
+    my_attention.eqspec_provides = {"causal", "gqa"}      # default: what the spec provides (e.g. lse, grad)
+
+Entry points: a package may declare, in the group ``eqspec.implementations``, entries named by the operation
+(``"flash_attention.attention" = "mypkg.attn:flash_attn"``; several for one operation as
+``"flash_attention.attention/fast"``).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import entry_points
+
+from specs.registry import REGISTRY, Implementation, load_target
+
+ENV_VAR = "EQSPEC_IMPL"
+ENTRY_POINT_GROUP = "eqspec.implementations"
+
+
+class ImplArgumentError(ValueError):
+    """An --impl / EQSPEC_IMPL value that cannot be understood."""
+
+
+def parse(assignment: str, source: str = "--impl") -> Implementation:
+    op_id, sep, target = assignment.partition("=")
+    op_id, target = op_id.strip(), target.strip()
+    if not sep or ":" not in target:
+        raise ImplArgumentError(f"{source} expects OP=module:callable, got {assignment!r}")
+    return make(op_id.split("/")[0], target, source)
+
+
+def make(op_id: str, target: str, source: str) -> Implementation:
+    if op_id not in REGISTRY.operations:
+        known = ", ".join(sorted(REGISTRY.operations))
+        raise ImplArgumentError(f"{source}: unknown operation {op_id!r}; known operations: {known}")
+    spec_impl = REGISTRY.implementation(op_id, "spec")
+    impl = Implementation(operation=op_id, name=target, target=target, origin="user",
+                          provides=spec_impl.provides, notes=f"user implementation ({source})")
+    try:
+        fn = load_target(target)
+    except Exception as exc:  # reported by every test of this implementation; the run goes on
+        impl.notes = f"could not be loaded: {type(exc).__name__}: {exc}"
+        return impl
+    impl.devices = tuple(getattr(fn, "eqspec_devices", impl.devices))
+    dtypes = getattr(fn, "eqspec_dtypes", None)
+    impl.dtypes = tuple(dtypes) if dtypes is not None else None
+    impl.provides = frozenset(getattr(fn, "eqspec_provides", impl.provides))
+    return impl
+
+
+def from_environment() -> list[Implementation]:
+    value = os.environ.get(ENV_VAR, "")
+    return [parse(part, ENV_VAR) for part in value.split(";") if part.strip()]
+
+
+def from_entry_points() -> list[Implementation]:
+    return [make(ep.name.split("/")[0], ep.value, f"entry point {ep.name}")
+            for ep in entry_points(group=ENTRY_POINT_GROUP)]
+
+
+def collect(cli_values: list[str]) -> list[Implementation]:
+    """Every user implementation, from the command line, the environment and installed entry points."""
+    impls = [parse(v) for v in cli_values] + from_environment() + from_entry_points()
+    for impl in impls:
+        REGISTRY.add_implementation(impl)
+    return impls

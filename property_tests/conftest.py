@@ -1,0 +1,386 @@
+"""pytest wiring: options, hypothesis profiles, implementation parametrization and result capture.
+
+Options (``python -m pytest property_tests --help``, group "eqspec"):
+  --impl OP=module:callable   add a user implementation (repeatable; also EQSPEC_IMPL and entry points)
+  --only-impl NAME            run only this implementation (a user callable is named "module:callable")
+  --device / --dtype          restrict the run
+  --mutants                   run the tests against the mutants instead (the kill matrix)
+  --results PATH              where the result rows go (default reports/out/results.json, mutants.json)
+  --impl-timeout SECONDS      deadline of one implementation call (default 120, or EQSPEC_IMPL_TIMEOUT)
+
+Every test writes one row (claims, implementation, device, dtype, status, what it measured, and for a failure the
+falsifying example and a repro command) to a .jsonl file as it finishes, and the whole run to results.json at the
+end; an aborted run still leaves its rows for ``python -m reports``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") is None and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module imports triton (env-notes.md)
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)  # the examples are small: threads cost more than they give, and xdist runs workers
+
+from hypothesis import settings  # noqa: E402
+
+from implementations import guard, user  # noqa: E402
+from specs.contracts import ConformanceError, ContractViolation  # noqa: E402
+from specs.registry import REGISTRY, load_all  # noqa: E402
+
+from . import profiles, recording  # noqa: E402
+from .harness import Target  # noqa: E402
+
+DEVICES = ("cpu", "cuda")
+INTERPRETED_EXAMPLE_SHARE = 4  # Triton under the CPU interpreter costs ~3 ms per program: a quarter of the examples
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("eqspec")
+    group.addoption("--impl", action="append", default=[], metavar="OP=module:callable",
+                    help="verify a user implementation of operation OP (repeatable)")
+    group.addoption("--only-impl", action="append", default=None, metavar="NAME",
+                    help="run only the implementation NAME (repeatable)")
+    group.addoption("--device", action="append", choices=DEVICES, default=None, help="restrict to these devices")
+    group.addoption("--dtype", action="append", default=None, help="restrict to these dtypes (e.g. bfloat16)")
+    group.addoption("--mutants", action="store_true", help="run the property tests against the mutants")
+    group.addoption("--results", default=None, metavar="PATH", help="result rows (JSON) output path")
+    group.addoption("--impl-timeout", type=float, default=guard.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                    help="deadline for one call of an implementation")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "eqspec(claims, operation, requires, dtypes): claims a property test checks")
+    load_all()
+    config._eqspec_user = user.collect(config.getoption("--impl"))
+    mutants = config.getoption("--mutants")
+    if mutants:
+        from .mutants import load_mutants
+
+        config._eqspec_mutants = load_mutants()
+    if config.getoption("--hypothesis-profile", default=None) is None:
+        settings.load_profile("mutants" if mutants else os.environ.get("EQSPEC_PROFILE", profiles.DEFAULT))
+    guard.set_timeout(config.getoption("--impl-timeout"))
+    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) owns the results
+        config._eqspec_results = Results(config)
+
+
+def pytest_report_header(config):
+    lines = [f"eqspec: hypothesis profile {settings._current_profile}, "
+             f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')}, "
+             f"CUDA {'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}"]
+    for key in sorted(k for k in os.environ if k.startswith("EQSPEC_")):
+        lines.append(f"eqspec: {key}={os.environ[key]}")
+    for impl in getattr(config, "_eqspec_user", []):
+        lines.append(f"eqspec: user implementation {impl.name} of {impl.operation} ({impl.notes})")
+    return lines
+
+
+# --- parametrizing `target` over implementations ------------------------------------------------------
+
+def _candidates(config, operation: str, claims: tuple[str, ...]):
+    if config.getoption("--mutants"):
+        return [m for m in config._eqspec_mutants if m.operation == operation and set(m.targets) & set(claims)]
+    impls = REGISTRY.implementations_of(operation)
+    only = config.getoption("--only-impl")
+    if only:
+        impls = [i for i in impls if i.name in only]
+    return [i for i in impls if i.origin != "mutant"]
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("eqspec")
+    if marker is None or "target" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    op_id, claims = marker.kwargs["operation"], marker.kwargs["claims"]
+    op = REGISTRY.operations[op_id]
+    # CUDA rows only where CUDA exists or was asked for: the header says which devices this run had
+    wanted_devices = config.getoption("--device") or (DEVICES if torch.cuda.is_available() else ("cpu",))
+    wanted_dtypes = config.getoption("--dtype")
+    test_dtypes = marker.kwargs.get("dtypes")
+    params = []
+    for impl in _candidates(config, op_id, claims):
+        deviation = any(c in impl.deviations for c in claims)  # run it even without the capability: to show it
+        missing = sorted(marker.kwargs["requires"] - impl.provides)
+        for device in wanted_devices:
+            if device == "cuda" and device not in impl.devices:
+                continue  # no row for a device an implementation never claimed
+            for dtype in impl.dtypes_for(op):
+                if (test_dtypes and dtype not in test_dtypes) or (wanted_dtypes and dtype not in wanted_dtypes):
+                    continue
+                marks = []
+                reason = impl.unavailable_reason(device)
+                if reason:
+                    marks.append(pytest.mark.skip(reason=f"{impl.name}: {reason}"))
+                elif missing and not deviation:
+                    marks.append(pytest.mark.skip(
+                        reason=f"{impl.name} does not provide {', '.join(missing)} ({impl.notes})"))
+                target = Target(impl, device, dtype)
+                params.append(pytest.param(target, id=str(target), marks=marks))
+    metafunc.parametrize("target", params)
+
+
+def pytest_collection_modifyitems(config, items):
+    kept = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if config.getoption("--mutants") and not isinstance(params.get("target"), Target):
+            continue  # a test with no mutant aimed at its claims
+        _mark_deviation(item)
+        _count_examples(item)
+        kept.append(item)
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+def _mark_deviation(item) -> None:
+    """A documented deviation turns the test into a strict xfail: it must fail, with an AssertionError."""
+    params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
+    target, marker = params.pop("target", None), item.get_closest_marker("eqspec")
+    if not isinstance(target, Target) or marker is None:
+        return
+    deviation = target.impl.deviation(marker.kwargs["claims"], {**params, "dtype": target.dtype,
+                                                                 "device": target.device})
+    if deviation is not None:
+        item.add_marker(pytest.mark.xfail(strict=deviation.strict, raises=AssertionError,
+                                          reason=f"documented deviation: {deviation.reason}"))
+
+
+def _count_examples(item) -> None:
+    fn = getattr(item, "obj", None)
+    hyp = getattr(fn, "hypothesis", None)
+    if hyp is None or getattr(hyp.inner_test, "_eqspec_counted", False):
+        return
+    inner = hyp.inner_test
+
+    @functools.wraps(inner)
+    def counted(*args, **kwargs):
+        recording.example()
+        return inner(*args, **kwargs)
+
+    counted._eqspec_counted = True
+    hyp.inner_test = counted
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    fn = item.obj
+    target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    original = getattr(fn, "_hypothesis_internal_use_settings", None)
+    if original is not None and isinstance(target, Target) and target.interpreted:
+        fn._hypothesis_internal_use_settings = settings(
+            original, max_examples=max(3, original.max_examples // INTERPRETED_EXAMPLE_SHARE))
+    recording.start()
+    try:
+        yield
+    finally:
+        if original is not None:
+            fn._hypothesis_internal_use_settings = original
+
+
+# --- result rows ------------------------------------------------------------------------------------
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return _failure_kind(exc.exceptions[0])
+    if isinstance(exc, ContractViolation):
+        return "contract"
+    if isinstance(exc, guard.ImplementationTimeout):
+        return "timeout"
+    if isinstance(exc, guard.ImplementationError):
+        return "implementation-error"
+    if isinstance(exc, (ConformanceError, AssertionError)):
+        return "conformance"
+    return "harness"
+
+
+REPRODUCE_FAILURE = re.compile(r"@reproduce_failure\([^)]*\)")
+
+
+def _falsifying_example(exc: BaseException) -> str | None:
+    """Hypothesis' notes on the failing case (its arguments and labelled draws), without the blob line."""
+    notes = [n.strip() for n in getattr(exc, "__notes__", []) if n.strip() and not REPRODUCE_FAILURE.search(n)]
+    return "\n".join(notes) or None
+
+
+def _repro(item, config, exc: BaseException | None) -> str:
+    parts = ["python", "-m", "pytest", item.nodeid, f"--hypothesis-profile={settings._current_profile}"]
+    for value in config.getoption("--impl"):
+        parts += ["--impl", value]
+    if config.getoption("--mutants"):
+        parts.append("--mutants")
+    seed = config.getoption("--hypothesis-seed", default=None)
+    if seed is not None:
+        parts.append(f"--hypothesis-seed={seed}")
+    blob = next((m.group(0) for n in getattr(exc, "__notes__", []) for m in [REPRODUCE_FAILURE.search(n)] if m), None)
+    return shlex.join(parts) + (f"\n# or decorate the test with {blob}" if blob else "")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("eqspec")
+    params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
+    target = params.pop("target", None)
+    row = {
+        "nodeid": item.nodeid, "test": item.originalname, "module": item.nodeid.split("::")[0],
+        "claims": list(marker.kwargs["claims"]) if marker else [],
+        "operation": marker.kwargs["operation"] if marker else None,
+        "params": {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in params.items()},
+    }
+    row["document"] = row["claims"][0].split(".")[0] if row["claims"] else item.module.__name__.split("_", 1)[-1]
+    if isinstance(target, Target):
+        row.update(implementation=target.name, origin=target.impl.origin, device=target.device, dtype=target.dtype)
+        if target.impl.origin == "mutant":
+            row["targets"] = list(target.impl.targets)
+    if call.when == "call":
+        rec = recording.stop()
+        if rec is not None:
+            row.update(rec.as_dict())
+        if call.excinfo is not None and report.failed:
+            exc = call.excinfo.value
+            row["failure_kind"] = _failure_kind(exc)
+            row["message"] = str(exc).strip()[:2000]
+            row["falsifying_example"] = _falsifying_example(exc)
+            row["repro"] = _repro(item, item.config, exc)
+    report.user_properties.append(("eqspec", row))
+
+
+def _status(report) -> tuple[str, str | None, str | None]:
+    """(status, reason, message) of one pytest phase report."""
+    if report.skipped and hasattr(report, "wasxfail"):
+        return "deviation", report.wasxfail.removeprefix("reason: "), None
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        return "skipped", reason.removeprefix("Skipped: "), None
+    if report.failed and report.when == "call" and "XPASS(strict)" in str(report.longrepr):
+        return "failed", None, f"documented deviation no longer observed ({report.longrepr}): update the declaration"
+    if report.failed:
+        return ("failed" if report.when == "call" else "error"), None, None
+    return "passed", None, None
+
+
+class Results:
+    """Rows written as tests finish (.jsonl, survives an aborted run), then the whole run as one JSON file."""
+
+    def __init__(self, config):
+        default = "reports/out/mutants.json" if config.getoption("--mutants") else "reports/out/results.json"
+        self.path = Path(config.getoption("--results") or config.rootpath / default)
+        self.lines = self.path.with_suffix(".jsonl")
+        self.rows: list[dict] = []
+        self.started = time.time()
+        self.header = {
+            "schema": 1, "suite": _suite(config.rootpath), "environment": _environment(),
+            "run": {"profile": None, "mode": "mutants" if config.getoption("--mutants") else "suite",
+                    "command": shlex.join(["python", "-m", "pytest", *config.invocation_params.args]),
+                    "impl_args": config.getoption("--impl"), "only_impl": config.getoption("--only-impl"),
+                    "started": _now(), "finished": None, "complete": False},
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)  # a stale results.json must never pass for this run's
+        self.header["run"]["profile"] = settings._current_profile
+        self.lines.write_text(json.dumps({"header": self.header}) + "\n")
+
+    def add(self, report) -> None:
+        row = dict(next((v for k, v in report.user_properties if k == "eqspec"), {"nodeid": report.nodeid}))
+        status, reason, message = _status(report)
+        row.update(status=status, duration_s=round(report.duration, 4))
+        if reason:
+            row["reason"] = reason
+        if message:
+            row["message"] = message
+        if status == "error" and "message" not in row:
+            row["failure_kind"] = "harness"
+            row["message"] = str(report.longrepr)[-2000:]
+        self.rows.append(row)
+        with self.lines.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+    def finish(self) -> None:
+        run = self.header["run"]
+        run.update(finished=_now(), complete=True, duration_s=round(time.time() - self.started, 2))
+        self.path.write_text(json.dumps({**self.header, "rows": self.rows}, indent=1, default=str))
+        self.lines.unlink(missing_ok=True)
+
+
+def pytest_runtest_logreport(report):
+    results = getattr(_config, "_eqspec_results", None) if _config else None
+    if results is None:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed) or (
+            report.when == "teardown" and report.failed):
+        results.add(report)
+
+
+_config = None
+
+
+def pytest_sessionstart(session):
+    global _config
+    _config = session.config
+
+
+def pytest_sessionfinish(session, exitstatus):
+    results = getattr(session.config, "_eqspec_results", None)
+    if results is not None:
+        results.finish()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    results = getattr(config, "_eqspec_results", None)
+    if results is not None:
+        terminalreporter.write_line(f"eqspec: {len(results.rows)} result rows in {results.path}; "
+                                    f"render the report with `python -m reports`")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _suite(root: Path) -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        suite_version = version("eqspec")
+    except PackageNotFoundError:
+        suite_version = None
+    return {"name": "eqspec", "version": suite_version, "commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _environment() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    cuda = torch.cuda.is_available()
+    return {"date": _now(), "python": platform.python_version(), "torch": torch.__version__, "triton": v("triton"),
+            "numpy": v("numpy"), "scipy": v("scipy"), "hypothesis": v("hypothesis"), "platform": platform.platform(),
+            "cpu": platform.processor() or platform.machine(), "cuda": torch.version.cuda if cuda else None,
+            "gpu": torch.cuda.get_device_name() if cuda else None,
+            "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1"}

@@ -1,0 +1,55 @@
+"""The registry is complete: every claim has property tests and mutants, every operation a reference, and the
+README's table of operations is the registry's (docs cannot drift from code)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import property_tests
+from property_tests.mutants import load_mutants
+from specs import load_all
+from specs.__main__ import operations_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tested_claims() -> dict[str, list[str]]:
+    tested: dict[str, list[str]] = {}
+    for info in pkgutil.iter_modules(property_tests.__path__):
+        if not info.name.startswith("test_"):
+            continue
+        module = importlib.import_module(f"property_tests.{info.name}")
+        for name, fn in vars(module).items():
+            for mark in getattr(fn, "pytestmark", []):
+                if mark.name == "eqspec":
+                    for claim in mark.kwargs["claims"]:
+                        tested.setdefault(claim, []).append(name)
+    return tested
+
+
+def test_every_claim_has_a_property_test_and_a_mutant():
+    reg = load_all()
+    tested = _tested_claims()
+    targeted = {t for m in load_mutants() for t in m.targets}
+    assert not set(tested) - set(reg.claims), f"tests name unknown claims: {set(tested) - set(reg.claims)}"
+    assert not set(reg.claims) - set(tested), f"claims without a property test: {set(reg.claims) - set(tested)}"
+    assert not set(reg.claims) - targeted, f"claims without a mutant: {set(reg.claims) - targeted}"
+    assert targeted <= set(reg.claims), f"mutants target unknown claims: {targeted - set(reg.claims)}"
+
+
+def test_every_operation_has_its_spec_as_reference_and_a_named_baseline():
+    reg = load_all()
+    for op in reg.operations.values():
+        assert reg.implementation(op.id, "spec").load() is op.reference
+        if op.baseline is not None:
+            assert reg.implementation(op.id, op.baseline).origin == "torch", op.id
+    for claim in reg.claims.values():
+        assert claim.document in reg.documents and claim.statement and claim.source, claim.id
+
+
+def test_the_readme_table_of_operations_is_generated_from_the_registry():
+    readme = (ROOT / "README.md").read_text()
+    assert operations_table(load_all()) in readme, (
+        "README.md's operations table is stale: regenerate it with `python -m specs --write-readme README.md`")

@@ -1,0 +1,21 @@
+"""Hypothesis profiles: ``ci`` (derandomised: the same examples on every machine), ``dev`` (quick, random),
+``thorough`` (many examples, for a release or a new kernel) and ``mutants`` (the kill matrix: no shrinking,
+since a mutant only has to be caught, not explained)."""
+
+from hypothesis import HealthCheck, Phase, settings
+
+_COMMON = dict(
+    deadline=None,  # first calls compile kernels or import libraries; hangs are the guard's job
+    print_blob=True,  # failures print @reproduce_failure for the repro command
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+settings.register_profile("ci", derandomize=True, database=None, max_examples=20, **_COMMON)
+settings.register_profile("dev", max_examples=8, **_COMMON)
+settings.register_profile("thorough", max_examples=400, **_COMMON)
+settings.register_profile("mutants", derandomize=True, database=None, max_examples=20,
+                          phases=(Phase.explicit, Phase.generate), **_COMMON)
+
+PROFILES = ("ci", "dev", "thorough", "mutants")
+DEFAULT = "ci"

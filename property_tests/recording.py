@@ -1,0 +1,71 @@
+"""What a property test measured, collected while it runs and attached to its result row.
+
+The conftest opens a Recorder around each test call; the check helpers add to it. Budgets keep the worst
+example per output name and dtype (largest err / allowed), so the report shows how close the implementation came
+to its budget over all the examples hypothesis tried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from specs.budget import BudgetCheck
+
+
+@dataclass
+class Recorder:
+    budgets: dict[tuple[str, str], BudgetCheck] = field(default_factory=dict)
+    series: list[dict] = field(default_factory=list)
+    statistics: list[dict] = field(default_factory=list)
+    examples: int = 0
+
+    def as_dict(self) -> dict:
+        budgets = [b.as_dict() for b in self.budgets.values()]
+        finite = [b["ratio"] for b in budgets if b["ratio"] != float("inf")]
+        metrics = {"budget": budgets, "worst_ratio": max(finite) if finite else None} if budgets else {}
+        return {"metrics": metrics, "series": self.series, "statistics": self.statistics, "examples": self.examples}
+
+
+_current: Recorder | None = None
+
+
+def start() -> Recorder:
+    global _current
+    _current = Recorder()
+    return _current
+
+
+def stop() -> Recorder | None:
+    global _current
+    rec, _current = _current, None
+    return rec
+
+
+def current() -> Recorder:
+    return _current if _current is not None else Recorder()  # outside a test: record nowhere
+
+
+def budget(check: BudgetCheck) -> None:
+    rec = current()
+    key = (check.name, check.dtype)
+    old = rec.budgets.get(key)
+    if old is None or _closeness(check) > _closeness(old):
+        rec.budgets[key] = check
+
+
+def _closeness(check: BudgetCheck) -> float:
+    return check.err / check.allowed if check.allowed > 0 else (0.0 if check.err == 0 else float("inf"))
+
+
+def series(name: str, label: str, x_label: str, y_label: str, points: list[tuple[float, float]]) -> None:
+    current().series.append({"name": name, "label": label, "x_label": x_label, "y_label": y_label,
+                             "points": [list(p) for p in points]})
+
+
+def statistic(name: str, observed: float, bound: float, false_alarm: float) -> None:
+    current().statistics.append({"name": name, "observed": observed, "bound": bound, "false_alarm": false_alarm})
+
+
+def example() -> None:
+    if _current is not None:
+        _current.examples += 1
