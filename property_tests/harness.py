@@ -67,8 +67,11 @@ class Target:
     def __str__(self) -> str:
         return f"{self.name}-{self.device}-{self.dtype}"
 
-    def __repr__(self) -> str:  # what hypothesis prints in a falsifying example
+    def __repr__(self) -> str:
         return f"Target({self.name!r}, device={self.device!r}, dtype={self.dtype!r})"
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # hypothesis prints falsifying examples with this
+        printer.text(repr(self))
 
 
 # --- checks that record what they measured ----------------------------------------------------------

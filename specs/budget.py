@@ -16,8 +16,9 @@ attention's output, tau (P o (|dP| + |D|)) |K| for dQ, ...; by default |referenc
 rounding of each term in the implementation's dtype: where the terms cancel (dQ with a single key is exactly
 0, sums of dS rows are 0), the naive baseline can be exact by luck and 2 x its error is 0, but no algorithm is
 obliged to be. The second is the float64 reference's own a-priori bound (gamma_n = n u / (1 - n u), n the
-reduction length). The ratio err(impl) / err(baseline) is the conformance score the report shows. NaN never
-passes; an infinity must be matched exactly.
+reduction length). The conformance score the report shows is err / (err(baseline) + floor / k): how many times
+the naive code's error the implementation makes (at most k when it passes). NaN never passes; an infinity must
+be matched exactly.
 
 Exact properties (rows sum to one, conservation laws, bit-identical isolation) do not use this budget: they use
 `check_close` at a stated float64 tolerance or `check_equal`.
@@ -56,10 +57,13 @@ class BudgetCheck:
 
     @property
     def ratio(self) -> float:
-        """err / err(baseline): below 1 the implementation is more accurate than the naive code."""
-        if self.err_baseline > 0:
-            return self.err / self.err_baseline
-        return 0.0 if self.err <= self.floor else float("inf")
+        """The conformance score err / (err(baseline) + floor / k): the multiple of the naive code's error, with
+        the floor standing in for a baseline that is exact by luck. Below 1: more accurate than the naive code;
+        passing means at most k."""
+        denominator = self.err_baseline + self.floor / self.k
+        if denominator > 0:
+            return self.err / denominator
+        return 0.0 if self.err == 0 else float("inf")
 
     @property
     def passed(self) -> bool:
