@@ -474,6 +474,11 @@ def softmax_magnitudes(x: torch.Tensor):
     return mag_y, 1 + 2 * x_max + L_abs, x.shape[-1] + 4
 
 
+REGISTRY.attach_magnitudes(f"{DOC}.attention", attention_magnitudes)
+REGISTRY.attach_magnitudes(f"{DOC}.attention_backward", attention_backward_magnitudes)
+REGISTRY.attach_magnitudes(f"{DOC}.softmax", softmax_magnitudes)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The FLOP count the benchmarks divide by
 # ---------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ registry: nothing is listed twice.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -60,6 +61,9 @@ class Operation:
     dtypes: tuple[str, ...] = FLOAT_DTYPES
     baseline: str | None = None  # implementation name of the naive same-precision baseline
     check_result: Callable[..., None] | None = None  # output contract: raises ContractViolation
+    # (inputs) -> (size of the terms each output sums, one per output, ..., float64 reduction length): the error
+    # budget's floor (specs/budget.py); None: the outputs' own size
+    magnitudes: Callable[..., tuple] | None = None
 
     @property
     def signature(self) -> str:
@@ -182,6 +186,10 @@ class Registry:
         _require_document(self, op.document, op.id)
         self.operations[op.id] = op
         return op
+
+    def attach_magnitudes(self, op_id: str, fn: Callable[..., tuple]) -> None:
+        """Give an operation its error analysis (defined after the operation, since it uses its specs)."""
+        self.operations[op_id] = dataclasses.replace(self.operations[op_id], magnitudes=fn)
 
     def add_claim(self, c: Claim) -> Claim:
         _require_document(self, c.document, c.id)

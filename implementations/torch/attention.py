@@ -63,6 +63,13 @@ def _check_blocks(block_q, block_k) -> None:
             raise ArgumentError(f"{name} must be a positive integer, got {b!r}")
 
 
+def _causal_tile(i0: int, i1: int, j0: int, j1: int, Sq: int, Sk: int, device) -> torch.Tensor:
+    """The bottom-right causal mask of one tile (True: visible), without building the Sq x Sk mask."""
+    i = torch.arange(i0, i1, device=device)[:, None]
+    j = torch.arange(j0, j1, device=device)[None, :]
+    return j <= i + (Sk - Sq)
+
+
 def _key_range(i0: int, i1: int, Sq: int, Sk: int, causal: bool) -> int:
     """One past the last key any query in [i0, i1) may see: FA2 skips the key blocks above the diagonal."""
     return min(Sk, max(0, i1 - 1 + Sk - Sq + 1)) if causal else Sk
@@ -89,7 +96,7 @@ def tiled_forward(q, k, v, *, causal: bool, tau: float, block_q: int, block_k: i
             v_j = v[:, kv_heads, j0:j1].to(acc)
             s = q_i @ k_j.transpose(-1, -2)
             if causal and j1 - 1 > i0 + Sk - Sq:  # only blocks crossing the diagonal need the element mask
-                s = s.masked_fill(~causal_mask(Sq, Sk, q.device)[i0:i1, j0:j1], -math.inf)
+                s = s.masked_fill(~_causal_tile(i0, i1, j0, j1, Sq, Sk, q.device), -math.inf)
             m_new = torch.maximum(m, s.amax(-1))
             m_safe = torch.where(torch.isneginf(m_new), 0.0, m_new)
             p = torch.exp(s - m_safe[..., None])
@@ -127,8 +134,8 @@ def tiled_backward(q, k, v, o, lse, do, dlse, *, causal: bool, tau: float, block
             q_i, do_i = q[:, :, i0:i1].to(acc), do[:, :, i0:i1].to(acc)
             s = tau * q_i @ k_j.transpose(-1, -2)
             p = torch.exp(s - lse_safe[:, :, i0:i1, None])
-            if causal:
-                p = p.masked_fill(~causal_mask(Sq, Sk, q.device)[i0:i1, j0:j1], 0.0)
+            if causal and j1 - 1 > i0 + Sk - Sq:  # only tiles crossing the diagonal need the element mask
+                p = p.masked_fill(~_causal_tile(i0, i1, j0, j1, Sq, Sk, q.device), 0.0)
             p = p.masked_fill(torch.isneginf(lse[:, :, i0:i1])[..., None], 0.0)
             dv[:, :, j0:j1] += p.transpose(-1, -2) @ do_i
             dp = do_i @ v_j.transpose(-1, -2)
