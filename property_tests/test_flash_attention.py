@@ -240,14 +240,25 @@ def test_causal_bottom_right(target, data):
                              f"but ignore a change of its value")
 
 
+def _fully_masked_case(target, data):
+    """A causal case with Sq > Sk: its first Sq - Sk query rows see no key at all."""
+    shape = data.draw(attention_shapes(target), label="shape")
+    extra = data.draw(st.integers(1, 24), label="Sq - Sk")
+    shape = dataclasses.replace(shape, Sq=shape.Sk + extra)
+    return shape, extra, *shape.tensors(target)
+
+
+def _check_masked_row_gradients(extra: int, dq, dk, dv) -> None:
+    for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
+        finite_pattern(name, g, torch.zeros_like(g, dtype=torch.float64))
+    equal(f"dq of the {extra} rows with no visible key", dq[:, :, :extra], torch.zeros_like(dq[:, :, :extra]))
+
+
 @checks("flash_attention.fully_masked_rows", operation=ATT, requires=("causal",),
         dtypes=("float32", "float16", "bfloat16"))
 @given(data=st.data())
 def test_fully_masked_rows(target, data):
-    shape = data.draw(attention_shapes(target), label="shape")
-    extra = data.draw(st.integers(1, 24), label="Sq - Sk")
-    shape = dataclasses.replace(shape, Sq=shape.Sk + extra)
-    q, k, v = shape.tensors(target)
+    shape, extra, q, k, v = _fully_masked_case(target, data)
     o, lse = target(q, k, v, causal=True)
     finite_pattern("o", o, torch.zeros_like(o, dtype=torch.float64))
     equal(f"o of the {extra} rows with no visible key", o[:, :, :extra], torch.zeros_like(o[:, :, :extra]))
@@ -256,25 +267,16 @@ def test_fully_masked_rows(target, data):
               torch.full(lse[:, :, :extra].shape, -math.inf, dtype=torch.float64), atol=0.0)
     if target.provides("grad"):
         do = target.tensor(randn(shape.seed + 5, *o.shape))
-        dq, dk, dv = autograd_backward(target)(q, k, v, o, lse, do, causal=True)
-        for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
-            finite_pattern(name, g, torch.zeros_like(g, dtype=torch.float64))
-        equal(f"dq of the {extra} rows with no visible key", dq[:, :, :extra], torch.zeros_like(dq[:, :, :extra]))
+        _check_masked_row_gradients(extra, *autograd_backward(target)(q, k, v, o, lse, do, causal=True))
 
 
 @checks("flash_attention.fully_masked_rows", operation=BWD, dtypes=("float32", "bfloat16"))
 @given(data=st.data())
 def test_fully_masked_rows_backward(target, data):
-    shape = data.draw(attention_shapes(target), label="shape")
-    extra = data.draw(st.integers(1, 24), label="Sq - Sk")
-    shape = dataclasses.replace(shape, Sq=shape.Sk + extra)
-    q, k, v = shape.tensors(target)
+    shape, extra, q, k, v = _fully_masked_case(target, data)
     o, lse = fa.attention(q, k, v, causal=True)
     do = target.tensor(randn(shape.seed + 5, *o.shape))
-    dq, dk, dv = target(q, k, v, o, lse, do, causal=True)
-    for name, g in (("dq", dq), ("dk", dk), ("dv", dv)):
-        finite_pattern(name, g, torch.zeros_like(g, dtype=torch.float64))
-    equal(f"dq of the {extra} rows with no visible key", dq[:, :, :extra], torch.zeros_like(dq[:, :, :extra]))
+    _check_masked_row_gradients(extra, *target(q, k, v, o, lse, do, causal=True))
 
 
 MASKED_SCORE_SCALE = {"float64": (27, 22), "float32": (27, 22), "bfloat16": (27, 22), "float16": (15, 10)}

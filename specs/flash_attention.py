@@ -563,8 +563,9 @@ claim(DOC, "shift_invariance", kind="identity", operations=(ATT,),
       statement="Adding a per-row constant c_i to the scores leaves O unchanged and shifts L by c_i.",
       source="catalogue property 4")
 claim(DOC, "backward_identity", kind="identity", operations=(f"{DOC}.attention_backward",),
-      statement="D_i = rowsum(dO o O) = rowsum(P o dP), and every row of dS = P o (dP - D) sums to 0 "
-                "(float64: 1e-10 relative).",
+      statement="D_i = rowsum(dO o O) = rowsum(P o dP), and every row of dS = P o (dP - D) sums to 0; checked on "
+                "any backward through their consequences sum_j dK_j = 0 and sum_j <dV_j, v_j> = sum_i D_i "
+                "(within the gradient budget).",
       source="FA1 Alg. 4 and eq. (4); catalogue property 5")
 claim(DOC, "gradients", kind="budget", operations=(f"{DOC}.attention_backward", ATT),
       statement="dQ, dK, dV equal autograd and central finite differences of <O, dO> (float64), and every "
