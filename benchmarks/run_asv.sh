@@ -30,5 +30,6 @@ machine="${ASV_MACHINE:-$default_machine}"
 asv machine --yes --machine "$machine" >/dev/null
 status=0
 asv run --python=same --machine "$machine" --set-commit-hash "$(git rev-parse HEAD)" --show-stderr "$@" || status=$?
+python3 benchmarks/portable_results.py  # result files named by the Python version, not the interpreter's path
 asv publish  # also after failures: the report shows which benchmarks failed
 exit "$status"
