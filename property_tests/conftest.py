@@ -3,6 +3,7 @@
 Options (``python -m pytest property_tests --help``, group "eqspec"):
   --impl OP=module:callable   add a user implementation (repeatable; also EQSPEC_IMPL and entry points)
   --only-impl NAME            run only this implementation (a user callable is named "module:callable")
+  --origin ORIGIN             run only implementations of this origin (e.g. thirdparty)
   --device / --dtype          restrict the run
   --mutants                   run the tests against the mutants instead (the kill matrix)
   --results PATH              where the result rows go (default reports/out/results.json, mutants.json)
@@ -56,6 +57,8 @@ def pytest_addoption(parser):
                     help="verify a user implementation of operation OP (repeatable)")
     group.addoption("--only-impl", action="append", default=None, metavar="NAME",
                     help="run only the implementation NAME (repeatable)")
+    group.addoption("--origin", action="append", default=None, metavar="ORIGIN",
+                    help="run only implementations of this origin: spec, torch, triton, thirdparty, user (repeatable)")
     group.addoption("--device", action="append", choices=DEVICES, default=None, help="restrict to these devices")
     group.addoption("--dtype", action="append", default=None, help="restrict to these dtypes (e.g. bfloat16)")
     group.addoption("--mutants", action="store_true", help="run the property tests against the mutants")
@@ -97,9 +100,11 @@ def _candidates(config, operation: str, claims: tuple[str, ...]):
     if config.getoption("--mutants"):
         return [m for m in config._eqspec_mutants if m.operation == operation and set(m.targets) & set(claims)]
     impls = REGISTRY.implementations_of(operation)
-    only = config.getoption("--only-impl")
+    only, origins = config.getoption("--only-impl"), config.getoption("--origin")
     if only:
         impls = [i for i in impls if i.name in only]
+    if origins:
+        impls = [i for i in impls if i.origin in origins]
     return [i for i in impls if i.origin != "mutant"]
 
 
