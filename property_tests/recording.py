@@ -57,9 +57,29 @@ def _closeness(check: BudgetCheck) -> float:
     return check.err / check.allowed if check.allowed > 0 else (0.0 if check.err == 0 else float("inf"))
 
 
-def series(name: str, label: str, x_label: str, y_label: str, points: list[tuple[float, float]]) -> None:
+SERIES_KINDS = ("line", "loglog", "linear", "histogram")
+
+
+def series(name: str, label: str, x_label: str, y_label: str, points: list[tuple[float, float]], *,
+           kind: str = "line") -> None:
+    """A line in the report's figure ``name`` (one figure per name, one line per implementation and label).
+
+    kind: "line" (log y when the values span decades, log2 x for wide positive x), "loglog" (both axes log: orders
+    of convergence), "linear" (no log axes), "histogram" ((bin centre, density) pairs, drawn as steps).
+    """
+    if kind not in SERIES_KINDS:
+        raise ValueError(f"series kind must be one of {SERIES_KINDS}, got {kind!r}")
     current().series.append({"name": name, "label": label, "x_label": x_label, "y_label": y_label,
-                             "points": [list(p) for p in points]})
+                             "points": [list(p) for p in points], "kind": kind})
+
+
+def heatmap(name: str, label: str, values: list[list[float]], *, row_labels: list[str] | None = None,
+            col_labels: list[str] | None = None) -> None:
+    """A table of numbers drawn as an annotated heat map; heat maps sharing ``name`` are drawn side by side
+    (e.g. the computed state values beside the book's)."""
+    current().series.append({"name": name, "label": label, "kind": "heatmap",
+                             "values": [[float(v) for v in row] for row in values],
+                             "row_labels": list(row_labels or []), "col_labels": list(col_labels or [])})
 
 
 def statistic(name: str, observed: float, bound: float, false_alarm: float) -> None:

@@ -324,7 +324,7 @@ def series_groups(rows: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for row in rows:
         for s in row.get("series") or []:
-            if isinstance(s, dict) and s.get("points"):
+            if isinstance(s, dict) and (s.get("points") or s.get("values")):
                 groups.setdefault(str(s.get("name") or "series"), []).append(
                     {**s, "implementation": row["implementation"]})
     return groups

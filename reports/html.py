@@ -308,7 +308,9 @@ def _series(d: DocumentView) -> str:
     groups = series_groups(d.rows)
     if not groups:
         return ""
-    return "\n".join(["<h3>Plots</h3>"] + [plots.series_plot(name, series) for name, series in groups.items()])
+    figures = [plots.heatmaps(name, series) if series[0].get("kind") == "heatmap" else plots.series_plot(name, series)
+               for name, series in groups.items()]
+    return "\n".join(["<h3>Plots</h3>"] + figures)
 
 
 def _statistics(d: DocumentView) -> str:

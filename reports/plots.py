@@ -65,6 +65,7 @@ def series_plot(name: str, series: list[dict]) -> str:
     if fig is None or not lines:
         return ""
     ax = fig.add_subplot()
+    kind = lines[0][0].get("kind") or "line"
     several_impls = len({s["implementation"] for s, _ in lines}) > 1
     ys, xs = [], []
     for s, pts in lines:
@@ -72,12 +73,20 @@ def series_plot(name: str, series: list[dict]) -> str:
         if several_impls or not label:
             label = f"{s['implementation']} {label}".strip()
         pts = sorted(pts)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label)
+        if kind == "histogram":
+            ax.step([p[0] for p in pts], [p[1] for p in pts], where="mid", label=label)
+        else:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label)
         xs += [p[0] for p in pts]
         ys += [p[1] for p in pts]
-    _set_log_if_positive(ax, ys, "y")
-    if min(xs) > 0 and max(xs) / min(xs) >= 16:  # block sizes, lengths, step counts: powers of two
-        ax.set_xscale("log", base=2)
+    if kind == "loglog":
+        _set_log_if_positive(ax, ys, "y")
+        if min(xs) > 0:
+            ax.set_xscale("log")
+    elif kind == "line":
+        _set_log_if_positive(ax, ys, "y")
+        if min(xs) > 0 and max(xs) / min(xs) >= 16:  # block sizes, lengths, step counts: powers of two
+            ax.set_xscale("log", base=2)
     first = lines[0][0]
     ax.set_xlabel(str(first.get("x_label") or "x"))
     ax.set_ylabel(str(first.get("y_label") or "y"))
@@ -86,6 +95,32 @@ def series_plot(name: str, series: list[dict]) -> str:
     if len(lines) > 1 or lines[0][0].get("label"):
         ax.legend(fontsize=7)
     return _img(fig, f"{name}: {first.get('y_label') or 'y'} against {first.get('x_label') or 'x'}")
+
+
+def heatmaps(name: str, maps: list[dict]) -> str:
+    """Annotated heat maps side by side, one panel per (implementation, label), sharing one colour scale."""
+    panels = [m for m in maps if m.get("values") and all(len(r) == len(m["values"][0]) for r in m["values"])]
+    fig = _figure()
+    if fig is None or not panels:
+        return ""
+    values = [v for m in panels for row in m["values"] for v in row if math.isfinite(v)]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    fig.set_size_inches(min(3.2 * len(panels), 13), HEIGHT)
+    several_impls = len({m["implementation"] for m in panels}) > 1
+    for i, m in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        grid = m["values"]
+        ax.imshow(grid, cmap="viridis", vmin=lo, vmax=hi)
+        for r, row in enumerate(grid):
+            for c, v in enumerate(row):
+                ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=6,
+                        color="white" if v < (lo + hi) / 2 else "black")
+        ax.set_xticks(range(len(grid[0])), m.get("col_labels") or range(1, len(grid[0]) + 1), fontsize=6)
+        ax.set_yticks(range(len(grid)), m.get("row_labels") or range(1, len(grid) + 1), fontsize=6)
+        label = str(m.get("label") or "")
+        ax.set_title(f"{m['implementation']} {label}".strip() if several_impls or not label else label, fontsize=8)
+    fig.suptitle(name, fontsize=10)
+    return _img(fig, f"{name}: heat maps")
 
 
 def ratio_bars(table: dict[str, dict[str, float]], ks: list[float]) -> str:

@@ -295,8 +295,10 @@ def load_all() -> Registry:
             importlib.import_module(f"specs.{info.name}")
     import implementations
 
-    for info in pkgutil.iter_modules(implementations.__path__):
+    # A family (torch/, triton/, thirdparty/) declares in its __init__; a document's implementations in a family
+    # may live in a subpackage (implementations/torch/edm/) whose __init__ declares them: walk every package.
+    for info in pkgutil.walk_packages(implementations.__path__, "implementations."):
         if info.ispkg:
-            importlib.import_module(f"implementations.{info.name}")
+            importlib.import_module(info.name)
     _LOADED = True
     return REGISTRY
