@@ -3,7 +3,8 @@
 CPU (time_, peakmem_): B = 1, H = 4, D = 64, float32, Sq = Sk from 512 to 8192. peakmem_ is the process's peak
 RSS with the imported torch included (a few hundred MB at every size): it shows whether an implementation holds
 the Sq x Sk score matrix (the naive one) or only tiles of it (FlashAttention's O(S d) memory).
-GPU (track_, skipped without CUDA): bfloat16, D = 128, H = 16, B x S = 16k tokens, causal and not.
+GPU (track_, skipped without CUDA): bfloat16, D = 128, H = 16, B x S = 16k tokens, causal and not; the TFLOP/s
+are read against the machine's measured bf16 matmul rate (benchmarks.common.measured_ceilings).
 
 Before anything is measured, setup checks the implementation at a small size and raises unless its outputs
 (and, for the backward, its gradients) are within the error budget of the float64 spec: a wrong kernel fails its
@@ -31,13 +32,16 @@ from specs.flash_attention import attention, attention_flops
 from .common import (
     attention_inputs,
     attention_output_gradient,
+    cached_entry,
+    cached_metric,
     check_against_spec,
     cuda_ms,
     dtype_name,
     gpu_benchmark,
     implementation_or_skip,
+    measure_grid,
+    measured_ceilings,
     peak_cuda_mb,
-    require_cuda,
     warm_up_or_skip,
 )
 
@@ -47,7 +51,7 @@ ATTENTION_BACKWARD = "flash_attention.attention_backward"
 # The same names on every machine, so results line up; setup skips the ones that cannot run here. The Triton
 # kernels are not listed for the CPU: interpreted there, they are far too slow to time.
 CPU_IMPLEMENTATIONS = ("torch.naive", "torch.tiled", "thirdparty.sdpa", "thirdparty.sdpa_math")
-GPU_IMPLEMENTATIONS = ("torch.naive", "torch.tiled", "triton.flash_fwd", "thirdparty.sdpa", "thirdparty.sdpa_flash",
+GPU_IMPLEMENTATIONS = ("torch.naive", "torch.tiled", "triton.flash", "thirdparty.sdpa", "thirdparty.sdpa_flash",
                        "thirdparty.sdpa_efficient", "thirdparty.sdpa_cudnn", "thirdparty.sdpa_math")
 
 CPU_BATCH, CPU_HEADS, CPU_HEAD_DIM, CPU_DTYPE = 1, 4, 64, torch.float32
@@ -143,88 +147,137 @@ class AttentionBackwardCPU:
 # GPU
 # ---------------------------------------------------------------------------------------------------
 
-class AttentionForwardGPU:
-    """Forward on the GPU: milliseconds, TFLOP/s (attention_flops 'fwd'), and peak allocated memory."""
+def _gpu_problem(seqlen: int, *, requires_grad: bool = False):
+    batch = GPU_TOKENS // seqlen
+    inputs = attention_inputs(batch, GPU_HEADS, seqlen, GPU_HEAD_DIM, dtype=GPU_DTYPE, device="cuda",
+                              requires_grad=requires_grad)
+    return batch, inputs
 
-    version = 1
+
+def _too_slow(name: str, seqlen: int) -> None:
+    # torch.tiled is FA2 written as a Python loop over 128 x 128 tiles: at 16k tokens per sequence that is 16384
+    # tile steps of several launches each, seconds per call, timing the launcher rather than a kernel.
+    if name == "torch.tiled" and seqlen > TILED_MAX_SEQLEN:
+        raise NotImplementedError(f"torch.tiled is launch-bound past {TILED_MAX_SEQLEN} tokens per sequence")
+
+
+TILED_MAX_SEQLEN = 4096
+
+
+@functools.cache
+def _checked_gpu(name: str, causal: bool, gradients: bool):
+    """Checked once per process, not once per sequence length (the check does not depend on it)."""
+    return checked_attention(name, heads=GPU_HEADS, head_dim=GPU_HEAD_DIM, causal=causal, dtype=GPU_DTYPE,
+                             device="cuda", gradients=gradients)
+
+
+def measure_forward_gpu(name: str, seqlen: int, causal: bool) -> dict[str, float]:
+    _too_slow(name, seqlen)
+    attend = _checked_gpu(name, causal, False)
+    batch, (q, k, v) = _gpu_problem(seqlen)
+    forward = functools.partial(attend, q, k, v, causal=causal)
+    warm_up_or_skip(forward)
+    ms = cuda_ms(forward)
+    tflops = attention_flops(batch, GPU_HEADS, seqlen, seqlen, GPU_HEAD_DIM, causal=causal, mode="fwd") / ms / 1e9
+    return {"ms": ms, "tflops": tflops, "fraction_of_matmul": tflops / measured_ceilings()["matmul_tflops"],
+            "peak_mb": peak_cuda_mb(forward)}
+
+
+def measure_backward_gpu(name: str, seqlen: int, causal: bool) -> dict[str, float]:
+    _too_slow(name, seqlen)
+    attend = _checked_gpu(name, causal, True)
+    batch, inputs = _gpu_problem(seqlen, requires_grad=True)
+    do = attention_output_gradient(batch, GPU_HEADS, seqlen, GPU_HEAD_DIM, dtype=GPU_DTYPE, device="cuda")
+
+    def training_step():
+        o, _ = attend(*inputs, causal=causal)
+        return torch.autograd.grad(o, inputs, do)
+
+    warm_up_or_skip(training_step)
+    peak_mb = peak_cuda_mb(training_step)
+    o = warm_up_or_skip(lambda: attend(*inputs, causal=causal)[0])  # the graph the timed backward reuses
+    ms = cuda_ms(lambda: torch.autograd.grad(o, inputs, do, retain_graph=True))
+    tflops = attention_flops(batch, GPU_HEADS, seqlen, seqlen, GPU_HEAD_DIM, causal=causal, mode="bwd") / ms / 1e9
+    return {"ms": ms, "tflops": tflops, "fraction_of_matmul": tflops / measured_ceilings()["matmul_tflops"],
+            "peak_mb": peak_mb}
+
+
+class AttentionForwardGPU:
+    """Forward on the GPU: milliseconds, TFLOP/s (attention_flops 'fwd'), its fraction of the measured bf16
+    matmul rate, and peak allocated memory. Measured for every combination once, in setup_cache
+    (benchmarks.common.measure_grid says why)."""
+
+    version = 2
     params = (GPU_IMPLEMENTATIONS, GPU_SEQLENS, GPU_CAUSAL)
     param_names = ("implementation", "seqlen", "causal")
-    timeout = 600
+    timeout = 1800
 
-    def setup(self, name, seqlen, causal):
-        require_cuda()
-        attend = checked_attention(name, heads=GPU_HEADS, head_dim=GPU_HEAD_DIM, causal=causal, dtype=GPU_DTYPE,
-                                   device="cuda")
-        batch = GPU_TOKENS // seqlen
-        q, k, v = attention_inputs(batch, GPU_HEADS, seqlen, GPU_HEAD_DIM, dtype=GPU_DTYPE, device="cuda")
-        self.forward = functools.partial(attend, q, k, v, causal=causal)
-        warm_up_or_skip(self.forward)
-        self.flops = attention_flops(batch, GPU_HEADS, seqlen, seqlen, GPU_HEAD_DIM, causal=causal, mode="fwd")
+    def setup_cache(self):
+        return measure_grid(self.params, measure_forward_gpu)
+
+    def setup(self, cache, name, seqlen, causal):
+        self.entry = cached_entry(cache, (name, seqlen, causal))
 
     @gpu_benchmark
-    def track_forward_ms(self, name, seqlen, causal):
-        return cuda_ms(self.forward)
+    def track_forward_ms(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "ms")
 
     track_forward_ms.unit = "ms"
 
     @gpu_benchmark
-    def track_forward_tflops(self, name, seqlen, causal):
-        return self.flops / (cuda_ms(self.forward) * 1e-3) / 1e12
+    def track_forward_tflops(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "tflops")
 
     track_forward_tflops.unit = "TFLOP/s"
 
     @gpu_benchmark
-    def track_peak_memory_mb(self, name, seqlen, causal):
-        return peak_cuda_mb(self.forward)
+    def track_forward_fraction_of_matmul(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "fraction_of_matmul")
+
+    track_forward_fraction_of_matmul.unit = "fraction"
+
+    @gpu_benchmark
+    def track_peak_memory_mb(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "peak_mb")
 
     track_peak_memory_mb.unit = "MiB"
 
 
 class AttentionBackwardGPU:
-    """Backward alone on the GPU: milliseconds, TFLOP/s (attention_flops 'bwd'); the training step's peak memory."""
+    """Backward alone on the GPU (the graph of one forward reused): milliseconds, TFLOP/s (attention_flops 'bwd'),
+    its fraction of the measured bf16 matmul rate; and the training step's peak memory (forward + backward)."""
 
-    version = 1
+    version = 2
     params = (GPU_IMPLEMENTATIONS, GPU_SEQLENS, GPU_CAUSAL)
     param_names = ("implementation", "seqlen", "causal")
-    timeout = 600
+    timeout = 1800
 
-    def setup(self, name, seqlen, causal):
-        require_cuda()
-        attend = checked_attention(name, heads=GPU_HEADS, head_dim=GPU_HEAD_DIM, causal=causal, dtype=GPU_DTYPE,
-                                   device="cuda", gradients=True)
-        batch = GPU_TOKENS // seqlen
-        inputs = attention_inputs(batch, GPU_HEADS, seqlen, GPU_HEAD_DIM, dtype=GPU_DTYPE, device="cuda",
-                                  requires_grad=True)
-        do = attention_output_gradient(batch, GPU_HEADS, seqlen, GPU_HEAD_DIM, dtype=GPU_DTYPE, device="cuda")
+    def setup_cache(self):
+        return measure_grid(self.params, measure_backward_gpu)
 
-        def training_step():
-            o, _ = attend(*inputs, causal=causal)
-            return torch.autograd.grad(o, inputs, do)
-
-        self.training_step = training_step
-        warm_up_or_skip(training_step)
-        self.o = warm_up_or_skip(lambda: attend(*inputs, causal=causal)[0])  # the graph the backward reuses
-        self.inputs, self.do = inputs, do
-        self.flops = attention_flops(batch, GPU_HEADS, seqlen, seqlen, GPU_HEAD_DIM, causal=causal, mode="bwd")
-
-    def run_backward(self):
-        return torch.autograd.grad(self.o, self.inputs, self.do, retain_graph=True)
+    def setup(self, cache, name, seqlen, causal):
+        self.entry = cached_entry(cache, (name, seqlen, causal))
 
     @gpu_benchmark
-    def track_backward_ms(self, name, seqlen, causal):
-        return cuda_ms(self.run_backward)
+    def track_backward_ms(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "ms")
 
     track_backward_ms.unit = "ms"
 
     @gpu_benchmark
-    def track_backward_tflops(self, name, seqlen, causal):
-        return self.flops / (cuda_ms(self.run_backward) * 1e-3) / 1e12
+    def track_backward_tflops(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "tflops")
 
     track_backward_tflops.unit = "TFLOP/s"
 
     @gpu_benchmark
-    def track_peak_memory_mb(self, name, seqlen, causal):
-        self.o = None  # free setup's graph: the step below holds its own activations
-        return peak_cuda_mb(self.training_step)
+    def track_backward_fraction_of_matmul(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "fraction_of_matmul")
+
+    track_backward_fraction_of_matmul.unit = "fraction"
+
+    @gpu_benchmark
+    def track_peak_memory_mb(self, cache, name, seqlen, causal):
+        return cached_metric(self.entry, "peak_mb")
 
     track_peak_memory_mb.unit = "MiB"

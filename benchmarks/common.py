@@ -9,6 +9,8 @@ No function here may be named like an asv benchmark (time_*, peakmem_*, track_*,
 
 from __future__ import annotations
 
+import functools
+import itertools
 import statistics
 from collections.abc import Callable, Sequence
 
@@ -31,6 +33,7 @@ SEEDS = {
     "attention.qkv": 1001,
     "attention.do": 1002,
     "softmax.x": 1003,
+    "ceilings": 1004,
 }
 
 
@@ -97,19 +100,24 @@ def implementation_or_skip(operation: str, name: str, *, device: str, dtype: tor
 # The check against the spec (run once, at a small size, in setup)
 # ---------------------------------------------------------------------------------------------------
 
-def _float64_cpu(x):
-    return x.detach().to(device="cpu", dtype=torch.float64) if isinstance(x, torch.Tensor) else x
+def _float64_on(x, device: str):
+    """A floating tensor as float64 on ``device``; index tensors (cu_seqlens) keep their dtype."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    return x.detach().to(device=device, dtype=torch.float64 if x.is_floating_point() else x.dtype)
 
 
 def check_against_spec(impl_fn: Callable, operation: str, inputs: Sequence, *, label: str,
                        output_names: Sequence[str], provides: frozenset = frozenset(),
-                       call_kwargs: dict | None = None, k: float = K_FORWARD) -> list[BudgetCheck]:
+                       call_kwargs: dict | None = None, k: float = K_FORWARD,
+                       reference_device: str = "cpu") -> list[BudgetCheck]:
     """Run ``impl_fn(*inputs, **call_kwargs)`` once and raise unless it is right.
 
     Right means: it keeps the operation's output contract (shape, dtype, device), and every output it returns is
     within the error budget of specs.budget: max |out - spec| <= k x the error of the operation's naive baseline
-    (same dtype, same device, same inputs) + the floor. The spec is evaluated in float64 on the CPU from the same,
-    already rounded inputs. The floor comes from the operation's error analysis (``Operation.magnitudes``: the
+    (same dtype, same device, same inputs) + the floor. The spec is evaluated in float64 on ``reference_device``
+    (the CPU unless told otherwise: a GPU's float64 is fast at realistic sizes) from the same, already rounded
+    inputs. The floor comes from the operation's error analysis (``Operation.magnitudes``: the
     size of the terms each output sums) where it has one, else from the outputs' own size. An
     output the implementation does not return (None, e.g. SDPA's lse) is not checked; the contract check decides
     whether it may be missing. A benchmark calls this in setup, so a wrong kernel fails loudly instead of being
@@ -128,7 +136,7 @@ def check_against_spec(impl_fn: Callable, operation: str, inputs: Sequence, *, l
     result = impl_fn(*inputs, **call_kwargs)
     if op.check_result is not None:
         op.check_result(result, *inputs, provides=provides, **call_kwargs)
-    reference = op.reference(*(_float64_cpu(x) for x in inputs), **call_kwargs)
+    reference = op.reference(*(_float64_on(x, reference_device) for x in inputs), **call_kwargs)
     baseline = baseline_fn(*inputs, **call_kwargs)
     *magnitudes, terms = (op.magnitudes(*inputs, **call_kwargs) if op.magnitudes is not None
                           else (*(None for _ in output_names), 0))
@@ -207,3 +215,79 @@ def peak_cuda_mb(fn: Callable) -> float:
     fn()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() / 2**20
+
+
+# ---------------------------------------------------------------------------------------------------
+# The machine's ceilings, and GPU classes measured once per class (asv setup_cache)
+# ---------------------------------------------------------------------------------------------------
+
+COPY_CEILING_BYTES = 2**30  # 1 GiB each way: far past any L2, long past launch overhead
+MATMUL_CEILING_N = 8192  # an 8192^3 bf16 product: about 1.1 TFLOP, milliseconds on a current GPU
+
+
+@functools.cache
+def measured_ceilings() -> dict[str, float]:
+    """The two ceilings every GPU number is read against, measured here (design: datasheet rates are leads).
+
+    copy_gbps: a device-to-device copy of 1 GiB, counting bytes read plus bytes written. matmul_tflops: a dense
+    bf16 matrix product of 8192 x 8192 matrices through torch (cuBLAS) on random, seeded data (never zeros: they
+    can run faster than real data). Both are medians of CUDA-event timings with the L2 flushed before each call.
+    """
+    require_cuda()
+    generator = torch.Generator(device="cuda")
+    generator.manual_seed(SEEDS["ceilings"])
+    src = torch.randn(COPY_CEILING_BYTES // 2, generator=generator, device="cuda").to(torch.bfloat16)
+    dst = torch.empty_like(src)
+    copy_ms = cuda_ms(functools.partial(dst.copy_, src))
+    del src, dst  # 2 GiB back before the matmul
+    n = MATMUL_CEILING_N
+    a, b = (torch.randn(n, n, generator=generator, device="cuda").to(torch.bfloat16) for _ in range(2))
+    matmul_ms = cuda_ms(lambda: a @ b)
+    return {"copy_gbps": 2 * COPY_CEILING_BYTES / (copy_ms * 1e-3) / 1e9,
+            "matmul_tflops": 2 * n**3 / (matmul_ms * 1e-3) / 1e12}
+
+
+def measure_grid(params: Sequence[Sequence], measure_one: Callable[..., dict[str, float]], *,
+                 cuda: bool | None = None) -> dict:
+    """``measure_one(*combination)`` for every combination of ``params``, in this one process (asv setup_cache).
+
+    asv starts a process, imports torch and runs setup for every benchmark function and parameter combination;
+    on a GPU that costs more than the measurements themselves, and each process would check the kernel against
+    the spec and compile it again. A GPU class therefore measures all its combinations once in setup_cache and
+    its track_ functions return the stored values. Each combination keeps its metrics, or why it was skipped
+    (NotImplementedError: asv shows a skip) or failed (any other error, e.g. a kernel over its error budget: asv
+    shows a failure). Nothing is lost when one combination fails.
+    """
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        return {"skip": "no CUDA device on this machine"}
+    results: dict = {}
+    for combination in itertools.product(*params):
+        try:
+            results[combination] = {"metrics": measure_one(*combination)}
+        except NotImplementedError as error:
+            results[combination] = {"skip": str(error)}
+        except Exception as error:  # recorded per combination; the others are still measured
+            results[combination] = {"error": f"{type(error).__name__}: {error}"}
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()  # the next combination starts from an empty allocator
+    return results
+
+
+def cached_entry(cache: dict, combination: tuple) -> dict:
+    """The stored entry of one combination, for setup: raises NotImplementedError (asv: skipped) if it was."""
+    if "skip" in cache and len(cache) == 1:
+        raise NotImplementedError(cache["skip"])
+    entry = cache[tuple(combination)]
+    if "skip" in entry:
+        raise NotImplementedError(entry["skip"])
+    return entry
+
+
+def cached_metric(entry: dict, metric: str) -> float:
+    """One stored metric; a combination that failed raises its error again, so asv records the failure."""
+    if "error" in entry:
+        raise RuntimeError(entry["error"])
+    return entry["metrics"][metric]
