@@ -90,6 +90,45 @@ def _round_to_bf16(x):
 
 
 @triton.jit
+def _fwd_tile(q, k_base, v_base, m_i, l_i, acc, start_n, k_start, seq_k, seq_q, offs_m, offs_n, offs_d, offs_dv,
+              stride_ks, stride_vs, D, DV, scale, MASKED: tl.constexpr, CAUSAL: tl.constexpr, ACC: tl.constexpr,
+              DOT: tl.constexpr, P_ROUND_BF16: tl.constexpr):
+    """One key tile of the forward: scores, the online-softmax update, and the rescaled accumulation.
+
+    MASKED: the tile may hold keys past the sequence's end or above the causal diagonal; those scores become
+    -inf (a true -inf, never a finite sentinel, so a masked key contributes nothing however large or small the
+    valid scores are). Tiles wholly inside every row's visible range skip the mask.
+    """
+    cols = start_n + offs_n
+    rows_k = (k_start + cols).to(tl.int64)
+    in_k = cols < seq_k
+    kt = tl.load(k_base + rows_k[None, :] * stride_ks, mask=(offs_d[:, None] < D) & in_k[None, :], other=0.0)
+    s = _mma(q, kt, tl.zeros([q.shape[0], offs_n.shape[0]], ACC), DOT) * scale
+    if MASKED:
+        visible = in_k[None, :]
+        if CAUSAL:
+            visible = visible & (cols[None, :] <= offs_m[:, None] + (seq_k - seq_q))
+        s = tl.where(visible, s, float("-inf"))
+
+    # Online softmax step; 0 replaces a running max of -inf so that exp never sees (-inf) - (-inf).
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp(s - m_safe[:, None])
+    alpha = tl.exp(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+
+    # The out-of-range rows of v are read as zeros: 0 * garbage could be NaN.
+    v = tl.load(v_base + rows_k[:, None] * stride_vs, mask=in_k[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    # 16-bit inputs: p goes to the second dot in v's dtype, as FlashAttention (tensor-core operands).
+    if P_ROUND_BF16:
+        p = _round_to_bf16(p)
+    elif DOT != "fp64":
+        p = p.to(v.dtype)
+    acc = _mma(p, v, acc * alpha[:, None], DOT)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _attn_fwd_kernel(
     Q, K, V, OUT, LSE, CU_Q, CU_K, TABLE,
     stride_qb, stride_qh, stride_qs, stride_qd,
@@ -148,33 +187,20 @@ def _attn_fwd_kernel(
         hi = tl.minimum(seq_k, tl.maximum(start_q + BLOCK_Q + seq_k - seq_q, 0))
     else:
         hi = seq_k
-    for start_n in range(0, hi, BLOCK_K):
-        cols = start_n + offs_n
-        rows_k = (k_start + cols).to(tl.int64)
-        in_k = cols < seq_k
-        kt = tl.load(k_base + rows_k[None, :] * stride_ks, mask=(offs_d[:, None] < D) & in_k[None, :], other=0.0)
-        s = _mma(q, kt, tl.zeros([BLOCK_Q, BLOCK_K], ACC), DOT) * scale
-        visible = in_k[None, :]
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= offs_m[:, None] + (seq_k - seq_q))
-        s = tl.where(visible, s, float("-inf"))
-
-        # Online softmax step; 0 replaces a running max of -inf so that exp never sees (-inf) - (-inf).
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp(s - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
-
-        # The out-of-range rows of v are read as zeros: 0 * garbage could be NaN.
-        v = tl.load(v_base + rows_k[:, None] * stride_vs, mask=in_k[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        # 16-bit inputs: p goes to the second dot in v's dtype, as FlashAttention (tensor-core operands).
-        if P_ROUND_BF16:
-            p = _round_to_bf16(p)
-        elif DOT != "fp64":
-            p = p.to(v.dtype)
-        acc = _mma(p, v, acc * alpha[:, None], DOT)
+    # Tiles that every row of the block sees whole need no mask (FA2 masks only the tiles on the diagonal and
+    # the sequence's last tile): the first row sees keys j <= start_q + seq_k - seq_q, and a tile must end
+    # inside the sequence.
+    full = (seq_k // BLOCK_K) * BLOCK_K
+    if CAUSAL:
+        full = tl.minimum(full, tl.maximum(((start_q + seq_k - seq_q + 1) // BLOCK_K) * BLOCK_K, 0))
+    for start_n in range(0, full, BLOCK_K):
+        m_i, l_i, acc = _fwd_tile(q, k_base, v_base, m_i, l_i, acc, start_n, k_start, seq_k, seq_q, offs_m, offs_n,
+                                  offs_d, offs_dv, stride_ks, stride_vs, D, DV, scale, False, CAUSAL, ACC, DOT,
+                                  P_ROUND_BF16)
+    for start_n in range(full, hi, BLOCK_K):
+        m_i, l_i, acc = _fwd_tile(q, k_base, v_base, m_i, l_i, acc, start_n, k_start, seq_k, seq_q, offs_m, offs_n,
+                                  offs_d, offs_dv, stride_ks, stride_vs, D, DV, scale, True, CAUSAL, ACC, DOT,
+                                  P_ROUND_BF16)
 
     # --- deferred normalisation ----------------------------------------------------------------------
     # l = 0 exactly when the row saw no key: o = 0, lse = -inf. A NaN l (NaN input) is not 0 and propagates.
@@ -248,8 +274,31 @@ def _blocks(block_q, block_k, seq_q: int, seq_k: int, block_d: int, dtype: torch
     return block_q, block_k, num_warps, num_stages
 
 
+# Autotuning on the GPU for 16-bit dense inputs, the shapes the benchmarks track: a few tile shapes around
+# FlashAttention-2's and the Triton tutorial's choices for head dims up to 128 (fewer, smaller ones would leave the
+# tensor cores idle; larger ones spill). Keyed on the head dims and causality, not the sequence lengths, so a new
+# length does not re-tune. A config that does not fit the chip's registers or shared memory is discarded by the
+# autotuner. The interpreter, fp32 inputs (fp64 tiles) and packed inputs (whose program table depends on the
+# query block) keep the fixed configs of _config.
+_FWD_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_K": bk}, num_warps=w, num_stages=st)
+                for bq, bk, w, st in ((128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3),
+                                      (128, 32, 4, 4), (64, 128, 4, 2))]
+_attn_fwd_tuned = triton.autotune(configs=_FWD_CONFIGS, key=["D", "DV", "CAUSAL", "BLOCK_D"])(_attn_fwd_kernel)
+
+
+def tuned(q: torch.Tensor, block_q, block_k, interpret: bool) -> bool:
+    """Whether a dense launch autotunes its tiles: on the GPU, 16-bit inputs, no block sizes forced."""
+    return not interpret and q.dtype != torch.float32 and block_q is None and block_k is None
+
+
 def _launch(grid, q, k, v, o, lse, cu_q, cu_k, table, strides, group, seq_q, seq_k, D, Dv, tau, causal,
-            varlen, block_q, block_k, num_warps, num_stages, interpret):
+            varlen, block_q, block_k, num_warps, num_stages, interpret, autotune: bool = False):
+    if autotune:
+        _attn_fwd_tuned[lambda meta: (triton.cdiv(seq_q, meta["BLOCK_Q"]), *grid[1:])](
+            q, k, v, o, lse, cu_q, cu_k, table, *strides, group, seq_q, seq_k, D, Dv, tau,
+            CAUSAL=bool(causal), VARLEN=False, BLOCK_D=_pow2(D), BLOCK_DV=_pow2(Dv), ACC=tl.float32, DOT="tc",
+            P_ROUND_BF16=False)
+        return
     _attn_fwd_kernel[grid](
         q, k, v, o, lse, cu_q, cu_k, table, *strides,
         group, seq_q, seq_k, D, Dv, tau,
@@ -268,6 +317,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, bloc
     B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
     interpret = _interpreting()
     _check_runnable(q, interpret)
+    autotune = tuned(q, block_q, block_k, interpret)
     block_q, block_k, num_warps, num_stages = _blocks(block_q, block_k, Sq, Sk, _pow2(max(D, Dv)), q.dtype,
                                                       interpret)
     # The interpreter's fp32 -> bf16 cast truncates: it writes fp32 and torch rounds on the host.
@@ -277,7 +327,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, bloc
     # Query blocks on the first grid axis: consecutive programs share a head and read the same K, V tiles.
     grid = (triton.cdiv(Sq, block_q), H, B)
     _launch(grid, q, k, v, o, lse, lse, lse, lse, strides, H // Hkv, Sq, Sk, D, Dv, tau, causal, False,
-            block_q, block_k, num_warps, num_stages, interpret)
+            block_q, block_k, num_warps, num_stages, interpret, autotune)
     return o.to(q.dtype), lse
 
 

@@ -13,11 +13,13 @@ Three launches, as FlashAttention-2:
    which keeps the result deterministic (FlashAttention-2's default uses atomics; its deterministic mode pays
    the same way).
 
-Masks are those of the forward: keys past the sequence's end and, for causal attention, keys above the
-bottom-right diagonal (query i sees key j iff j <= i + Sk - Sq) get P = 0. A row that saw no key has
-lse = -inf; it contributes nothing (P = 0 for it), as the spec says: its o is the constant 0. Tiles wholly above
-the diagonal are skipped. Dense and packed (varlen) inputs share the kernels, as in the forward: a table of
-(sequence, first row) entries, one per tile of each sequence, and per-sequence offsets from cu_seqlens.
+Masks are those of the forward: for causal attention, keys above the bottom-right diagonal (query i sees key j
+iff j <= i + Sk - Sq) get P = 0, on the diagonal tiles only; tiles wholly above the diagonal are skipped. Padding
+rows and keys past a sequence's end need no mask: they are read as zeros (and lse as +inf), which makes their
+contributions to the stored gradients zero. A row that saw no key has lse = -inf; it contributes nothing (P = 0
+for it), as the spec says: its o is the constant 0. Dense and packed (varlen) inputs share the kernels, as in the
+forward: a table of (sequence, first row) entries, one per tile of each sequence, and per-sequence offsets from
+cu_seqlens.
 
 Precision follows the forward (attention.py): 16-bit inputs use 16-bit operands with fp32 accumulation, P and
 dS rounded to the inputs' dtype before their products (as FlashAttention); fp32 inputs compute in fp64. Under the
@@ -35,8 +37,17 @@ import triton.language as tl
 from specs.contracts import ArgumentError
 from specs.flash_attention import check_attention_args, check_scale, check_varlen_args
 
-from .attention import (_block_table, _check_runnable, _interpreting, _mma, _pow2, _round_to_bf16, attention,
-                        varlen_attention)
+from .attention import (
+    _block_table,
+    _check_runnable,
+    _interpreting,
+    _mma,
+    _pow2,
+    _round_to_bf16,
+    attention,
+    tuned,
+    varlen_attention,
+)
 
 
 @triton.jit
@@ -58,7 +69,7 @@ def _bwd_preprocess(O, DO, DELTA, stride_om, stride_od, stride_dom, stride_dod, 
     mask = (rows[:, None] < M) & (cols[None, :] < DV)
     o = tl.load(O + rows[:, None] * stride_om + cols[None, :] * stride_od, mask=mask, other=0.0).to(ACC)
     do = tl.load(DO + rows[:, None] * stride_dom + cols[None, :] * stride_dod, mask=mask, other=0.0).to(ACC)
-    tl.store(DELTA + rows, tl.sum(o * do, 1).to(tl.float32), mask=rows < M)
+    tl.store(DELTA + rows, tl.sum(o * do, 1).to(DELTA.dtype.element_ty), mask=rows < M)
 
 
 @triton.jit
@@ -80,6 +91,54 @@ def _sequence(TABLE, CU_Q, CU_K, SEQ_Q, SEQ_K, BLOCK: tl.constexpr, VARLEN: tl.c
         k_start = 0
         seq_k = SEQ_K
     return b.to(tl.int64), start, q_start, seq_q, k_start, seq_k
+
+
+@triton.jit
+def _dkdv_tile(q_base, do_base, l_base, d_base, k, v, dk, dv, start_m, q_start, seq_q, seq_k, offs_m, offs_n,
+               offs_d, offs_dv, stride_qs, stride_qd, stride_dos, stride_dod, stride_ls, D, DV, scale,
+               CAUSAL_MASK: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, ROUND_BF16: tl.constexpr):
+    """One query tile's contribution to a key block's dV += P^T dO and dK += dS^T q (scaled by the caller)."""
+    rows = start_m + offs_m
+    in_q = rows < seq_q
+    rows_q = (q_start + rows).to(tl.int64)
+    q = tl.load(q_base + rows_q[:, None] * stride_qs + offs_d[None, :] * stride_qd,
+                mask=in_q[:, None] & (offs_d[None, :] < D), other=0.0)
+    do = tl.load(do_base + rows_q[:, None] * stride_dos + offs_dv[None, :] * stride_dod,
+                 mask=in_q[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    lse = tl.load(l_base + rows_q * stride_ls, mask=in_q, other=float("inf")).to(ACC)
+    delta = tl.load(d_base + rows_q * stride_ls, mask=in_q, other=0.0).to(ACC)
+    # A row that saw no key (lse = -inf) has P = 0: exp(s - inf) = 0. NaN in lse stays NaN.
+    lse = tl.where(lse == float("-inf"), float("inf"), lse)
+    s = _mma(q, tl.trans(k), tl.zeros([q.shape[0], k.shape[0]], ACC), DOT) * scale
+    p = tl.exp(s - lse[:, None])
+    if CAUSAL_MASK:
+        p = tl.where(offs_n[None, :] <= rows[:, None] + (seq_k - seq_q), p, 0.0)
+    dv = _mma(tl.trans(_to_operand(p, do, DOT, ROUND_BF16)), do, dv, DOT)
+    dp = _mma(do, tl.trans(v), tl.zeros([q.shape[0], k.shape[0]], ACC), DOT)
+    ds = p * (dp - delta[:, None])
+    dk = _mma(tl.trans(_to_operand(ds, q, DOT, ROUND_BF16)), q, dk, DOT)
+    return dk, dv
+
+
+@triton.jit
+def _dq_tile(q, do, lse, delta, dq, k_base, v_base, start_n, k_start, seq_q, seq_k, rows, offs_n, offs_d, offs_dv,
+             stride_ks, stride_kd, stride_vs, stride_vd, D, DV, scale, CAUSAL_MASK: tl.constexpr,
+             ACC: tl.constexpr, DOT: tl.constexpr, ROUND_BF16: tl.constexpr):
+    """One key tile's contribution to a query block's dQ += dS k (scaled by the caller)."""
+    cols = start_n + offs_n
+    in_k = cols < seq_k
+    rows_k = (k_start + cols).to(tl.int64)
+    k = tl.load(k_base + rows_k[:, None] * stride_ks + offs_d[None, :] * stride_kd,
+                mask=in_k[:, None] & (offs_d[None, :] < D), other=0.0)
+    v = tl.load(v_base + rows_k[:, None] * stride_vs + offs_dv[None, :] * stride_vd,
+                mask=in_k[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    s = _mma(q, tl.trans(k), tl.zeros([q.shape[0], k.shape[0]], ACC), DOT) * scale
+    p = tl.exp(s - lse[:, None])
+    if CAUSAL_MASK:
+        p = tl.where(cols[None, :] <= rows[:, None] + (seq_k - seq_q), p, 0.0)
+    dp = _mma(do, tl.trans(v), tl.zeros([q.shape[0], k.shape[0]], ACC), DOT)
+    ds = p * (dp - delta[:, None])
+    return _mma(_to_operand(ds, k, DOT, ROUND_BF16), k, dq, DOT)
 
 
 @triton.jit
@@ -119,33 +178,29 @@ def _bwd_dkdv(
         lo = (lo // BLOCK_Q) * BLOCK_Q
     else:
         lo = 0
+    # Query tiles from full_lo on see all of this program's keys (their first row sees the last key): no mask.
+    # Without causality no tile needs one: a padding query row has q = 0, dO = 0 and lse = +inf (read so), hence
+    # P = 0; a padding key's row of dK and dV is never stored.
+    if CAUSAL:
+        full_lo = tl.maximum(start_n + BLOCK_K - 1 - (seq_k - seq_q), lo)
+        full_lo = tl.minimum(((full_lo + BLOCK_Q - 1) // BLOCK_Q) * BLOCK_Q, seq_q)
+    else:
+        full_lo = lo
     for g in range(0, GROUP):
         h = h_kv * GROUP + g  # GQA: the query heads of this KV head's group
         q_base = Q + b * stride_qb + h * stride_qh
         do_base = DO + b * stride_dob + h * stride_doh
+        # D is laid out as lse (the host allocates it so): the same strides address it.
         l_base = LSE + b * stride_lb + h * stride_lh
-        for start_m in range(lo, seq_q, BLOCK_Q):
-            rows = start_m + offs_m
-            in_q = rows < seq_q
-            rows_q = (q_start + rows).to(tl.int64)
-            q = tl.load(q_base + rows_q[:, None] * stride_qs + offs_d[None, :] * stride_qd,
-                        mask=in_q[:, None] & (offs_d[None, :] < D), other=0.0)
-            do = tl.load(do_base + rows_q[:, None] * stride_dos + offs_dv[None, :] * stride_dod,
-                         mask=in_q[:, None] & (offs_dv[None, :] < DV), other=0.0)
-            lse = tl.load(l_base + rows_q * stride_ls, mask=in_q, other=float("inf")).to(ACC)
-            # D is laid out as lse (the host allocates it so): the same strides address it.
-            delta = tl.load(DELTA + b * stride_lb + h * stride_lh + rows_q * stride_ls, mask=in_q, other=0.0).to(ACC)
-            # A row that saw no key (lse = -inf) has P = 0: exp(s - inf) = 0. NaN in lse stays NaN.
-            lse = tl.where(lse == float("-inf"), float("inf"), lse)
-            s = _mma(q, tl.trans(k), tl.zeros([BLOCK_Q, BLOCK_K], ACC), DOT) * scale
-            visible = in_q[:, None] & in_k[None, :]
-            if CAUSAL:
-                visible = visible & (offs_n[None, :] <= rows[:, None] + (seq_k - seq_q))
-            p = tl.where(visible, tl.exp(s - lse[:, None]), 0.0)
-            dv = _mma(tl.trans(_to_operand(p, do, DOT, ROUND_BF16)), do, dv, DOT)
-            dp = _mma(do, tl.trans(v), tl.zeros([BLOCK_Q, BLOCK_K], ACC), DOT)
-            ds = p * (dp - delta[:, None])
-            dk = _mma(tl.trans(_to_operand(ds, q, DOT, ROUND_BF16)), q, dk, DOT)
+        d_base = DELTA + b * stride_lb + h * stride_lh
+        for start_m in range(lo, full_lo, BLOCK_Q):
+            dk, dv = _dkdv_tile(q_base, do_base, l_base, d_base, k, v, dk, dv, start_m, q_start, seq_q, seq_k,
+                                offs_m, offs_n, offs_d, offs_dv, stride_qs, stride_qd, stride_dos, stride_dod,
+                                stride_ls, D, DV, scale, True, ACC, DOT, ROUND_BF16)
+        for start_m in range(full_lo, seq_q, BLOCK_Q):
+            dk, dv = _dkdv_tile(q_base, do_base, l_base, d_base, k, v, dk, dv, start_m, q_start, seq_q, seq_k,
+                                offs_m, offs_n, offs_d, offs_dv, stride_qs, stride_qd, stride_dos, stride_dod,
+                                stride_ls, D, DV, scale, False, ACC, DOT, ROUND_BF16)
     dk = dk * scale
     tl.store(DK + b * stride_dkb + h_kv * stride_dkh + rows_k[:, None] * stride_dks + offs_d[None, :] * stride_dkd,
              dk.to(DK.dtype.element_ty), mask=in_k[:, None] & (offs_d[None, :] < D))
@@ -192,22 +247,18 @@ def _bwd_dq(
         hi = tl.minimum(seq_k, tl.maximum(start_m + BLOCK_Q + seq_k - seq_q, 0))
     else:
         hi = seq_k
-    for start_n in range(0, hi, BLOCK_K):
-        cols = start_n + offs_n
-        in_k = cols < seq_k
-        rows_k = (k_start + cols).to(tl.int64)
-        k = tl.load(k_base + rows_k[:, None] * stride_ks + offs_d[None, :] * stride_kd,
-                    mask=in_k[:, None] & (offs_d[None, :] < D), other=0.0)
-        v = tl.load(v_base + rows_k[:, None] * stride_vs + offs_dv[None, :] * stride_vd,
-                    mask=in_k[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        s = _mma(q, tl.trans(k), tl.zeros([BLOCK_Q, BLOCK_K], ACC), DOT) * scale
-        visible = in_q[:, None] & in_k[None, :]
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= rows[:, None] + (seq_k - seq_q))
-        p = tl.where(visible, tl.exp(s - lse[:, None]), 0.0)
-        dp = _mma(do, tl.trans(v), tl.zeros([BLOCK_Q, BLOCK_K], ACC), DOT)
-        ds = p * (dp - delta[:, None])
-        dq = _mma(_to_operand(ds, k, DOT, ROUND_BF16), k, dq, DOT)
+    # Key tiles below full are seen whole by every row of the block; only the tiles on the causal diagonal need
+    # the mask. A padding key (k = 0, v = 0) adds dS k = 0 to dQ, so the sequence's end needs no mask.
+    if CAUSAL:
+        full = tl.minimum(tl.maximum(((start_m + seq_k - seq_q + 1) // BLOCK_K) * BLOCK_K, 0), hi)
+    else:
+        full = hi
+    for start_n in range(0, full, BLOCK_K):
+        dq = _dq_tile(q, do, lse, delta, dq, k_base, v_base, start_n, k_start, seq_q, seq_k, rows, offs_n, offs_d,
+                      offs_dv, stride_ks, stride_kd, stride_vs, stride_vd, D, DV, scale, False, ACC, DOT, ROUND_BF16)
+    for start_n in range(full, hi, BLOCK_K):
+        dq = _dq_tile(q, do, lse, delta, dq, k_base, v_base, start_n, k_start, seq_q, seq_k, rows, offs_n, offs_d,
+                      offs_dv, stride_ks, stride_kd, stride_vs, stride_vd, D, DV, scale, True, ACC, DOT, ROUND_BF16)
     dq = dq * scale
     tl.store(DQ + b * stride_dqb + h * stride_dqh + rows_q[:, None] * stride_dqs + offs_d[None, :] * stride_dqd,
              dq.to(DQ.dtype.element_ty), mask=in_q[:, None] & (offs_d[None, :] < D))
@@ -251,17 +302,35 @@ def _delta(o: torch.Tensor, do: torch.Tensor, Dv: int, interpret: bool) -> torch
     return delta
 
 
+# Autotuning on the GPU for 16-bit dense inputs (see attention.py): dK/dV programs hold a large block of keys and
+# stream small query tiles, dQ programs the reverse (the Triton tutorial's split), a few shapes of each.
+_DKDV_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_K": bk}, num_warps=w, num_stages=st)
+                 for bq, bk, w, st in ((32, 128, 4, 3), (64, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2))]
+_DQ_CONFIGS = [triton.Config({"BLOCK_Q": bq, "BLOCK_K": bk}, num_warps=w, num_stages=st)
+               for bq, bk, w, st in ((128, 32, 4, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 2))]
+_TUNE_KEY = ["D", "DV", "CAUSAL", "BLOCK_D"]
+_bwd_dkdv_tuned = triton.autotune(configs=_DKDV_CONFIGS, key=_TUNE_KEY)(_bwd_dkdv)
+_bwd_dq_tuned = triton.autotune(configs=_DQ_CONFIGS, key=_TUNE_KEY)(_bwd_dq)
+
+
 def _launch(q, k, v, do, lse, delta, dq, dk, dv, cu_q, cu_k, tables, grids, strides, group, seq_q, seq_k,
-            D, Dv, tau, causal, varlen, block_q, block_k, num_warps, num_stages, interpret):
+            D, Dv, tau, causal, varlen, block_q, block_k, num_warps, num_stages, interpret, autotune=False):
     sq, sk, sv, sdo, sl, sdq, sdk, sdv = strides
-    common = dict(CAUSAL=bool(causal), VARLEN=varlen, BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_D=_pow2(D),
-                  BLOCK_DV=_pow2(Dv), ACC=tl.float64 if q.dtype == torch.float32 else tl.float32,
+    common = dict(CAUSAL=bool(causal), VARLEN=varlen, BLOCK_D=_pow2(D), BLOCK_DV=_pow2(Dv),
+                  ACC=tl.float64 if q.dtype == torch.float32 else tl.float32,
                   DOT="fp64" if q.dtype == torch.float32 else "fp32" if interpret else "tc",
-                  ROUND_BF16=interpret and q.dtype == torch.bfloat16, num_warps=num_warps, num_stages=num_stages)
-    _bwd_dkdv[grids[0]](q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, tables[0], *sq, *sk, *sv, *sdo, *sl, *sdk,
-                        *sdv, group, seq_q, seq_k, D, Dv, tau, **common)
-    _bwd_dq[grids[1]](q, k, v, do, lse, delta, dq, cu_q, cu_k, tables[1], *sq, *sk, *sv, *sdo, *sl, *sdq,
-                      group, seq_q, seq_k, D, Dv, tau, **common)
+                  ROUND_BF16=interpret and q.dtype == torch.bfloat16)
+    dkdv_args = (q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, tables[0], *sq, *sk, *sv, *sdo, *sl, *sdk, *sdv,
+                 group, seq_q, seq_k, D, Dv, tau)
+    dq_args = (q, k, v, do, lse, delta, dq, cu_q, cu_k, tables[1], *sq, *sk, *sv, *sdo, *sl, *sdq,
+               group, seq_q, seq_k, D, Dv, tau)
+    if autotune:
+        _bwd_dkdv_tuned[lambda meta: (triton.cdiv(seq_k, meta["BLOCK_K"]), *grids[0][1:])](*dkdv_args, **common)
+        _bwd_dq_tuned[lambda meta: (triton.cdiv(seq_q, meta["BLOCK_Q"]), *grids[1][1:])](*dq_args, **common)
+        return
+    fixed = dict(BLOCK_Q=block_q, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages)
+    _bwd_dkdv[grids[0]](*dkdv_args, **common, **fixed)
+    _bwd_dq[grids[1]](*dq_args, **common, **fixed)
 
 
 def _check_saved(o, lse, do, o_shape, lse_shape) -> None:
@@ -278,6 +347,7 @@ def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: floa
     _check_saved(o, lse, do, (B, H, Sq, Dv), (B, H, Sq))
     interpret = _interpreting()
     _check_runnable(q, interpret)
+    autotune = tuned(q, block_q, block_k, interpret)
     block_q, block_k, num_warps, num_stages = _blocks(block_q, block_k, Sq, Sk, _pow2(max(D, Dv)), q.dtype,
                                                       interpret)
     o, do = o.contiguous(), do.to(q.dtype).contiguous()
@@ -291,7 +361,7 @@ def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: floa
     strides = (q.stride(), k.stride(), v.stride(), do.stride(), lse.stride(), dq.stride(), dk.stride(), dv.stride())
     grids = ((triton.cdiv(Sk, block_k), Hkv, B), (triton.cdiv(Sq, block_q), H, B))
     _launch(q, k, v, do, lse, delta, dq, dk, dv, lse, lse, (lse, lse), grids, strides, H // Hkv, Sq, Sk, D, Dv,
-            tau, causal, False, block_q, block_k, num_warps, num_stages, interpret)
+            tau, causal, False, block_q, block_k, num_warps, num_stages, interpret, autotune)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
