@@ -1,0 +1,460 @@
+"""Monte Carlo reinforcement learning: episodes, returns, MC Basic, MC Exploring Starts, MC epsilon-greedy.
+
+Book: S. Zhao, *Mathematical Foundations of Reinforcement Learning*, Ch. 5. Post: the seed's Monte Carlo
+article. Equations, conventions and known answers: catalogue/rl_zhao.md C.4.
+
+MDPs are the tensors of specs/mdp.py; rewards ``r`` are R (S, A) (a function of the pair, as in the grid world)
+or r[s, a, s'] (a function of the transition). An episode of length L is the arrays s_0..s_{L-1},
+a_0..a_{L-1}, r_1..r_L; every sampler takes a seeded torch.Generator, so a run is reproducible. Greedy
+choices break ties as rl_basics.greedy_policy does (the lowest action index).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import torch
+
+from .contracts import ArgumentError, ContractViolation, check_tensor, expect_tuple
+from .mdp import F64, check_count, check_gamma, check_policy, check_rewards, check_transitions, dense
+from .registry import claim, operation, spec
+from .rl_basics import greedy_policy
+
+DOC = "monte_carlo"
+VISITS = ("initial", "first", "every")
+
+# ---------------------------------------------------------------------------------------------------
+# The epsilon-greedy policy (§5.4)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_epsilon(epsilon) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 <= epsilon <= 1.0:
+        raise ArgumentError(f"epsilon must be a real number in [0, 1], got {epsilon!r}")
+    return float(epsilon)
+
+
+def _check_policy_result(result, q, *args, **_):
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(q.shape) or result.dtype != F64:
+        raise ContractViolation(f"epsilon_greedy must return a float64 tensor of shape {tuple(q.shape)}")
+
+
+@operation(
+    DOC,
+    latex=r"\pi(a|s)=\begin{cases}1-\frac{|\mathcal A(s)|-1}{|\mathcal A(s)|}\epsilon&a=a^*_s\\"
+          r"\frac{\epsilon}{|\mathcal A(s)|}&\text{otherwise}\end{cases}",
+    source="Zhao Ch. 5, §5.4, eq. (5.4) (epsilon-greedy policy)",
+    summary="The epsilon-greedy policy of action values q (S, A): pi (S, A), float64; the greedy action a* is the "
+            "lowest-index maximiser.",
+    returns="pi",
+    dtypes=("float64",),
+    check_result=_check_policy_result,
+)
+def epsilon_greedy(q: torch.Tensor, epsilon: float) -> torch.Tensor:
+    check_tensor("q", q, rank=2)
+    epsilon = _check_epsilon(epsilon)
+    A = q.shape[1]
+    return (1 - epsilon) * greedy_policy(q.to(F64)) + epsilon / A
+
+
+def _check_actions_result(result, q, epsilon, u, b, **_):
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(u.shape) or result.dtype != torch.int64:
+        raise ContractViolation(f"epsilon_greedy_sample must return int64 actions of shape {tuple(u.shape)}")
+
+
+@operation(
+    DOC,
+    latex=r"a=\begin{cases}a^*&x\ge\epsilon\\ \lfloor |\mathcal A|\,b\rfloor&x<\epsilon\end{cases},\quad "
+          r"x,b\sim U[0,1)",
+    source="Zhao Ch. 5, §5.4 (how an epsilon-greedy action is drawn: the uniform branch may again pick a*)",
+    summary="Draw epsilon-greedy actions for one state with action values q (A,): u (n,) and b (n,) are "
+            "uniform [0, 1) draws; returns int64 actions (n,).",
+    returns="actions",
+    dtypes=("float64",),
+    check_result=_check_actions_result,
+)
+def epsilon_greedy_sample(q: torch.Tensor, epsilon: float, u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    check_tensor("q", q, rank=1)
+    epsilon = _check_epsilon(epsilon)
+    check_tensor("u", u, rank=1)
+    check_tensor("b", b, rank=1)
+    a_star = int(greedy_policy(q[None].to(F64)).argmax())
+    uniform = (b * q.shape[0]).long().clamp(max=q.shape[0] - 1)
+    return torch.where(u >= epsilon, torch.full_like(uniform, a_star), uniform)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Episodes and returns
+# ---------------------------------------------------------------------------------------------------
+
+def _categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of probs by the inverse CDF; an outcome of probability 0 is never drawn."""
+    cdf = probs.cumsum(-1)
+    cdf = cdf / cdf[..., -1:]  # the last entry exactly 1: u < 1 always lands inside
+    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, dtype=F64)
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def check_episodes_result(result, P, r, pi, s0, length, **_):
+    states, actions, rewards = expect_tuple(result, ("states", "actions", "rewards"), "generate_episodes")
+    shape = (s0.shape[0], length)
+    for name, x, dtype in (("states", states, torch.int64), ("actions", actions, torch.int64),
+                           ("rewards", rewards, F64)):
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != dtype:
+            raise ContractViolation(f"generate_episodes: {name} must be {dtype} of shape {shape}")
+
+
+def _check_states(name: str, x, n_states: int) -> None:
+    check_tensor(name, x, rank=1, floating=False)
+    if x.dtype != torch.int64 or (x < 0).any() or (x >= n_states).any():
+        raise ArgumentError(f"{name} must be int64 indices in [0, {n_states}), got {x.dtype} {x.tolist()[:5]}...")
+
+
+@operation(
+    DOC,
+    latex=r"a_t\sim\pi(\cdot|s_t),\ s_{t+1}\sim p(\cdot|s_t,a_t),\ r_{t+1}=r(s_t,a_t,s_{t+1}),\ t=0..L-1",
+    source="Zhao Ch. 5, §5.2 (episodes following a policy; exploring starts fix (s_0, a_0))",
+    summary="n episodes of length L side by side from start states s0 (n,) int64, with first actions a0 (n,) "
+            "(exploring starts) or drawn from pi. Returns states, actions (n, L) int64 and rewards (n, L) float64 "
+            "(rewards[:, t] = r_{t+1}).",
+    returns="(states, actions, rewards)",
+    dtypes=("float64",),
+    check_result=check_episodes_result,
+)
+def generate_episodes(P, r, pi, s0, length: int, *, a0=None, generator: torch.Generator | None = None):
+    S, A = check_transitions(P)
+    check_rewards("r", r, S, A, transitions_allowed=True)
+    check_policy(pi, S, A)
+    _check_states("s0", s0, S)
+    check_count("length", length, minimum=1)
+    if a0 is not None:
+        _check_states("a0", a0, A)
+    P = dense(P).to(F64)
+    n = s0.shape[0]
+    states = torch.empty(n, length, dtype=torch.int64)
+    actions = torch.empty(n, length, dtype=torch.int64)
+    rewards = torch.empty(n, length, dtype=F64)
+    s = s0.clone()
+    a = a0.clone() if a0 is not None else _categorical(pi[s], generator)
+    for t in range(length):
+        states[:, t], actions[:, t] = s, a
+        s_next = _categorical(P[s, a], generator)
+        rewards[:, t] = r[s, a] if r.dim() == 2 else r[s, a, s_next]
+        s = s_next
+        a = _categorical(pi[s], generator)
+    return states, actions, rewards
+
+
+def _check_returns_result(result, rewards, gamma, **_):
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(rewards.shape) or result.dtype != F64:
+        raise ContractViolation(f"discounted_returns must return float64 of shape {tuple(rewards.shape)}")
+
+
+@operation(
+    DOC,
+    latex=r"g\leftarrow\gamma g+r_{t+1},\ t=T-1,\dots,0;\quad g_t=\sum_{k\ge0}\gamma^k r_{t+k+1}",
+    source="Zhao Ch. 5, Alg. 5.2 (returns computed backward)",
+    summary="Discounted returns of each step of each episode, computed backward: rewards (n, L) -> g (n, L) "
+            "with g[:, t] the return from step t to the end of the episode.",
+    returns="g",
+    dtypes=("float64",),
+    check_result=_check_returns_result,
+)
+def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    check_tensor("rewards", rewards, rank=2)
+    gamma = check_gamma(gamma, allow_one=True)
+    g = torch.zeros(rewards.shape[0], dtype=F64)
+    out = torch.empty_like(rewards, dtype=F64)
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        g = gamma * g + rewards[:, t]
+        out[:, t] = g
+    return out
+
+
+def _check_estimate_result(result, states, actions, rewards, gamma, S, A, **_):
+    q, counts = expect_tuple(result, ("q", "counts"), "mc_action_values")
+    if not isinstance(q, torch.Tensor) or tuple(q.shape) != (S, A) or q.dtype != F64:
+        raise ContractViolation(f"mc_action_values: q must be float64 of shape {(S, A)}")
+    if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != (S, A):
+        raise ContractViolation(f"mc_action_values: counts must have shape {(S, A)}")
+
+
+@spec(DOC, latex=r"\mathrm{first}_t=\big[(s_t,a_t)\notin\{(s_i,a_i)\}_{i<t}\big]",
+      source="Zhao Ch. 5, §5.3 (first-visit: only the first occurrence of a pair in an episode counts)")
+def first_visits(states: torch.Tensor, actions: torch.Tensor, A: int) -> torch.Tensor:
+    n, L = states.shape
+    pair = states * A + actions
+    seen = torch.zeros(n, int(pair.max()) + 1, dtype=torch.bool)
+    first = torch.empty(n, L, dtype=torch.bool)
+    rows = torch.arange(n)
+    for t in range(L):
+        first[:, t] = ~seen[rows, pair[:, t]]
+        seen[rows, pair[:, t]] = True
+    return first
+
+
+@operation(
+    DOC,
+    latex=r"q(s,a)\approx\frac{\mathrm{Returns}(s,a)}{\mathrm{Num}(s,a)}",
+    source="Zhao Ch. 5, Alg. 5.1 (initial-visit), Alg. 5.2 and §5.3 (first-visit, every-visit)",
+    summary="Monte Carlo action values from episodes (states, actions, rewards as generate_episodes returns them): "
+            "visit = 'initial' (only (s_0, a_0)), 'first' or 'every'. Returns (q (S, A) float64, 0 where never "
+            "visited; counts (S, A)).",
+    returns="(q, counts)",
+    dtypes=("float64",),
+    check_result=_check_estimate_result,
+)
+def mc_action_values(states, actions, rewards, gamma: float, S: int, A: int, *, visit: str = "initial"):
+    if visit not in VISITS:
+        raise ArgumentError(f"visit must be one of {VISITS}, got {visit!r}")
+    check_count("S", S, minimum=1)
+    check_count("A", A, minimum=1)
+    check_tensor("rewards", rewards, rank=2)
+    for name, x, bound in (("states", states, S), ("actions", actions, A)):
+        check_tensor(name, x, rank=2, floating=False)
+        if tuple(x.shape) != tuple(rewards.shape) or (x < 0).any() or (x >= bound).any():
+            raise ArgumentError(f"{name} must be indices in [0, {bound}) of the shape of rewards "
+                                f"{tuple(rewards.shape)}, got {tuple(x.shape)}")
+    g = discounted_returns(rewards.to(F64), gamma)
+    if visit == "initial":
+        counted = torch.zeros_like(g, dtype=torch.bool)
+        counted[:, 0] = True
+    elif visit == "first":
+        counted = first_visits(states, actions, A)
+    else:
+        counted = torch.ones_like(g, dtype=torch.bool)
+    pair = (states * A + actions)[counted]
+    returns = torch.zeros(S * A, dtype=F64).index_add_(0, pair, g[counted])
+    num = torch.zeros(S * A, dtype=F64).index_add_(0, pair, torch.ones_like(g[counted]))
+    q = torch.where(num > 0, returns / num.clamp(min=1), 0.0)
+    return q.reshape(S, A), num.reshape(S, A)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Control: MC Basic, MC Exploring Starts, MC epsilon-greedy
+# ---------------------------------------------------------------------------------------------------
+
+def check_mc_control_result(result, P, *args, **_):
+    q, pi = expect_tuple(result, ("q", "pi"), "Monte Carlo control")
+    S, A = P.shape[0], P.shape[1]
+    for name, x in (("q", q), ("pi", pi)):
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != (S, A) or x.dtype != F64:
+            raise ContractViolation(f"{name} must be float64 of shape {(S, A)}")
+
+
+def _check_control_args(P, r, gamma, episode_length, episodes):
+    S, A = check_transitions(P)
+    check_rewards("r", r, S, A, transitions_allowed=True)
+    gamma = check_gamma(gamma)
+    check_count("episode_length", episode_length, minimum=1)
+    check_count("episodes", episodes, minimum=1)
+    return S, A, gamma
+
+
+def _first_action_policy(S: int, A: int) -> torch.Tensor:
+    pi = torch.zeros(S, A, dtype=F64)
+    pi[:, 0] = 1.0
+    return pi
+
+
+@operation(
+    DOC,
+    latex=r"q_{\pi_k}(s,a)\approx\frac1n\sum_{i=1}^n g^{(i)}(s,a),\quad \pi_{k+1}=\mathrm{greedy}(q_{\pi_k})",
+    source="Zhao Ch. 5, Alg. 5.1 (MC Basic: policy iteration with q estimated from episodes starting at (s, a))",
+    summary="MC Basic: each iteration runs `episodes` episodes of length episode_length from every pair (s, a) "
+            "following pi_k, averages their returns (initial visit) and takes the greedy policy; stops when the "
+            "policy is stable or after `iterations`. Returns (q (S, A) of the last policy, pi).",
+    returns="(q, pi)",
+    dtypes=("float64",),
+    check_result=check_mc_control_result,
+)
+def mc_basic(P, r, gamma: float, *, episode_length: int, iterations: int, episodes: int = 1, pi0=None,
+             generator: torch.Generator | None = None):
+    S, A, gamma = _check_control_args(P, r, gamma, episode_length, episodes)
+    check_count("iterations", iterations, minimum=1)
+    if pi0 is not None:
+        check_policy(pi0, S, A, "pi0")
+    pi = _first_action_policy(S, A) if pi0 is None else pi0.to(F64)
+    s0 = torch.arange(S).repeat_interleave(A).repeat(episodes)
+    a0 = torch.arange(A).repeat(S).repeat(episodes)
+    for _ in range(iterations):
+        states, actions, rewards = generate_episodes(P, r, pi, s0, episode_length, a0=a0, generator=generator)
+        q, _ = mc_action_values(states, actions, rewards, gamma, S, A, visit="initial")
+        new_pi = greedy_policy(q)
+        if torch.equal(new_pi, pi):
+            break
+        pi = new_pi
+    return q, pi
+
+
+class _Sampler:
+    """Python-level sampling for the control loops, which draw one episode at a time under a changing policy.
+    Draws exactly as _categorical does (inverse CDF, u ~ U[0, 1) from the same generator)."""
+
+    def __init__(self, P, r, generator):
+        cdf = dense(P).to(F64).cumsum(-1)
+        self.cdf = (cdf / cdf[..., -1:]).tolist()
+        self.r = r.tolist()
+        self.transition_rewards = r.dim() == 3
+        self.generator = generator
+
+    @staticmethod
+    def draw(cdf_row: list[float], u: float) -> int:
+        return min(bisect.bisect_right(cdf_row, u), len(cdf_row) - 1)
+
+    def episode(self, pi: torch.Tensor, s: int, a: int, length: int):
+        """(states, actions, rewards) of one episode from (s, a) under pi (a tensor read once)."""
+        pi_cdf = pi.cumsum(-1)
+        pi_cdf = (pi_cdf / pi_cdf[:, -1:]).tolist()
+        u = torch.rand(2 * length, generator=self.generator, dtype=F64).tolist()
+        states, actions, rewards = [], [], []
+        for t in range(length):
+            states.append(s)
+            actions.append(a)
+            s_next = self.draw(self.cdf[s][a], u[2 * t])
+            rewards.append(self.r[s][a][s_next] if self.transition_rewards else self.r[s][a])
+            s = s_next
+            a = self.draw(pi_cdf[s], u[2 * t + 1])
+        return states, actions, rewards
+
+
+def _mc_control(P, r, gamma, pi, episodes, episode_length, start, visit, improve, generator):
+    """The loop of Algs. 5.2 / 5.3: backward returns, Returns/Num averages, and the policy update of every state
+    the episode visited. (The book updates pi(.|s_t) inside the backward loop; nothing later in that loop reads
+    pi, so updating once the episode's pairs are averaged gives the same policy.)"""
+    S, A = pi.shape
+    sampler = _Sampler(P, r, generator)
+    returns = [[0.0] * A for _ in range(S)]
+    num = [[0] * A for _ in range(S)]
+    q = torch.zeros(S, A, dtype=F64)
+    for _ in range(episodes):
+        s_0, a_0 = start(pi)
+        states, actions, rewards = sampler.episode(pi, s_0, a_0, episode_length)
+        first = {}
+        for t, pair in enumerate(zip(states, actions)):
+            first.setdefault(pair, t)
+        g = 0.0
+        for t in range(episode_length - 1, -1, -1):
+            g = gamma * g + rewards[t]
+            s, a = states[t], actions[t]
+            if visit == "first" and first[(s, a)] != t:
+                continue
+            returns[s][a] += g
+            num[s][a] += 1
+            q[s, a] = returns[s][a] / num[s][a]
+        visited = sorted(set(states))
+        pi[visited] = improve(q[visited])
+    return q, pi
+
+
+@operation(
+    DOC,
+    latex=r"g\leftarrow\gamma g+r_{t+1},\ q(s_t,a_t)=\frac{\mathrm{Returns}}{\mathrm{Num}},\ "
+          r"\pi(\cdot|s_t)=\mathrm{greedy}(q(s_t,\cdot))",
+    source="Zhao Ch. 5, Alg. 5.2 (MC Exploring Starts; every-visit, or first-visit as §5.3 describes)",
+    summary="MC Exploring Starts: `episodes` episodes, each from a uniformly drawn pair (s_0, a_0), returns "
+            "computed backward, Returns/Num averages and a greedy update of pi(.|s_t) inside the loop. Returns "
+            "(q, pi).",
+    returns="(q, pi)",
+    dtypes=("float64",),
+    check_result=check_mc_control_result,
+)
+def mc_exploring_starts(P, r, gamma: float, *, episode_length: int, episodes: int, visit: str = "every",
+                        generator: torch.Generator | None = None):
+    S, A, gamma = _check_control_args(P, r, gamma, episode_length, episodes)
+    if visit not in ("first", "every"):
+        raise ArgumentError(f"visit must be 'first' or 'every', got {visit!r}")
+
+    def exploring_start(pi):
+        pair = int(torch.randint(0, S * A, (1,), generator=generator))
+        return pair // A, pair % A
+
+    return _mc_control(P, r, gamma, _first_action_policy(S, A), episodes, episode_length, exploring_start, visit,
+                       greedy_policy, generator)
+
+
+@operation(
+    DOC,
+    latex=r"\pi(\cdot|s_t)=\epsilon\text{-greedy}(q(s_t,\cdot))",
+    source="Zhao Ch. 5, Alg. 5.3 (MC epsilon-greedy: no exploring starts; converges to the best policy in "
+           "Pi_epsilon)",
+    summary="MC epsilon-greedy: `episodes` episodes from uniformly drawn start states, actions from the current "
+            "epsilon-greedy policy, every-visit averages and an epsilon-greedy update inside the loop. "
+            "Returns (q, pi) with pi epsilon-greedy.",
+    returns="(q, pi)",
+    dtypes=("float64",),
+    check_result=check_mc_control_result,
+)
+def mc_epsilon_greedy(P, r, gamma: float, epsilon: float, *, episode_length: int, episodes: int,
+                      generator: torch.Generator | None = None):
+    S, A, gamma = _check_control_args(P, r, gamma, episode_length, episodes)
+    epsilon = _check_epsilon(epsilon)
+
+    def start(pi):  # no exploring starts: a uniformly drawn state, its first action from the current policy
+        s = int(torch.randint(0, S, (1,), generator=generator))
+        return s, int(_categorical(pi[s:s + 1], generator)[0])
+
+    return _mc_control(P, r, gamma, torch.full((S, A), 1.0 / A, dtype=F64), episodes, episode_length, start,
+                       "every", lambda q_s: epsilon_greedy(q_s, epsilon), generator)
+
+
+@spec(DOC, latex=r"v=(1-\epsilon)\max_a q+\frac{\epsilon}{|\mathcal A|}\sum_a q,\quad q=r+\gamma Pv",
+      source="Zhao Ch. 5, §5.4 (the best policy within Pi_epsilon); catalogue C.4 caveat on Figs. 5.6/5.7")
+def epsilon_greedy_optimal_values(P, R, gamma: float, epsilon: float, *, tol: float = 1e-13) -> torch.Tensor:
+    """The optimal values within Pi_epsilon: the fixed point of a gamma-contraction, iterated to tol."""
+    v = torch.zeros(R.shape[0], dtype=F64)
+    while True:
+        q = R + gamma * torch.einsum("sat,t->sa", dense(P), v)
+        v_new = (1 - epsilon) * q.max(dim=1).values + epsilon * q.mean(dim=1)
+        if float((v_new - v).abs().max()) <= tol * (1 - gamma):
+            return v_new
+        v = v_new
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims
+# ---------------------------------------------------------------------------------------------------
+
+_EST = (f"{DOC}.generate_episodes", f"{DOC}.discounted_returns", f"{DOC}.mc_action_values")
+_CONTROL = (f"{DOC}.mc_basic", f"{DOC}.mc_exploring_starts", f"{DOC}.mc_epsilon_greedy")
+
+claim(DOC, "epsilon_greedy_policy", kind="known-answer", operations=(f"{DOC}.epsilon_greedy",),
+      statement="epsilon-greedy probabilities sum to 1 (1e-12), the greedy action gets 1 - epsilon + epsilon/|A| >= "
+                "epsilon/|A|, epsilon = 0 is greedy and epsilon = 1 uniform; |A| = 5 gives 0.92/0.02 (epsilon = "
+                "0.1), 0.84/0.04 (0.2), 0.6/0.1 (0.5).",
+      source="Zhao Ch. 5, eq. (5.4); catalogue property 5 and known answers")
+claim(DOC, "epsilon_greedy_sampling", kind="statistical", operations=(f"{DOC}.epsilon_greedy_sample",),
+      statement="Over 1e5 draws the action frequencies of the sampler match the epsilon-greedy probabilities "
+                "within Bernstein's bound (i.i.d. Bernoulli indicators, union over the actions; false alarm "
+                "<= 1e-6).",
+      source="Zhao Ch. 5, §5.4; catalogue property 5")
+claim(DOC, "returns_backward", kind="identity", operations=(f"{DOC}.discounted_returns",),
+      statement="Returns computed backward (g <- gamma g + r_{t+1}) equal the forward discounted sums "
+                "sum_k gamma^k r_{t+k+1} (1e-12 relative).",
+      source="Zhao Ch. 5, Alg. 5.2; catalogue property 6")
+claim(DOC, "mc_converges_to_bellman", kind="statistical", operations=_EST,
+      statement="On random MDPs, initial-visit Monte Carlo estimates of q_pi (episodes from every pair) and v_pi "
+                "(from every state) lie within the Hoeffding half-width (returns bounded, episodes i.i.d.; union "
+                "over pairs and sample sizes, false alarm <= 1e-6) plus the truncation bias gamma^L max|v_pi| of "
+                "the closed form, a width that shrinks as 1/sqrt(n).",
+      source="Zhao Ch. 5, §5.2 (MC estimation of action values); catalogue 'MC converges to Bellman values'")
+claim(DOC, "first_vs_every_visit", kind="identity", operations=(f"{DOC}.mc_action_values",),
+      statement="First-visit and every-visit estimates agree exactly on episodes in which no pair repeats, and "
+                "differ (every-visit counts more returns) when pairs repeat.",
+      source="Zhao Ch. 5, §5.3; catalogue property 6")
+claim(DOC, "mc_basic_grid_tables", kind="known-answer", operations=(f"{DOC}.mc_basic",),
+      statement="MC Basic on the 5 x 5 grid world (r_forbidden = -10, gamma = 0.9) with episodes of length L "
+                "reproduces every panel of the book's Fig. 5.4 (L = 1, 2, 3, 15 and L = 100 = Fig. 3.4(d)), and "
+                "the 3 x 3 example's q(s_1, .) = (-10, 7.29, 7.29, -10, -9).",
+      source="Zhao Ch. 5, Fig. 5.4 and §5.2.2 example; catalogue known-answer vectors")
+claim(DOC, "mc_control_optimal", kind="known-answer", operations=_CONTROL,
+      statement="On the book's 2 x 2 grid (gamma = 0.9) MC Exploring Starts (first- and every-visit) and MC Basic "
+                "reach a policy whose exact value is the book's v* = (9, 10, 10, 10); MC epsilon-greedy reaches the "
+                "best epsilon-greedy policy (its exact value is the fixed point of (1 - eps) max q + eps mean q, "
+                "1e-9). Checked for fixed seeds (the algorithms' convergence has no finite-sample bound).",
+      source="Zhao Ch. 5, Algs. 5.1-5.3, §5.4; catalogue C.4")
+claim(DOC, "monte_carlo_contract", kind="contract",
+      operations=(f"{DOC}.epsilon_greedy", f"{DOC}.epsilon_greedy_sample", *_EST, *_CONTROL),
+      statement="Bad input (epsilon outside [0, 1], start states out of range, an unknown visit rule, a "
+                "non-stochastic P) is rejected with an ArgumentError naming the argument.",
+      source="specs/contracts.py (the suite's input contract)")

@@ -1,0 +1,358 @@
+"""RL basics: the grid world, the Bellman equation, the Bellman optimality equation, value and policy iteration.
+
+Book: S. Zhao, *Mathematical Foundations of Reinforcement Learning* (Springer 2025; the public book repository,
+chapters 1-4). Post: the seed's grid-world article. Equations, conventions and known answers:
+catalogue/rl_zhao.md (C.1-C.3).
+
+Notation (Ch. 2): P[s, a, s'] = p(s'|s, a), R[s, a] = sum_r p(r|s, a) r, pi[s, a] = pi(a|s), v (S,), q (S, A).
+The grid world follows the book, not its public code (design.md, "Conventions where sources disagree"):
+forbidden cells can be entered, a bump into the boundary stays with r_boundary, the target is not absorbing.
+Greedy policies break ties towards the lowest action index (a_1 = up first), counting as tied every action
+within TIE_RTOL * max(1, max|q|) of the maximum, so that implementations rounding differently choose alike.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .contracts import ArgumentError, ContractViolation, expect_tuple
+from .mdp import (
+    EPS,
+    F64,
+    P_pi,
+    check_count,
+    check_mdp,
+    check_policy,
+    check_values,
+    dense,
+    r_pi,
+)
+from .registry import claim, operation, spec
+
+DOC = "rl_basics"
+
+# ---------------------------------------------------------------------------------------------------
+# The grid world (Ch. 1; L1 slides' reward table)
+# ---------------------------------------------------------------------------------------------------
+
+ACTIONS = ("up", "right", "down", "left", "stay")  # a_1 .. a_5
+MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1), (0, 0))  # (d row, d col), rows counted downwards
+
+
+def _check_cell(name: str, cell, rows: int, cols: int) -> tuple[int, int]:
+    if (not isinstance(cell, (tuple, list)) or len(cell) != 2
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in cell)):
+        raise ArgumentError(f"{name} must be a (row, col) pair of integers, got {cell!r}")
+    r, c = cell
+    if not (1 <= r <= rows and 1 <= c <= cols):
+        raise ArgumentError(f"{name} {cell!r} is outside the {rows} x {cols} grid (rows and columns count from 1)")
+    return r, c
+
+
+def check_grid_world_result(result, rows, cols, forbidden, target, **_):
+    P, R = expect_tuple(result, ("P", "R"), "grid_world")
+    S = rows * cols
+    for name, x, shape in (("P", P, (S, 5, S)), ("R", R, (S, 5))):
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != F64:
+            raise ContractViolation(f"grid_world: {name} must be a float64 tensor of shape {shape}, got "
+                                    f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+
+
+@operation(
+    DOC,
+    latex=r"s'=\begin{cases}s&\text{bump}\\s+\Delta_a&\text{else}\end{cases},\quad "
+          r"r=\begin{cases}r_{boundary}&\text{bump}\\r_{target}&s'=s_{target}\\"
+          r"r_{forbidden}&s'\in\mathcal S_{forbidden}\\r_{other}&\text{else}\end{cases}",
+    source="Zhao Ch. 1 (grid world, actions a_1..a_5, reward table of the L1 slides); catalogue C.1",
+    summary="The book's deterministic grid world: rows x cols cells s_i numbered row-major, actions up, right, "
+            "down, left, stay. forbidden: (row, col) cells counted from 1, target: (row, col). Returns "
+            "P (S, 5, S) and R (S, 5), float64.",
+    returns="(P, R)",
+    convention="Forbidden cells can be entered (r_forbidden, also when staying in one); a bump into the boundary "
+               "leaves the agent in place with r_boundary; entering or staying in the target gives r_target; the "
+               "target is not absorbing (a continuing task).",
+    dtypes=("float64",),
+    check_result=check_grid_world_result,
+)
+def grid_world(rows: int, cols: int, forbidden, target, *, r_boundary: float = -1.0, r_forbidden: float = -1.0,
+               r_target: float = 1.0, r_other: float = 0.0):
+    rows = check_count("rows", rows, minimum=1)
+    cols = check_count("cols", cols, minimum=1)
+    forbidden = {_check_cell("forbidden cell", c, rows, cols) for c in forbidden}
+    target = _check_cell("target", target, rows, cols)
+    S = rows * cols
+    P = torch.zeros(S, 5, S, dtype=F64)
+    R = torch.zeros(S, 5, dtype=F64)
+    for row in range(1, rows + 1):
+        for col in range(1, cols + 1):
+            s = (row - 1) * cols + (col - 1)
+            for a, (dr, dc) in enumerate(MOVES):
+                r2, c2 = row + dr, col + dc
+                if not (1 <= r2 <= rows and 1 <= c2 <= cols):
+                    P[s, a, s] = 1.0
+                    R[s, a] = r_boundary
+                    continue
+                P[s, a, (r2 - 1) * cols + (c2 - 1)] = 1.0
+                R[s, a] = (r_target if (r2, c2) == target else
+                           r_forbidden if (r2, c2) in forbidden else r_other)
+    return P, R
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Bellman equation (Ch. 2)
+# ---------------------------------------------------------------------------------------------------
+
+@spec(DOC, latex=r"v(s)=\sum_a\pi(a|s)\Big[\sum_r p(r|s,a)\,r+\gamma\sum_{s'}p(s'|s,a)\,v(s')\Big]",
+      source="Zhao Ch. 2, eq. (2.7) (elementwise Bellman equation)")
+def bellman_elementwise(P, R, pi, v, gamma: float) -> torch.Tensor:
+    """The right-hand side of the Bellman equation, one state at a time (the book's form, no matrices)."""
+    P = dense(P)
+    S, A = R.shape
+    out = torch.empty(S, dtype=F64)
+    for s in range(S):
+        out[s] = sum(pi[s, a] * (R[s, a] + gamma * sum(P[s, a, t] * v[t] for t in range(S))) for a in range(A))
+    return out
+
+
+@spec(DOC, latex=r"v=r_\pi+\gamma P_\pi v", source="Zhao Ch. 2, eq. (2.9) (matrix-vector form)")
+def bellman_matrix(P, R, pi, v, gamma: float) -> torch.Tensor:
+    return r_pi(R, pi) + gamma * P_pi(P, pi) @ v
+
+
+def check_values_result(result, P, *args, **_):
+    S = P.shape[0]
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != (S,) or result.dtype != F64:
+        raise ContractViolation(f"must return a float64 tensor of shape ({S},), got "
+                                f"{getattr(result, 'dtype', type(result).__name__)} "
+                                f"{tuple(getattr(result, 'shape', ()))}")
+
+
+@operation(
+    DOC,
+    latex=r"v_\pi=(I-\gamma P_\pi)^{-1}r_\pi",
+    source="Zhao Ch. 2, §2.7.1 (closed-form solution); invertibility by Gershgorin (erratum: radius "
+           r"\sum_{j\ne i}\gamma p_\pi(s_j|s_i))",
+    summary="State values of policy pi by the closed form. P (S, A, S) dense or sparse, R (S, A), pi (S, A), "
+            "gamma in [0, 1) -> v (S,), float64.",
+    returns="v",
+    dtypes=("float64",),
+    check_result=check_values_result,
+)
+def state_values(P, R, pi, gamma: float) -> torch.Tensor:
+    S, A, gamma = check_mdp(P, R, gamma)
+    check_policy(pi, S, A)
+    I = torch.eye(S, dtype=F64)
+    return torch.linalg.solve(I - gamma * P_pi(P, pi), r_pi(R, pi))
+
+
+@operation(
+    DOC,
+    latex=r"v_{k+1}=r_\pi+\gamma P_\pi v_k,\quad v_k-v_\pi=\gamma^kP_\pi^k(v_0-v_\pi)",
+    source="Zhao Ch. 2, §2.7.2 (iterative solution)",
+    summary="sweeps iterations of v <- r_pi + gamma P_pi v from v0 (S,). Returns v_sweeps (S,), float64.",
+    returns="v",
+    dtypes=("float64",),
+    check_result=check_values_result,
+)
+def iterative_policy_evaluation(P, R, pi, gamma: float, v0, sweeps: int) -> torch.Tensor:
+    S, A, gamma = check_mdp(P, R, gamma)
+    check_policy(pi, S, A)
+    check_values("v0", v0, S)
+    check_count("sweeps", sweeps)
+    v = v0.to(F64)
+    for _ in range(sweeps):
+        v = bellman_matrix(P, R, pi, v, gamma)
+    return v
+
+
+def check_action_values_result(result, P, R, *args, **_):
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(R.shape) or result.dtype != F64:
+        raise ContractViolation(f"action_values must return a float64 tensor of shape {tuple(R.shape)}")
+
+
+@operation(
+    DOC,
+    latex=r"q(s,a)=\sum_r p(r|s,a)\,r+\gamma\sum_{s'}p(s'|s,a)\,v(s')",
+    source="Zhao Ch. 2, eq. (2.14) (action value from state values)",
+    summary="Action values q (S, A) from state values v (S,): q = R + gamma P v. With v = v_pi this is q_pi.",
+    returns="q",
+    dtypes=("float64",),
+    check_result=check_action_values_result,
+)
+def action_values(P, R, v, gamma: float) -> torch.Tensor:
+    S, A, gamma = check_mdp(P, R, gamma)
+    check_values("v", v, S)
+    return R + gamma * torch.einsum("sat,t->sa", dense(P), v)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimality (Ch. 3) and the algorithms of Ch. 4
+# ---------------------------------------------------------------------------------------------------
+
+TIE_RTOL = 64 * EPS  # actions within this much (relative) of the maximum count as tied
+
+
+@spec(DOC, latex=r"\pi(a|s)=1\iff a=\min\{a': q(s,a')\ge\max_b q(s,b)-\tau\}",
+      source="Zhao Ch. 3, Thm 3.5 (a deterministic greedy optimal policy exists)",
+      convention="Ties go to the lowest action index; tau = TIE_RTOL * max(1, max|q|).")
+def greedy_policy(q: torch.Tensor) -> torch.Tensor:
+    tau = TIE_RTOL * max(1.0, float(q.abs().max()))
+    tied = q >= q.max(dim=1, keepdim=True).values - tau
+    first = tied.to(torch.int8).argmax(dim=1)  # argmax returns the first maximal index
+    return torch.nn.functional.one_hot(first, q.shape[1]).to(F64)
+
+
+@spec(DOC, latex=r"f(v)=\max_\pi(r_\pi+\gamma P_\pi v)=\max_a q(\cdot,a)",
+      source="Zhao Ch. 3, eq. (3.3) (Bellman optimality equation); Thm 3.2 (contraction)")
+def bellman_optimality_operator(P, R, v, gamma: float) -> torch.Tensor:
+    return (R + gamma * torch.einsum("sat,t->sa", dense(P), v)).max(dim=1).values
+
+
+def check_control_result(result, P, R, *args, **_):
+    values, pi = expect_tuple(result, ("values", "pi"), "control")
+    S, A = R.shape
+    if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[1] != S or values.dtype != F64:
+        raise ContractViolation(f"values must be a float64 tensor (iterations + 1, {S})")
+    if not isinstance(pi, torch.Tensor) or tuple(pi.shape) != (S, A) or pi.dtype != F64:
+        raise ContractViolation(f"pi must be a float64 tensor of shape ({S}, {A})")
+
+
+def _v0(v0, S: int) -> torch.Tensor:
+    if v0 is None:
+        return torch.zeros(S, dtype=F64)
+    check_values("v0", v0, S)
+    return v0.to(F64)
+
+
+@operation(
+    DOC,
+    latex=r"q_k=r+\gamma Pv_k,\quad \pi_{k+1}=\mathrm{greedy}(q_k),\quad v_{k+1}=\max_a q_k",
+    source="Zhao Ch. 4, Alg. 4.1 (value iteration); Thm 3.3 (geometric convergence)",
+    summary="iterations steps of value iteration from v0 (default 0). Returns (values (iterations + 1, S): "
+            "v_0 .. v_K, pi (S, A): the greedy policy of q_K). Intermediate v_k are not state values.",
+    returns="(values, pi)",
+    dtypes=("float64",),
+    check_result=check_control_result,
+)
+def value_iteration(P, R, gamma: float, *, iterations: int, v0=None):
+    S, A, gamma = check_mdp(P, R, gamma)
+    check_count("iterations", iterations)
+    vs = [_v0(v0, S)]
+    for _ in range(iterations):
+        vs.append(bellman_optimality_operator(P, R, vs[-1], gamma))
+    return torch.stack(vs), greedy_policy(action_values(P, R, vs[-1], gamma))
+
+
+@operation(
+    DOC,
+    latex=r"v_{\pi_k}=(I-\gamma P_{\pi_k})^{-1}r_{\pi_k},\quad \pi_{k+1}=\mathrm{greedy}(r+\gamma Pv_{\pi_k})",
+    source="Zhao Ch. 4, Alg. 4.2 (policy iteration); Lemma 4.1 (monotone improvement)",
+    summary="Policy iteration from pi0 (default: a_1 everywhere) with exact evaluation, until the policy is "
+            "stable (at most max_iterations improvements). Returns (values (K + 1, S): v_{pi_0} .. v_{pi_K}, "
+            "pi_K).",
+    returns="(values, pi)",
+    convention="Stops when the greedy policy repeats (ties broken as greedy_policy does, so equal-value policies "
+               "cannot alternate).",
+    dtypes=("float64",),
+    check_result=check_control_result,
+)
+def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000):
+    S, A, gamma = check_mdp(P, R, gamma)
+    check_count("max_iterations", max_iterations, minimum=1)
+    if pi0 is None:
+        pi = torch.zeros(S, A, dtype=F64)
+        pi[:, 0] = 1.0
+    else:
+        check_policy(pi0, S, A, "pi0")
+        pi = pi0.to(F64)
+    vs = [state_values(P, R, pi, gamma)]
+    for _ in range(max_iterations):
+        new_pi = greedy_policy(action_values(P, R, vs[-1], gamma))
+        if torch.equal(new_pi, pi):
+            break
+        pi = new_pi
+        vs.append(state_values(P, R, pi, gamma))
+    return torch.stack(vs), pi
+
+
+@operation(
+    DOC,
+    latex=r"\pi_{k+1}=\mathrm{greedy}(r+\gamma Pv_k),\quad v_{k+1}=T_{\pi_{k+1}}^{\,j}\,v_k",
+    source="Zhao Ch. 4, Alg. 4.3 (truncated policy iteration; j = 1 is VI, j = infinity is PI)",
+    summary="iterations rounds of truncated policy iteration with j evaluation sweeps, each started from the "
+            "previous value. Returns (values (iterations + 1, S), pi: the greedy policy of the last values).",
+    returns="(values, pi)",
+    dtypes=("float64",),
+    check_result=check_control_result,
+)
+def truncated_policy_iteration(P, R, gamma: float, *, j: int, iterations: int, v0=None):
+    S, A, gamma = check_mdp(P, R, gamma)
+    check_count("j", j, minimum=1)
+    check_count("iterations", iterations)
+    vs = [_v0(v0, S)]
+    for _ in range(iterations):
+        pi = greedy_policy(action_values(P, R, vs[-1], gamma))
+        vs.append(iterative_policy_evaluation(P, R, pi, gamma, vs[-1], j))
+    return torch.stack(vs), greedy_policy(action_values(P, R, vs[-1], gamma))
+
+
+def optimal_values(P, R, gamma: float) -> torch.Tensor:
+    """v* by policy iteration: exact up to the closed-form solves, in finitely many steps."""
+    return policy_iteration(P, R, gamma)[0][-1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims (catalogue "checkable properties" and "known-answer vectors")
+# ---------------------------------------------------------------------------------------------------
+
+_EVAL = (f"{DOC}.state_values", f"{DOC}.iterative_policy_evaluation")
+_CONTROL = (f"{DOC}.value_iteration", f"{DOC}.policy_iteration", f"{DOC}.truncated_policy_iteration")
+
+claim(DOC, "bellman_equation", kind="identity", operations=(f"{DOC}.state_values",),
+      statement="The closed-form v_pi solves the Bellman equation in its elementwise and matrix forms (to the "
+                "float64 solve tolerance of specs.mdp.solve_tolerance), and (I - gamma P_pi)^{-1} >= I elementwise.",
+      source="Zhao Ch. 2, eqs. (2.7), (2.9), §2.7.1; catalogue C.2")
+claim(DOC, "closed_form_equals_iterative", kind="identity", operations=_EVAL,
+      statement="K sweeps of iterative evaluation from v_0 leave exactly the error gamma^K P_pi^K (v_0 - v_pi), so "
+                "|v_K - v_pi|_inf <= gamma^K |v_0 - v_pi|_inf (+ the solve tolerance).",
+      source="Zhao Ch. 2, §2.7.2; catalogue property 1")
+claim(DOC, "action_values", kind="identity", operations=(f"{DOC}.action_values",),
+      statement="q_pi = r + gamma P v_pi satisfies v_pi = sum_a pi q_pi and the matrix form q = r + gamma P Pi q "
+                "(to 1e-10 relative).",
+      source="Zhao Ch. 2, eqs. (2.13)-(2.14); catalogue C.2, property 1")
+claim(DOC, "value_iteration_contraction", kind="identity", operations=(f"{DOC}.value_iteration",),
+      statement="|v_{k+1} - v*|_inf <= gamma |v_k - v*|_inf + 1e-12 at every k; the stopping rule "
+                "|v_{k+1} - v_k| < tau gives |v_{k+1} - v*| <= gamma tau / (1 - gamma); the greedy policy of the "
+                "limit is optimal.",
+      source="Zhao Ch. 3, Thm 3.2-3.3; Ch. 4, Alg. 4.1; catalogue property 2")
+claim(DOC, "policy_iteration_monotone", kind="identity", operations=(f"{DOC}.policy_iteration",),
+      statement="v_{pi_{k+1}} >= v_{pi_k} - 1e-9; PI stops after finitely many steps at v* (1e-9), the value of "
+                "value iteration's greedy limit; VI started at v_{pi_0} stays below: v_k^VI <= v_{pi_k} <= v*.",
+      source="Zhao Ch. 4, Alg. 4.2, Lemma 4.1, Box 4.2; catalogue property 3")
+claim(DOC, "truncated_pi_interpolates", kind="identity", operations=(f"{DOC}.truncated_policy_iteration",),
+      statement="Truncated PI with j = 1 equals value iteration iterate by iterate (1e-12 relative), and with "
+                "j large it reaches v* like policy iteration.",
+      source="Zhao Ch. 4, Alg. 4.3, §4.3; catalogue property 3")
+claim(DOC, "affine_reward_invariance", kind="identity", operations=(f"{DOC}.value_iteration",),
+      statement="Rewards alpha r + beta (alpha > 0) give v'* = alpha v* + beta / (1 - gamma) 1 (to 1e-9 "
+                "relative) and the same greedy action sets.",
+      source="Zhao Ch. 3, Thm 3.6; catalogue property 4")
+claim(DOC, "grid_world_tables", kind="known-answer", operations=(f"{DOC}.grid_world", f"{DOC}.value_iteration"),
+      statement="The optimal state values of the 5 x 5 grid world match the book's Fig. 3.4 (a) gamma = 0.9, "
+                "(b) gamma = 0.5, (c) gamma = 0, (d) r_forbidden = -10, to half a unit of each printed digit; the "
+                "grid's action values in the action order up, right, down, left, stay: Ch. 3's q(s_1, .) = "
+                "(6.2, 8, 9, 6.2, 7.2) and Ch. 5's 3 x 3 q_pi0(s_1, .) = (-10, 7.29, 7.29, -10, -9).",
+      source="Zhao Ch. 3, Fig. 3.4; Ch. 2, Fig. 2.7; Ch. 3 and Ch. 5 examples; catalogue known-answer vectors")
+claim(DOC, "worked_examples", kind="known-answer",
+      operations=(f"{DOC}.grid_world", f"{DOC}.state_values", f"{DOC}.action_values", f"{DOC}.value_iteration",
+                  f"{DOC}.policy_iteration"),
+      statement="The book's small examples: the 2 x 2 grid's v = (9, 10, 10, 10) and (8.5, 10, 10, 10); "
+                "q(s_1, .) = (6.2, 8, 9, 6.2, 7.2); VI's v_1, v_2; the two-state PI iterates and q_{pi_0}; "
+                "Fig. 4.4(b)'s v_{pi_0} and v_{pi_1}.",
+      source="Zhao Ch. 2-4 worked examples, Fig. 4.4; catalogue known-answer vectors")
+claim(DOC, "rl_basics_contract", kind="contract",
+      operations=(f"{DOC}.grid_world", f"{DOC}.state_values", f"{DOC}.iterative_policy_evaluation",
+                  f"{DOC}.action_values", *_CONTROL),
+      statement="Bad input (P rows not summing to 1, gamma outside [0, 1), a policy of the wrong shape, a cell "
+                "off the grid) is rejected with an ArgumentError naming the argument; P may be a torch sparse tensor.",
+      source="specs/contracts.py (the suite's input contract)")
