@@ -34,6 +34,19 @@ SEEDS = {
     "attention.do": 1002,
     "softmax.x": 1003,
     "ceilings": 1004,
+    "moe.inputs": 6003,
+    "moe.dy": 6004,
+    "preference.hidden": 5001,
+    "preference.weight": 5002,
+    "preference.ids": 5003,
+    "preference.ref": 5004,
+    "preference.advantages": 5005,
+    "rl.mdp": 3001,
+    "rl.policy": 3002,
+    "contrastive.image": 4001,
+    "contrastive.text": 4002,
+    "diffusion.x_T": 2001,
+    "diffusion.noise": 2002,
 }
 
 
