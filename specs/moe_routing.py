@@ -1,0 +1,446 @@
+"""Kimi-VL's language model: the Moonlight / DeepSeek-V3 mixture-of-experts layer, as float64 specs.
+
+Papers: DeepSeek-AI 2024, "DeepSeek-V3 Technical Report" (arXiv:2412.19437) §2.1.2 (DeepSeekMoE with
+auxiliary-loss-free load balancing, eqs. 12-16 and 17-20); Kimi Team 2025, "Kimi-VL Technical Report"
+(arXiv:2504.07491) §2 (the Moonlight MoE language model); Fedus et al. 2021, "Switch Transformers" eq. 4.
+Code read beside them: DeepSeek-V3 ``inference/model.py`` (``Gate``, ``MoE``) and transformers'
+``DeepseekV3TopkRouter`` / ``DeepseekV3MoE``. Equations and conventions: catalogue/kimi_vl.md.
+
+Notation: T tokens, E routed experts in G groups, K experts per token (top_k). Router scores s = sigma(W_r x)
+(or softmax), selection scores c = s + b with the correction bias b, which only *selects*; the gate weights come
+from the unbiased s (design.md's convention: dropped groups masked with -inf; normalise, then multiply by the
+routed scaling factor). The layer: MoE(x) = Shared(x) + sum_{i in TopK} w_i E_i(x), E_i a SwiGLU expert.
+
+This module is part of the ``kimi_vl`` document (specs/kimi_vl.py imports it and registers the claims).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .contracts import ArgumentError, check_tensor, expect_tuple
+from .registry import REGISTRY, claim, operation, spec  # noqa: F401  (claim: used by specs/kimi_vl.py)
+
+DOC = "kimi_vl"
+F64 = torch.float64
+SCORINGS = ("sigmoid", "softmax")
+WEIGHT_DTYPES = (torch.float32, torch.float64)
+DTYPES = ("float64", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """The router's hyper-parameters (names as in DeepSeek-V3's config.json)."""
+
+    top_k: int
+    n_group: int = 1
+    topk_group: int = 1
+    scoring: str = "sigmoid"  # scoring_func
+    norm_topk_prob: bool = True
+    routed_scaling_factor: float = 1.0
+
+
+# Moonlight-16B-A3B (moonshotai/Moonlight-16B-A3B config.json; catalogue/kimi_vl.md): 64 routed experts, 6 per
+# token, 2 shared experts of width moe_intermediate_size, sigmoid scores, one group, routed scaling 2.446.
+MOONLIGHT = RouterConfig(top_k=6, n_group=1, topk_group=1, scoring="sigmoid", norm_topk_prob=True,
+                         routed_scaling_factor=2.446)
+MOONLIGHT_SHAPE = dict(hidden_size=2048, n_routed_experts=64, n_shared_experts=2, moe_intermediate_size=1408)
+NORM_GUARD = 1e-20  # DeepSeek-V3 / transformers: w / (sum w + 1e-20)
+
+
+def check_config(config, n_experts: int) -> RouterConfig:
+    if not isinstance(config, RouterConfig):
+        raise ArgumentError(f"config must be a RouterConfig, got {type(config).__name__}")
+    for name in ("top_k", "n_group", "topk_group"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"config.{name} must be a positive integer, got {value!r}")
+    if config.scoring not in SCORINGS:
+        raise ArgumentError(f"config.scoring must be one of {SCORINGS}, got {config.scoring!r}")
+    if n_experts % config.n_group:
+        raise ArgumentError(f"config.n_group ({config.n_group}) must divide the number of experts ({n_experts})")
+    group_size = n_experts // config.n_group
+    if config.n_group > 1 and group_size < 2:
+        raise ArgumentError(f"each group needs at least 2 experts (its score is a top-2 sum), got {group_size}")
+    if config.topk_group > config.n_group:
+        raise ArgumentError(f"config.topk_group ({config.topk_group}) must be at most n_group ({config.n_group})")
+    if config.top_k > config.topk_group * group_size:
+        raise ArgumentError(f"config.top_k ({config.top_k}) must be at most the experts of the kept groups "
+                            f"(topk_group x group size = {config.topk_group * group_size})")
+    rsf = config.routed_scaling_factor
+    if isinstance(rsf, bool) or not isinstance(rsf, (int, float)) or not math.isfinite(rsf) or rsf <= 0:
+        raise ArgumentError(f"config.routed_scaling_factor must be a positive finite number, got {rsf!r}")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------
+# The router (DeepSeek-V3 §2.1.2, eqs. 15-16 with the bias of eq. 16's selection; inference/model.py Gate)
+# ---------------------------------------------------------------------------------------------------
+
+@spec(DOC, latex=r"s_{i,t}=\sigma(u_t^\top e_i)\quad(\text{or }\mathrm{softmax}_i(u_t^\top e_i))",
+      source="DeepSeek-V3 eq. 15 (sigmoid); DeepSeek-V2 (softmax); Gate.forward scoring_func",
+      convention="Computed in float32 or wider by every implementation (the router's logits are never 16-bit).")
+def affinity(logits: torch.Tensor, scoring: str) -> torch.Tensor:
+    return torch.sigmoid(logits) if scoring == "sigmoid" else torch.softmax(logits, dim=-1)
+
+
+@spec(DOC, latex=r"g_j=\sum \mathrm{top2}\{c_{i,t}: i\in\text{group } j\},\quad c_{i,t}=s_{i,t}+b_i",
+      source="DeepSeek-V3 inference/model.py Gate (topk(2).sum when a bias is present); DeepseekV3TopkRouter",
+      convention="The top-2 sum is used with or without a bias (the official code uses amax without one).")
+def group_scores(c: torch.Tensor, n_group: int) -> torch.Tensor:
+    T, E = c.shape
+    return c.view(T, n_group, E // n_group).topk(2, dim=-1).values.sum(-1)
+
+
+@spec(DOC, latex=r"\tilde c_{i,t}=\begin{cases}c_{i,t}&i\in\text{kept groups}\\-\infty&\text{otherwise}\end{cases}",
+      source="DeepSeek-V3 inference/model.py Gate (masked_fill(mask, float('-inf')))",
+      convention="-inf, never 0.0: with 0.0 a dropped expert beats every kept one whose biased score is negative "
+                 "(vLLM PR #13474, SGLang PR #3705).")
+def mask_dropped_groups(c: torch.Tensor, n_group: int, topk_group: int) -> torch.Tensor:
+    T, E = c.shape
+    if n_group == 1:
+        return c
+    kept = group_scores(c, n_group).topk(topk_group, dim=-1).indices
+    keep = torch.zeros(T, n_group, dtype=torch.bool, device=c.device).scatter_(1, kept, True)
+    keep = keep[:, :, None].expand(T, n_group, E // n_group).reshape(T, E)
+    return c.masked_fill(~keep, -math.inf)
+
+
+@spec(DOC, latex=r"w_{i,t}=\gamma\,\frac{s_{i,t}}{\sum_{j\in\mathrm{TopK}_t}s_{j,t}+10^{-20}}\ "
+                 r"(i\in\mathrm{TopK}_t=\mathrm{topk}(\tilde c_t,K)),\quad \gamma=\text{routed\_scaling\_factor}",
+      source="DeepSeek-V3 eq. 13 and 16 (weights from s, not s + b); DeepseekV3TopkRouter",
+      convention="Normalise (when norm_topk_prob), then multiply by the routed scaling factor, once.")
+def gate_weights(s: torch.Tensor, indices: torch.Tensor, config: RouterConfig) -> torch.Tensor:
+    w = s.gather(1, indices)
+    if config.norm_topk_prob:
+        w = w / (w.sum(-1, keepdim=True) + NORM_GUARD)
+    return w * config.routed_scaling_factor
+
+
+def check_route_args(logits, bias, config):
+    check_tensor("logits", logits, rank=2)
+    check_tensor("bias", bias, rank=1)
+    if bias.shape[0] != logits.shape[1]:
+        raise ArgumentError(f"bias must have one entry per expert (logits.shape[1] = {logits.shape[1]}), "
+                            f"got shape {tuple(bias.shape)}")
+    return check_config(config, logits.shape[1])
+
+
+def check_route_result(result, logits, bias, config, *, provides=frozenset(), **_) -> None:
+    from .contracts import expect_tensor
+
+    indices, weights = expect_tuple(result, ("indices", "weights"), "route")
+    shape = (logits.shape[0], config.top_k)
+    expect_tensor("indices", indices, shape, (torch.int64,), logits.device, "route")
+    expect_tensor("weights", weights, shape, WEIGHT_DTYPES, logits.device, "route")
+
+
+@operation(
+    DOC,
+    latex=r"s=\sigma(\ell),\ c=s+b,\ \mathrm{TopK}_t=\mathrm{topk}(\mathrm{mask}_{G}(c_t),K),\ "
+          r"w_t=\gamma\,s_{\mathrm{TopK}_t}/\big(\textstyle\sum s_{\mathrm{TopK}_t}+10^{-20}\big)",
+    source="DeepSeek-V3 §2.1.2 eqs. 13-16; inference/model.py Gate; transformers DeepseekV3TopkRouter",
+    dtypes=DTYPES,
+    returns="(indices, weights)",
+    summary="Group-limited top-k routing. logits (T, E) router logits u_t^T e_i, bias (E) the correction bias "
+            "(selection only), config a RouterConfig -> indices (T, top_k) int64 (distinct experts, any order), "
+            "weights (T, top_k) float32 or wider, weights[t, j] belonging to indices[t, j].",
+    convention="Scores in float32 or wider; dropped groups masked with -inf; weights from the unbiased scores.",
+    baseline="torch.naive",
+    check_result=check_route_result,
+)
+def route(logits: torch.Tensor, bias: torch.Tensor, config: RouterConfig):
+    config = check_route_args(logits, bias, config)
+    ell, b = logits.to(F64), bias.to(F64)
+    s = affinity(ell, config.scoring)
+    c = s + b  # selection only: b never reaches the weights, so it gets no gradient
+    indices = mask_dropped_groups(c, config.n_group, config.topk_group).topk(config.top_k, dim=-1).indices
+    return indices, gate_weights(s, indices, config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The aux-loss-free bias update and the balance losses
+# ---------------------------------------------------------------------------------------------------
+
+def check_bias_update_result(result, bias, counts, gamma=0.001, *, provides=frozenset(), **_) -> None:
+    from .contracts import expect_tensor
+
+    expect_tensor("bias", result, tuple(bias.shape), (bias.dtype,), bias.device, "bias_update")
+
+
+@operation(
+    DOC,
+    latex=r"b_i\leftarrow b_i-\gamma\,\mathrm{sign}\big(c_i-\bar c\big),\quad \bar c=\tfrac1E\sum_j c_j",
+    source="DeepSeek-V3 §2.1.2 ('decrease b_i by gamma if its expert is overloaded, increase it if underloaded'); "
+           "gamma = 0.001 for most of pre-training",
+    returns="bias",
+    summary="One auxiliary-loss-free balancing step. bias (E) float, counts (E) tokens routed to each expert in "
+            "the step, gamma > 0 -> the new bias (E) in bias's dtype. An expert at exactly the mean load keeps "
+            "its bias.",
+    dtypes=("float64",),
+    check_result=check_bias_update_result,
+)
+def bias_update(bias: torch.Tensor, counts: torch.Tensor, gamma: float = 0.001) -> torch.Tensor:
+    check_tensor("bias", bias, rank=1)
+    if not isinstance(counts, torch.Tensor) or counts.shape != bias.shape:
+        raise ArgumentError(f"counts must be a tensor of shape {tuple(bias.shape)} (one count per expert), got "
+                            f"{tuple(counts.shape) if isinstance(counts, torch.Tensor) else type(counts).__name__}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+        raise ArgumentError(f"gamma must be a positive number, got {gamma!r}")
+    load = counts.to(F64)
+    return (bias.to(F64) - gamma * torch.sign(load - load.mean())).to(bias.dtype)
+
+
+BALANCE_FORMS = ("deepseek_v3", "switch", "mixtral")
+
+
+@spec(DOC, latex=r"\mathcal L=\alpha\sum_i f_iP_i,\ f_i=\frac{N_r}{K_rT}\sum_t\mathbb 1[i\in\mathrm{TopK}_t],\ "
+                 r"P_i=\frac1T\sum_t s'_{i,t},\ s'_{i,t}=\frac{s_{i,t}}{\sum_j s_{j,t}}",
+      source="DeepSeek-V3 eqs. 17-20 (complementary sequence-wise balance loss)")
+def sequence_balance_loss(s: torch.Tensor, counts: torch.Tensor, K: int, alpha: float) -> torch.Tensor:
+    T, N_r = s.shape
+    f = N_r / (K * T) * counts
+    P = (s / s.sum(-1, keepdim=True)).mean(0)
+    return alpha * (f * P).sum()
+
+
+@spec(DOC, latex=r"\mathcal L=\alpha N\sum_i f_iP_i,\ f_i=\frac1T\sum_t\mathbb 1[\arg\max p_t=i],\ "
+                 r"P_i=\frac1T\sum_t p_{i,t}",
+      source="Fedus et al. 2021, Switch Transformers, eqs. 4-6 (top-1; with K > 1 the fraction counts each slot)")
+def switch_balance_loss(p: torch.Tensor, counts: torch.Tensor, K: int, alpha: float) -> torch.Tensor:
+    T, N = p.shape
+    return alpha * N * ((counts / (T * K)) * p.mean(0)).sum()
+
+
+@spec(DOC, latex=r"\mathcal L=\alpha E\sum_i \Big(\frac1T\sum_{t,k}\mathbb 1[e_{t,k}=i]\Big)P_i",
+      source="transformers models/mixtral load_balancing_loss_func (also Qwen-MoE)",
+      convention="The count is not divided by K: the value is top_k (times alpha) at perfect balance.")
+def mixtral_balance_loss(p: torch.Tensor, counts: torch.Tensor, K: int, alpha: float) -> torch.Tensor:
+    T, E = p.shape
+    return alpha * E * ((counts / T) * p.mean(0)).sum()
+
+
+def check_balance_loss_result(result, scores, indices, *, form="deepseek_v3", alpha=1.0, provides=frozenset(),
+                              **_) -> None:
+    from .contracts import expect_tensor
+
+    expect_tensor("loss", result, (), (torch.float32, torch.float64), scores.device, "balance_loss")
+
+
+@operation(
+    DOC,
+    latex=r"\mathcal L_{\mathrm{DSv3}}=\alpha\sum_if_iP_i,\quad \mathcal L_{\mathrm{Switch}}=\alpha N\sum_if_iP_i,"
+          r"\quad \mathcal L_{\mathrm{Mixtral}}=\alpha E\sum_{i}\Big(\sum_k f_{k,i}\Big)P_i",
+    source="DeepSeek-V3 eqs. 17-20; Switch Transformers eq. 4; transformers load_balancing_loss_func",
+    returns="loss",
+    summary="Balance loss of one sequence. scores (T, E) the router's affinities (sigmoid or softmax), indices "
+            "(T, K) the selected experts, form in deepseek_v3 | switch | mixtral, alpha the coefficient -> a "
+            "0-d float loss. At perfect balance: alpha (deepseek_v3, switch), alpha x K (mixtral).",
+    dtypes=("float64", "float32"),
+    baseline="torch.naive",
+    check_result=check_balance_loss_result,
+)
+def balance_loss(scores: torch.Tensor, indices: torch.Tensor, *, form: str = "deepseek_v3", alpha: float = 1.0):
+    check_tensor("scores", scores, rank=2)
+    if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.dtype != torch.int64 or \
+            indices.shape[0] != scores.shape[0]:
+        raise ArgumentError(f"indices must be an int64 tensor (T, K) with T = scores.shape[0] = {scores.shape[0]}, "
+                            f"got {indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__} "
+                            f"{tuple(indices.shape) if isinstance(indices, torch.Tensor) else ''}")
+    if form not in BALANCE_FORMS:
+        raise ArgumentError(f"form must be one of {BALANCE_FORMS}, got {form!r}")
+    T, E = scores.shape
+    counts = torch.bincount(indices.reshape(-1), minlength=E).to(F64)
+    fn = {"deepseek_v3": sequence_balance_loss, "switch": switch_balance_loss, "mixtral": mixtral_balance_loss}[form]
+    return fn(scores.to(F64), counts, indices.shape[1], float(alpha))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dispatch (tokens to expert buffers) and combine (the weighted sum back): capacity-free
+# ---------------------------------------------------------------------------------------------------
+
+@spec(DOC, latex=r"\pi(t,j)=o_{e_{t,j}}+\#\{(t',j'):e_{t',j'}=e_{t,j},\ t'k+j'<tk+j\},\ "
+                 r"o_e=\sum_{e'<e}n_{e'}",
+      source="the sort/permute MoE (MegaBlocks, Gale et al. 2022 §5; vLLM moe_align_block_size)",
+      convention="Expert buffers in expert order; inside a buffer, slots in increasing (token, slot) order (a "
+                 "stable sort by expert). No capacity: no token is dropped.")
+def dispatch_positions(indices: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions (T, K), counts (E)): where slot (t, j) lands in the concatenated expert buffers."""
+    flat = indices.reshape(-1)
+    counts = torch.bincount(flat, minlength=n_experts)
+    offsets = torch.cumsum(counts, 0) - counts
+    positions = torch.empty_like(flat)
+    for e in range(n_experts):  # the definition: rank among the slots routed to e, plus e's offset
+        slots = (flat == e).nonzero().flatten()
+        positions[slots] = offsets[e] + torch.arange(len(slots), device=flat.device)
+    return positions.view(indices.shape), counts
+
+
+def check_indices(indices, n_experts: int, T: int | None = None) -> None:
+    if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.dtype != torch.int64:
+        got = (indices.dtype, tuple(indices.shape)) if isinstance(indices, torch.Tensor) else type(indices)
+        raise ArgumentError(f"indices must be an int64 tensor (T, K), got {got}")
+    if T is not None and indices.shape[0] != T:
+        raise ArgumentError(f"indices.shape[0] must be the number of tokens {T}, got shape {tuple(indices.shape)}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n_experts):
+        raise ArgumentError(f"indices must lie in [0, n_experts = {n_experts}), got values in "
+                            f"[{int(indices.min())}, {int(indices.max())}]")
+
+
+def check_dispatch_result(result, x, indices, n_experts, *, provides=frozenset(), **_) -> None:
+    from .contracts import expect_tensor
+
+    xs, counts, positions = expect_tuple(result, ("x_sorted", "counts", "positions"), "dispatch")
+    expect_tensor("x_sorted", xs, (indices.numel(), x.shape[1]), (x.dtype,), x.device, "dispatch")
+    expect_tensor("counts", counts, (n_experts,), (torch.int64,), x.device, "dispatch")
+    expect_tensor("positions", positions, tuple(indices.shape), (torch.int64,), x.device, "dispatch")
+
+
+@operation(
+    DOC,
+    latex=r"X^{\mathrm{sorted}}_{\pi(t,j)}=x_t",
+    source="the sort/permute MoE dispatch; catalogue/kimi_vl.md ('dispatch is a bijection onto the expert buffers')",
+    dtypes=DTYPES,
+    returns="(x_sorted, counts, positions)",
+    summary="Copy each token to its K expert buffers. x (T, D), indices (T, K) int64, n_experts -> x_sorted "
+            "(T K, D) in x's dtype (buffers in expert order, stable), counts (E) int64, positions (T, K) int64 "
+            "with x_sorted[positions[t, j]] = x[t].",
+    convention="Stable order inside each expert's buffer; capacity-free.",
+    check_result=check_dispatch_result,
+)
+def dispatch(x: torch.Tensor, indices: torch.Tensor, n_experts: int):
+    check_tensor("x", x, rank=2)
+    check_indices(indices, n_experts, x.shape[0])
+    positions, counts = dispatch_positions(indices, n_experts)
+    x_sorted = torch.empty(indices.numel(), x.shape[1], dtype=x.dtype, device=x.device)
+    x_sorted[positions.reshape(-1)] = x.repeat_interleave(indices.shape[1], dim=0)
+    return x_sorted, counts, positions
+
+
+def check_combine_result(result, y_sorted, positions, weights, *, provides=frozenset(), **_) -> None:
+    from .contracts import expect_tensor
+
+    expect_tensor("y", result, (positions.shape[0], y_sorted.shape[1]), (y_sorted.dtype,), y_sorted.device,
+                  "combine")
+
+
+@operation(
+    DOC,
+    latex=r"y_t=\sum_{j<K}w_{t,j}\,Y^{\mathrm{sorted}}_{\pi(t,j)}",
+    source="the sort/permute MoE combine (unpermute); DeepSeek-V3 eq. 12's routed sum",
+    dtypes=DTYPES,
+    returns="y",
+    summary="The weighted sum back to token order. y_sorted (T K, D) expert outputs in buffer order, positions "
+            "(T, K) int64 from dispatch, weights (T, K) -> y (T, D) in y_sorted's dtype.",
+    baseline="torch.naive",
+    check_result=check_combine_result,
+)
+def combine(y_sorted: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    check_tensor("y_sorted", y_sorted, rank=2)
+    check_tensor("weights", weights, rank=2)
+    check_indices(positions, y_sorted.shape[0])
+    if positions.shape != weights.shape:
+        raise ArgumentError(f"weights must have the shape of positions {tuple(positions.shape)}, got "
+                            f"{tuple(weights.shape)}")
+    Y, w = y_sorted.to(F64), weights.to(F64)
+    y = (w[:, :, None] * Y[positions]).sum(1)
+    return y.to(y_sorted.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The MoE layer: shared experts plus routed SwiGLU experts
+# ---------------------------------------------------------------------------------------------------
+
+@spec(DOC, latex=r"E(x)=W_d\big(\mathrm{SiLU}(W_gx)\odot W_ux\big)",
+      source="Shazeer 2020 (GLU variants); transformers DeepseekV3MLP; inference/model.py Expert")
+def swiglu(x: torch.Tensor, W_g: torch.Tensor, W_u: torch.Tensor, W_d: torch.Tensor) -> torch.Tensor:
+    return (torch.nn.functional.silu(x @ W_g.T) * (x @ W_u.T)) @ W_d.T
+
+
+def check_moe_args(x, w_router, bias, w_gate, w_up, w_down, config, shared):
+    check_tensor("x", x, rank=2)
+    check_tensor("w_router", w_router, rank=2)
+    T, D = x.shape
+    E = w_router.shape[0]
+    if w_router.shape[1] != D:
+        raise ArgumentError(f"w_router must have shape (E, D = {D}), got {tuple(w_router.shape)}")
+    check_tensor("w_gate", w_gate, rank=3)
+    F = w_gate.shape[1]
+    for name, w, shape in (("w_gate", w_gate, (E, F, D)), ("w_up", w_up, (E, F, D)), ("w_down", w_down, (E, D, F))):
+        check_tensor(name, w, rank=3)
+        if tuple(w.shape) != shape:
+            raise ArgumentError(f"{name} must have shape (E, F, D) / (E, D, F) = {shape}, got {tuple(w.shape)}")
+    if shared is not None:
+        if not isinstance(shared, (tuple, list)) or len(shared) != 3:
+            raise ArgumentError("shared must be None or a tuple (s_gate (Fs, D), s_up (Fs, D), s_down (D, Fs))")
+        Fs = shared[0].shape[0] if isinstance(shared[0], torch.Tensor) and shared[0].dim() == 2 else -1
+        for name, w, shape in zip(("s_gate", "s_up", "s_down"), shared, ((Fs, D), (Fs, D), (D, Fs))):
+            check_tensor(f"shared {name}", w, rank=2)
+            if tuple(w.shape) != shape:
+                raise ArgumentError(f"shared {name} must have shape {shape}, got {tuple(w.shape)}")
+    return check_route_args(x.new_zeros(1, E), bias, config)
+
+
+def check_moe_result(result, x, *args, provides=frozenset(), **_) -> None:
+    from .contracts import expect_tensor
+
+    expect_tensor("y", result, tuple(x.shape), (x.dtype,), x.device, "moe")
+
+
+@operation(
+    DOC,
+    latex=r"\mathrm{MoE}(x_t)=\mathrm{Shared}(x_t)+\sum_{i\in\mathrm{TopK}_t}w_{i,t}\,E_i(x_t),\quad "
+          r"E_i(x)=W^{(i)}_d\big(\mathrm{SiLU}(W^{(i)}_gx)\odot W^{(i)}_ux\big)",
+    source="DeepSeek-V3 eq. 12 (without the residual, which the decoder layer adds); transformers DeepseekV3MoE",
+    dtypes=DTYPES,
+    returns="y",
+    summary="The DeepSeekMoE layer. x (T, D), w_router (E, D), bias (E), w_gate and w_up (E, F, D), w_down "
+            "(E, D, F), config a RouterConfig, shared None or (s_gate (Fs, D), s_up (Fs, D), s_down (D, Fs)) -> "
+            "y (T, D) in x's dtype. Router logits are computed in float32 or wider.",
+    convention="Capacity-free: every token reaches its K experts. The shared experts are one SwiGLU of width "
+               "n_shared x moe_intermediate_size.",
+    baseline="torch.loop",
+    check_result=check_moe_result,
+)
+def moe(x, w_router, bias, w_gate, w_up, w_down, config: RouterConfig, shared=None):
+    config = check_moe_args(x, w_router, bias, w_gate, w_up, w_down, config, shared)
+    X = x.to(F64)
+    indices, weights = route(X @ w_router.to(F64).T, bias, config)
+    W_g, W_u, W_d = (w.to(F64) for w in (w_gate, w_up, w_down))
+    y = torch.zeros_like(X)
+    for t in range(X.shape[0]):  # the equation, token by token
+        for j in range(config.top_k):
+            i = int(indices[t, j])
+            y[t] = y[t] + weights[t, j] * swiglu(X[t], W_g[i], W_u[i], W_d[i])
+    if shared is not None:
+        y = y + swiglu(X, *(w.to(F64) for w in shared))
+    return y.to(x.dtype)
+
+
+def moe_magnitudes(x, w_router, bias, w_gate, w_up, w_down, config, shared=None):
+    """(mag_y, n): the size of the terms y sums, |w| |W_d| |SiLU(W_g x) o W_u x| over the routed and shared experts
+    plus the inner products' terms, and the float64 reduction length."""
+    X = x.detach().to(F64)
+    indices, weights = route(X @ w_router.detach().to(F64).T, bias.detach(), config)
+
+    def size(Wg, Wu, Wd):
+        g, u = X @ Wg.T, X @ Wu.T
+        g_mag, u_mag = X.abs() @ Wg.abs().T, X.abs() @ Wu.abs().T
+        h_mag = torch.nn.functional.silu(g).abs() * u_mag + (g_mag * u.abs())  # SiLU is 1.1-Lipschitz: ~g_mag
+        return h_mag @ Wd.abs().T
+
+    W_g, W_u, W_d = (w.detach().to(F64) for w in (w_gate, w_up, w_down))
+    mag = torch.zeros_like(X)
+    for i in indices.unique().tolist():
+        chosen = (indices == i)
+        w_i = (weights.abs() * chosen).sum(-1, keepdim=True)
+        mag = mag + w_i * size(W_g[i], W_u[i], W_d[i])
+    if shared is not None:
+        mag = mag + size(*(w.detach().to(F64) for w in shared))
+    return mag, x.shape[1] + w_gate.shape[1] + config.top_k + 4
+
+
+REGISTRY.attach_magnitudes(f"{DOC}.moe", moe_magnitudes)
