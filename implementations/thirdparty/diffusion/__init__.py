@@ -1,0 +1,98 @@
+"""diffusers' schedulers (DDPM, DDIM, EulerDiscrete, EDMEuler, FlowMatchEulerDiscrete) as implementations of the
+step and schedule operations of the EDM document, driven offline with no model.
+
+Their documented deviations are measured findings (diffusers 0.42.1, CPU): each is expected to fail its claim, and
+the report shows it with the reason below. The schedulers step in float32 (they upcast the sample), so they are
+checked in float32.
+"""
+
+from specs.registry import REGISTRY, Deviation, Implementation
+
+_M = "implementations.thirdparty.diffusion.diffusers_schedulers"
+_F32 = ("float32",)
+
+_DDIM_STRIDE = Deviation(
+    "DDIMScheduler.step goes to t - T // N, not to the next listed timestep: with 'linspace' spacing (T = 1000, "
+    "N = 10) the list strides 111 (999, 888, ...) while step goes 999 -> 899; with 'trailing' and N not dividing T it "
+    "is off by one (N = 7: listed 999, 856, ..., 142; step goes 999 -> 857, ..., and 142 -> 0 instead of to "
+    "alpha_bar = 1). Measured by reading alpha_bar_prev off the step "
+    "(diffusers issues #12633, #11347; DDPM was fixed by PR #9384)",
+    only=(("spacing", ("linspace", "trailing")),))
+_EDM_EPSILON = Deviation(
+    "EDMEulerScheduler's prediction_type 'epsilon' is EDM's raw network output F: precondition_outputs returns "
+    "c_skip y + c_out F with c_out = +sigma sigma_d / sqrt(sigma^2 + sigma_d^2), not y - sigma eps (measured: at "
+    "sigma = 1, eps = 1, y = 0 it returns 0.447 where a noise prediction gives -1)",
+    only=(("prediction", ("epsilon",)),))
+_EDM_INIT = Deviation(
+    "EDMEulerScheduler.init_noise_sigma is sqrt(sigma_max^2 + 1) = 80.00625 for sigma_max = 80, where EDM's "
+    "Algorithm 1 starts from sigma_max = 80 (relative excess 7.8e-5)")
+_DDIM_CLIP = Deviation(
+    "DDIMScheduler's default clip_sample=True clamps x0_hat to [-1, 1], so a DDIM step is no longer an EDM Euler "
+    "step whenever |x0_hat| > 1 (measured: max difference 8.6 on 10^4 samples x ~ N(0, 4), eps_hat = tanh x, "
+    "alpha_bar 0.5 -> 0.9)")
+
+_TO_D_ACCEPTS = Deviation(
+    "the scheduler validates nothing here: a pred of shape (1, 4) broadcasts against x (2, 4), sigma = 0 returns "
+    "x / s unchanged, an integer x is accepted, and it has no s to check (the adapter's y = x / s is taken as "
+    "VP-scaled for v)", only=(("case", ("shape mismatch", "sigma <= 0", "integer x", "v with an inconsistent s")),))
+_STEPS_ACCEPT_N0 = Deviation("EDMEulerScheduler.set_timesteps(0) returns the one-element schedule [0.] instead of "
+                             "an error", only=(("case", ("N = 0",)),))
+_DDIM_ACCEPTS = Deviation(
+    "DDIMScheduler.step accepts alpha_bar = 1.5 (returns NaN from sqrt(1 - alpha_bar)) and, with eta > 0 and no "
+    "noise, draws its own (the generator argument): neither is an error",
+    only=(("case", ("alpha_bar outside (0, 1)", "eta > 0 without noise")),))
+
+for _impl in (
+    Implementation("edm.time_steps", "thirdparty.diffusers_edm_euler", f"{_M}:edm_euler_time_steps", "thirdparty",
+                   devices=("cpu",), dtypes=_F32, requires=("diffusers",), provides=frozenset({"kind:edm"}),
+                   deviations={"edm.contract": _STEPS_ACCEPT_N0},
+                   notes="EDMEulerScheduler.set_timesteps(N).sigmas (rho schedule, computed in float64, "
+                         "stored as float32)"),
+    Implementation("edm.prior_std", "thirdparty.diffusers_edm_euler", f"{_M}:edm_euler_prior_std", "thirdparty",
+                   devices=("cpu",), requires=("diffusers",), provides=frozenset({"kind:edm"}),
+                   deviations={"edm.prior_std": _EDM_INIT}, notes="EDMEulerScheduler(sigma_max).init_noise_sigma"),
+    Implementation("edm.to_denoised", "thirdparty.diffusers_edm_euler", f"{_M}:edm_euler_to_denoised", "thirdparty",
+                   devices=("cpu",), dtypes=_F32, requires=("diffusers",),
+                   provides=frozenset({"prediction:epsilon", "prediction:v"}),
+                   deviations={"edm.conversions_round_trip": _EDM_EPSILON, "edm.contract": _TO_D_ACCEPTS},
+                   notes="EDMEulerScheduler.precondition_outputs ('v' as v_prediction with sigma_data = 1)"),
+    Implementation("edm.to_denoised", "thirdparty.diffusers_euler_discrete", f"{_M}:euler_discrete_to_denoised",
+                   "thirdparty", devices=("cpu",), dtypes=_F32, requires=("diffusers",),
+                   provides=frozenset({"prediction:epsilon", "prediction:v", "prediction:x0"}),
+                   deviations={"edm.contract": _TO_D_ACCEPTS},
+                   notes="EulerDiscreteScheduler.step(...).pred_original_sample (epsilon, v_prediction, sample)"),
+    Implementation("edm.euler_step", "thirdparty.diffusers_edm_euler", f"{_M}:edm_euler_step", "thirdparty",
+                   devices=("cpu",), dtypes=_F32, requires=("diffusers",),
+                   notes="EDMEulerScheduler.step with pred_original_sample = D"),
+    Implementation("edm.euler_step", "thirdparty.diffusers_euler_discrete", f"{_M}:euler_discrete_step",
+                   "thirdparty", devices=("cpu",), dtypes=_F32, requires=("diffusers",),
+                   notes="EulerDiscreteScheduler(prediction_type='sample').step"),
+    Implementation("edm.churn", "thirdparty.diffusers_edm_euler", f"{_M}:edm_euler_churn", "thirdparty",
+                   devices=("cpu",), dtypes=_F32, requires=("diffusers",),
+                   notes="EDMEulerScheduler.step's churn (s_churn, s_tmin, s_tmax, s_noise), read off two steps"),
+    Implementation("edm.ddim_step", "thirdparty.diffusers_ddim", f"{_M}:ddim_step", "thirdparty", devices=("cpu",),
+                   dtypes=("float64", "float32"), requires=("diffusers",), deviations={"edm.contract": _DDIM_ACCEPTS},
+                   notes="DDIMScheduler(clip_sample=False).step with its alpha_bar table set to the inputs"),
+    Implementation("edm.ddim_step", "thirdparty.diffusers_ddim_clip_sample", f"{_M}:ddim_step_clipped", "thirdparty",
+                   devices=("cpu",), dtypes=("float64",), requires=("diffusers",),
+                   deviations={"edm.parameterisations_agree": _DDIM_CLIP, "edm.ddim_ddpm_steps": _DDIM_CLIP,
+                               "edm.contract": _DDIM_ACCEPTS},
+                   notes="DDIMScheduler with its default clip_sample=True"),
+    Implementation("edm.ddpm_step", "thirdparty.diffusers_ddpm", f"{_M}:ddpm_step", "thirdparty", devices=("cpu",),
+                   dtypes=("float64", "float32"), requires=("diffusers",),
+                   notes="DDPMScheduler(clip_sample=False).step (fixed_small variance), its noise handed in"),
+    Implementation("edm.sampling_timesteps", "thirdparty.diffusers_ddim", f"{_M}:ddim_sampling_timesteps",
+                   "thirdparty", devices=("cpu",), requires=("diffusers",),
+                   deviations={"edm.sampling_timesteps": _DDIM_STRIDE},
+                   notes="DDIMScheduler.set_timesteps and the previous timestep its step uses"),
+    Implementation("edm.sampling_timesteps", "thirdparty.diffusers_ddpm", f"{_M}:ddpm_sampling_timesteps",
+                   "thirdparty", devices=("cpu",), requires=("diffusers",),
+                   notes="DDPMScheduler.set_timesteps and previous_timestep"),
+    Implementation("edm.flow_euler_step", "thirdparty.diffusers_flow_match", f"{_M}:flow_match_euler_step",
+                   "thirdparty", devices=("cpu",), dtypes=_F32, requires=("diffusers",),
+                   notes="FlowMatchEulerDiscreteScheduler.step"),
+    Implementation("edm.flow_shift", "thirdparty.diffusers_flow_match", f"{_M}:flow_match_shift", "thirdparty",
+                   devices=("cpu",), dtypes=_F32, requires=("diffusers",),
+                   notes="FlowMatchEulerDiscreteScheduler(shift).set_timesteps(sigmas=...).sigmas (float32)"),
+):
+    REGISTRY.add_implementation(_impl)

@@ -1,0 +1,106 @@
+"""Exact oracles and statistical bounds shared by the diffusion property tests (edm, score_sde).
+
+Gaussian and Gaussian-mixture data have closed-form denoisers, scores and CDFs (specs/edm.py ideal_denoiser,
+specs/score_sde.py gaussian_score); the bounds below turn a sample into a pass/fail decision with a stated false-alarm
+probability, each under assumptions that hold here (i.i.d. samples; exactly Gaussian where a chi-square bound is used).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from specs.edm import ideal_denoiser
+
+F64 = torch.float64
+FALSE_ALARM = 1e-6
+
+
+@dataclass(frozen=True)
+class Mixture1D:
+    """Isotropic Gaussian mixture in one dimension: the data distribution of the sampler tests."""
+
+    means: tuple[float, ...] = (-1.0, 0.4, 1.5)
+    stds: tuple[float, ...] = (0.15, 0.3, 0.2)
+    weights: tuple[float, ...] = (0.3, 0.45, 0.25)
+
+    def tensors(self, dtype=F64, device="cpu"):
+        return (torch.tensor(self.means, dtype=dtype, device=device)[:, None],
+                torch.tensor(self.stds, dtype=dtype, device=device) ** 2,
+                torch.tensor(self.weights, dtype=dtype, device=device))
+
+    def denoiser(self, dtype=F64, device="cpu"):
+        means, variances, weights = self.tensors(dtype, device)
+
+        def D(y: torch.Tensor, sigma: float) -> torch.Tensor:  # y (B,) or (B, 1)
+            flat = y.reshape(-1, 1)
+            return ideal_denoiser(flat, sigma, means, variances, weights).reshape(y.shape)
+
+        return D
+
+    def cdf(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(F64)
+        out = torch.zeros_like(x)
+        for m, s, w in zip(self.means, self.stds, self.weights):
+            out += w * 0.5 * (1 + torch.erf((x - m) / (s * math.sqrt(2))))
+        return out
+
+    def pdf(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x, dtype=F64)
+        for m, s, w in zip(self.means, self.stds, self.weights):
+            out += w * torch.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+        return out
+
+
+def gaussian_denoiser(sigma_data: float = 0.5):
+    """D(y; sigma) = sigma_d^2 / (sigma^2 + sigma_d^2) y: the exact denoiser of N(0, sigma_d^2) data."""
+    return lambda y, sigma: sigma_data**2 / (sigma**2 + sigma_data**2) * y
+
+
+def ks_distance(samples: torch.Tensor, cdf) -> float:
+    """sup_x |F_n(x) - F(x)| of the samples against a continuous CDF."""
+    x, _ = torch.sort(samples.detach().reshape(-1).to(device="cpu", dtype=F64))
+    n = x.numel()
+    F = cdf(x)
+    i = torch.arange(1, n + 1, dtype=F64)
+    return float(torch.maximum((i / n - F).abs(), (F - (i - 1) / n).abs()).max())
+
+
+def dkw_bound(n: int, false_alarm: float = FALSE_ALARM) -> float:
+    """Dvoretzky-Kiefer-Wolfowitz (Massart's constant): P(sup|F_n - F| > e) <= 2 exp(-2 n e^2) for i.i.d. samples."""
+    return math.sqrt(math.log(2 / false_alarm) / (2 * n))
+
+
+def chi2_relative_bounds(dof: int, false_alarm: float = FALSE_ALARM) -> tuple[float, float]:
+    """(lower, upper) relative deviations of S / dof for S ~ chi^2_dof, each tail with half the false alarm
+    (Laurent & Massart 2000, Lemma 1: P(S - k >= 2 sqrt(k x) + 2x) <= e^-x, P(k - S >= 2 sqrt(k x)) <= e^-x)."""
+    x = math.log(2 / false_alarm)
+    return 2 * math.sqrt(x / dof), 2 * math.sqrt(x / dof) + 2 * x / dof
+
+
+def normal_z(false_alarm: float = FALSE_ALARM) -> float:
+    """The two-sided z with P(|Z| > z) = false_alarm for a standard normal Z (bisection on erfc)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if math.erfc(mid / math.sqrt(2)) > false_alarm else (lo, mid)
+    return hi
+
+
+def histogram(samples: torch.Tensor, lo: float, hi: float, bins: int = 60) -> list[tuple[float, float]]:
+    """(bin centre, density) pairs for recording.series(kind='histogram')."""
+    x = samples.detach().reshape(-1).to(device="cpu", dtype=F64)
+    counts = torch.histc(x, bins=bins, min=lo, max=hi)
+    width = (hi - lo) / bins
+    centres = lo + width * (torch.arange(bins, dtype=F64) + 0.5)
+    return [(float(c), float(k) / (x.numel() * width)) for c, k in zip(centres, counts)]
+
+
+def fitted_slope(ns: list[int], errors: list[float]) -> float:
+    """Least-squares slope of log(error) against log(N)."""
+    lx = [math.log(n) for n in ns]
+    ly = [math.log(e) for e in errors]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
