@@ -27,8 +27,14 @@ def kill_matrix(rows: list[dict], claims: list[str]) -> dict:
     rows = _mutant_rows(rows)
     mutants: dict[str, dict] = {}
     killed_pairs: set[tuple[str, str]] = set()
+    # Mutants are named per operation: two of one name on different operations are different mutants.
+    operations_of: dict[str, set] = {}
+    for row in rows:
+        operations_of.setdefault(str(row.get("implementation") or "(unnamed)"), set()).add(row.get("operation"))
     for row in rows:
         name = str(row.get("implementation") or "(unnamed)")
+        if len(operations_of[name]) > 1:
+            name = f"{name} ({row.get('operation')})"
         entry = mutants.setdefault(name, {"targets": [], "killed_by": [], "killed": False, "killed_claims": []})
         for target in row.get("targets") or []:
             if target not in entry["targets"]:

@@ -35,3 +35,12 @@ def test_every_claim_and_every_mutant_is_killed(tmp_path):
     assert not unkilled_mutants, f"mutants no property catches: {unkilled_mutants}\n{table}"
     missed = {m: e["missed_targets"] for m, e in matrix["mutants"].items() if e["missed_targets"]}
     assert not missed, f"mutants that a claim they target did not catch: {missed}\n{table}"
+
+
+def test_mutants_sharing_a_name_on_two_operations_are_two_mutants():
+    rows = [{"implementation": "mutant.no_checks", "operation": op, "origin": "mutant", "targets": [claim],
+             "claims": [claim], "status": status, "failure_kind": "conformance", "test": f"test_{op}"}
+            for op, claim, status in (("a.f", "a.x", "failed"), ("b.g", "b.y", "passed"))]
+    matrix = kill_matrix(rows, ["a.x", "b.y"])
+    assert set(matrix["mutants"]) == {"mutant.no_checks (a.f)", "mutant.no_checks (b.g)"}
+    assert matrix["claims"]["a.x"]["killed"] and not matrix["claims"]["b.y"]["killed"]

@@ -163,7 +163,7 @@ def test_html_is_self_contained_and_complete(rendered):
     assert "INCOMPLETE" not in page and "9cbabb7deadb" in page and "dirty" in page
     assert f"skipped because: <b>{html.escape(SKIP_REASON)}</b> (2 tests)" in page
     assert html.escape(DEVIATION_REASON) in page
-    assert "not yet encoded" in page.lower() and "siglip" in page
+    assert "siglip" in page  # every document is listed, with or without results
     assert "masked share" in page  # statistical bound table
     assert "h200-box" in page and "23 TFLOP/s" in page and "2.5 µs" in page  # the latest asv run wins
 
