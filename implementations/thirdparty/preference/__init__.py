@@ -1,0 +1,90 @@
+"""trl's DPO and GRPO losses as implementations of the preference operations (trl 1.16, CPU, offline).
+
+Their documented deviations are findings measured by the property tests (trl 1.16.0, torch 2.13, CPU); each is
+expected to fail its claim, and the report shows it with the reason below. trl's fused LM head computes the logits
+and their log-softmax in float32 tiles whatever the input dtype, so float64 inputs are declared apart
+("...float64" implementations) with that deviation.
+"""
+
+from specs.registry import REGISTRY, Deviation, Implementation
+
+_M = "implementations.thirdparty.preference.trl_losses"
+_NEEDS = ("trl", "transformers", "datasets")
+_GRAD = frozenset({"grad"})
+_F32 = ("float32",)
+
+_NO_CDPO = Deviation(
+    "trl 1.16 has no conservative DPO: since e3b7897c8 its sigmoid loss ignores label_smoothing, so cDPO (eps = 0.1) "
+    "is plain DPO (measured, beta = 0.1: 0.649092 on a 2-pair case where cDPO is 0.659221; at h = 1 DPO is 0.644397, "
+    "cDPO 0.654397)",
+    only=(("loss_type", ("cdpo",)),))
+_FLOAT32_TILES = Deviation(
+    "trl's fused LM head (trl.kernels.chunked_logprob) computes the logits and log-softmax in float32 tiles for "
+    "float64 inputs: the loss comes back with float32 accuracy (measured, 4-sequence cases, V = 11: DPO sigmoid off "
+    "by 8.0e-8, IPO by 5.9e-6 at a loss of 36.6; GRPO by 9.3e-9; the naive float64 code is exact to 1e-15)")
+_DPO_ACCEPTS = Deviation(
+    "DPOTrainer.compute_loss does not validate its batch: an odd batch (chunk(2) splits it unevenly), a token id "
+    "outside the vocabulary and a completion mask of 2s were accepted and returned a finite loss",
+    only=(("case", ("odd batch", "token id outside the vocabulary", "mask of 2s")),))
+_GRPO_ACCEPTS = Deviation(
+    "GRPOTrainer._compute_loss accepted completion ids outside the vocabulary and returned a finite loss",
+    only=(("case", ("ids outside the vocabulary",)),))
+_TRL_DEFAULTS = Deviation(
+    "trl 1.16's GRPO defaults are not DeepSeekMath's: loss_type 'dapo' (a token mean over the batch) instead of "
+    "per-sequence means, and beta = 0 (no KL penalty, no reference model) instead of 0.04 (measured on the test's "
+    "off-policy case, N = 4, T = 6, V = 11: 0.0928594, which is the spec with dapo and beta = 0, where DeepSeekMath's "
+    "loss is 0.2611993)")
+_BIAS_CORRECTED_KL = Deviation(
+    "trl 1.16 defaults to use_bias_correction_kl=True: the k3 penalty is multiplied by the importance ratio rho "
+    "(DeepSeek-V3.2), so off-policy with beta != 0 the loss is not DeepSeekMath's (measured, beta = 0.04, N = 4, "
+    "T = 6: grpo 0.2623810 vs 0.2611993, bnpo 0.1158815 vs 0.1163737; and 1.87291 vs 1.87084 at temperature 0.6)",
+    only=(("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo")),))
+
+_STD_PLUS_EPS = Deviation(
+    "trl divides by the sample std + 1e-4 (a fixed epsilon, whatever eps asks), so the advantages' std is "
+    "sigma / (sigma + 1e-4), not 1 (measured: 0.999827 for r = [1,0,0,1]; 0.99830 for sigma = 0.0577); and it has no "
+    "population std (scale_rewards is 'group', 'batch' or 'none'): asked for one, it gives the sample std's")
+_NO_POPULATION_STD = Deviation(
+    "trl has no population std: r = [1,0,0,1] gives A = +-0.865875 (sample std + 1e-4) where the population std "
+    "gives +-1")
+
+_EPS_NOT_AN_OPTION = Deviation("trl has no epsilon option (it adds a fixed 1e-4), so a negative eps is not rejected",
+                               only=(("case", ("negative eps",)),))
+
+_DPO_NOTES = ("DPOTrainer.compute_loss with a tiny random Llama whose backbone returns the given hidden states and "
+              "whose LM head is the given weight (trl's fused LM head, precomputed reference log-probs)")
+_GRPO_NOTES = ("GRPOTrainer._compute_loss (eval mode) with the given hidden states and LM head weight; options "
+               "passed to the trainer (left None: trl's defaults); num_items_in_batch = active tokens")
+
+for _impl in (
+    Implementation("dpo.fused_linear_dpo_loss", "thirdparty.trl", f"{_M}:dpo_loss", "thirdparty", devices=("cpu",),
+                   dtypes=_F32, requires=_NEEDS, provides=_GRAD, notes=_DPO_NOTES,
+                   deviations={"dpo.fused_matches_spec": _NO_CDPO, "dpo.dpo_contract": _DPO_ACCEPTS}),
+    Implementation("dpo.fused_linear_dpo_loss", "thirdparty.trl_float64", f"{_M}:dpo_loss", "thirdparty",
+                   devices=("cpu",), dtypes=("float64",), requires=_NEEDS, provides=_GRAD,
+                   notes=_DPO_NOTES + "; float64 inputs",
+                   deviations={"dpo.fused_matches_spec": _FLOAT32_TILES, "dpo.dpo_contract": _DPO_ACCEPTS}),
+    Implementation("grpo.fused_linear_grpo_loss", "thirdparty.trl", f"{_M}:grpo_loss", "thirdparty",
+                   devices=("cpu",), dtypes=_F32, requires=_NEEDS, provides=_GRAD,
+                   notes=_GRPO_NOTES + "; the KL is DeepSeekMath's k3 (use_bias_correction_kl=False)",
+                   deviations={"grpo.deepseekmath_defaults": _TRL_DEFAULTS, "grpo.grpo_contract": _GRPO_ACCEPTS}),
+    Implementation("grpo.fused_linear_grpo_loss", "thirdparty.trl_float64", f"{_M}:grpo_loss", "thirdparty",
+                   devices=("cpu",), dtypes=("float64",), requires=_NEEDS, provides=_GRAD,
+                   notes=_GRPO_NOTES + "; float64 inputs",
+                   deviations={"grpo.fused_matches_spec": _FLOAT32_TILES, "grpo.deepseekmath_defaults": _TRL_DEFAULTS,
+                               "grpo.grpo_contract": _GRPO_ACCEPTS}),
+    Implementation("grpo.fused_linear_grpo_loss", "thirdparty.trl_bias_corrected_kl",
+                   f"{_M}:grpo_loss_bias_corrected_kl", "thirdparty", devices=("cpu",), dtypes=_F32, requires=_NEEDS,
+                   provides=_GRAD, notes=_GRPO_NOTES + "; trl's default KL (use_bias_correction_kl=True)",
+                   deviations={"grpo.fused_matches_spec": _BIAS_CORRECTED_KL,
+                               "grpo.deepseekmath_defaults": _TRL_DEFAULTS, "grpo.grpo_contract": _GRPO_ACCEPTS}),
+    Implementation("grpo.group_advantages", "thirdparty.trl", f"{_M}:group_advantages", "thirdparty",
+                   devices=("cpu",), dtypes=_F32, requires=_NEEDS,
+                   deviations={"grpo.advantages_zero_sum": _STD_PLUS_EPS,
+                               "grpo.advantages_known_answers": _NO_POPULATION_STD,
+                               "grpo.grpo_contract": _EPS_NOT_AN_OPTION},
+                   notes="GRPOTrainer._generate_and_score_completions (a tiny random Llama generates 2 tokens per "
+                         "completion; a reward function returns the given rewards): std sample -> "
+                         "scale_rewards='group', none -> 'none', population -> 'group'"),
+):
+    REGISTRY.add_implementation(_impl)

@@ -1,0 +1,514 @@
+"""Property tests of the GRPO document (specs/grpo.py), one or more per claim.
+
+Every test runs against every implementation of the operation it names (the spec, the naive eager torch code, the
+fused chunked loss, trl's GRPOTrainer loss, a user's --impl). Exact identities are checked in float64 at a tolerance
+derived from the float64 epsilon; the fused losses against the float64 spec within the error budget; the k3
+estimator's mean with a Hoeffding bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import assume, given, settings
+
+from specs import grpo
+
+from . import recording
+from .harness import checks, close, equal
+from .strategies import randn
+from .strategies_preference import SequenceCase, sequence_cases
+from .test_dpo import check_fused, expect_rejection
+
+ADV, LOGPS, LOSS, FUSED = "grpo.group_advantages", "grpo.token_logps", "grpo.grpo_loss", "grpo.fused_linear_grpo_loss"
+F64 = torch.float64
+EPS64 = torch.finfo(F64).eps
+
+
+def _t(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=F64)
+
+
+# --- advantages --------------------------------------------------------------------------------------------
+
+@st.composite
+def reward_batches(draw):
+    """(rewards (groups x G), G): 0/1 rewards (R1's rule-based ones) or real-valued, with constant groups."""
+    G = draw(st.integers(2, 8), label="group size")
+    groups = draw(st.integers(1, 4), label="groups")
+    seed = draw(st.integers(0, 2**31), label="seed")
+    kind = draw(st.sampled_from(["binary", "real", "with a constant group"]), label="rewards")
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "binary":
+        r = torch.randint(0, 2, (groups, G), generator=gen).to(F64)
+    else:
+        r = torch.randn(groups, G, generator=gen, dtype=F64) * 3
+    if kind == "with a constant group":
+        r[0] = r[0, 0]
+    return r.reshape(-1), G
+
+
+@checks("grpo.advantages_zero_sum", operation=ADV, dtypes=("float64", "float32"))
+@given(batch=reward_batches(), std=st.sampled_from(grpo.STDS))
+def test_advantages_zero_sum(target, batch, std):
+    rewards, G = batch
+    A = target(target.tensor(rewards), G, std=std).to(F64).view(-1, G)
+    r = target.tensor(rewards).to(F64).view(-1, G)
+    u = torch.finfo(target.torch_dtype).eps
+    constant = (r == r[:, :1]).all(1)
+    equal("advantages of a constant-reward group", A[constant], torch.zeros_like(A[constant]))
+    scale = float(A.abs().max()) + 1
+    close("sum of each group's advantages", A.sum(1), torch.zeros(A.shape[0], dtype=F64), atol=4 * G * u * scale)
+    if std != "none" and bool((~constant).any()):
+        sd = A[~constant].std(dim=1, correction=1 if std == "sample" else 0)
+        close(f"{std} std of each group's advantages", sd, torch.ones_like(sd), atol=8 * G * u)
+
+
+@checks("grpo.advantages_affine_invariant", operation=ADV, dtypes=("float64",))
+@given(batch=reward_batches(), std=st.sampled_from(grpo.STDS), a=st.sampled_from([1.0, 3.0, 100.0]),
+       c=st.sampled_from([-7.0, 0.0, 0.25, 1e3]))
+def test_advantages_affine_invariant(target, batch, std, a, c):
+    rewards, G = batch
+    A = target(rewards, G, std=std)
+    A2 = target(a * rewards + c, G, std=std)
+    expected = A * (a if std == "none" else 1.0)
+    scale = (abs(c) + a * float(rewards.abs().max()) + 1) / (float(rewards.view(-1, G).std(1).min()) + 1e-300)
+    close(f"advantages of {a} r + {c}", A2, expected, atol=64 * G * EPS64 * min(scale, 1e6) * (a if std == "none"
+                                                                                           else 1.0))
+
+
+# catalogue/grpo.md, known answers (six decimals)
+KA_ATOL = 1e-6
+
+
+@checks("grpo.advantages_known_answers", operation=ADV, dtypes=("float64", "float32"))
+def test_advantages_known_answers(target):
+    def A(r, **kw):
+        return target(target.tensor(_t(r)), len(r), **kw)
+
+    close("r = [1,0,0,1], sample std, eps = 1e-4 (TRL)", A([1, 0, 0, 1], eps=1e-4),
+          _t([0.865875, -0.865875, -0.865875, 0.865875]), atol=KA_ATOL)
+    close("r = [1,0,0,1], population std", A([1, 0, 0, 1], std="population"), _t([1, -1, -1, 1]), atol=KA_ATOL)
+    close("r = [1,0,0,0], sample std, eps = 1e-4 (TRL)", A([1, 0, 0, 0], eps=1e-4),
+          _t([1.499700, -0.499900, -0.499900, -0.499900]), atol=KA_ATOL)
+    close("r = [1,0,0,0], Dr. GRPO (std none)", A([1, 0, 0, 0], std="none"), _t([0.75, -0.25, -0.25, -0.25]),
+          atol=KA_ATOL)
+
+
+@checks("grpo.groups_never_mix", operation=ADV, dtypes=("float64", "float32"))
+@given(batch=reward_batches(), std=st.sampled_from(grpo.STDS), data=st.data())
+def test_groups_never_mix(target, batch, std, data):
+    rewards, G = batch
+    groups = rewards.numel() // G
+    x = target.tensor(rewards)
+    A = target(x, G, std=std)
+    k = data.draw(st.integers(0, groups - 1), label="perturbed group")
+    moved = x.clone()
+    moved[k * G:(k + 1) * G] = target.tensor(randn(k + 11, G) * 5 + 2)
+    A_moved = target(moved, G, std=std)
+    others = torch.ones(rewards.numel(), dtype=torch.bool)
+    others[k * G:(k + 1) * G] = False
+    equal(f"advantages outside group {k}", A_moved[others], A[others])
+    perm = torch.arange(rewards.numel())
+    perm[k * G:(k + 1) * G] = k * G + torch.randperm(G, generator=torch.Generator().manual_seed(k))
+    # the mean and std are order-independent only up to the summation order: compare at the float rounding
+    u = torch.finfo(target.torch_dtype).eps
+    close(f"advantages of group {k} permuted", target(x[perm], G, std=std), A[perm],
+          atol=8 * G * u * (float(A.abs().max()) + 1))
+
+
+# --- the loss ------------------------------------------------------------------------------------------------
+
+def _logps_case(seed: int, N: int, T: int, *, spread: float = 3.0):
+    gen = torch.Generator().manual_seed(seed)
+    logps = -torch.rand(N, T, generator=gen, dtype=F64) * spread
+    mask = torch.zeros(N, T, dtype=torch.int64)
+    for i in range(N):
+        n = int(torch.randint(1, T + 1, (1,), generator=gen))
+        mask[i, :n] = 1
+    A = torch.randn(N, generator=gen, dtype=F64)
+    return logps, mask, A
+
+
+@checks("grpo.on_policy_reinforce", operation=LOSS, requires=("grad",), dtypes=("float64",))
+@given(seed=st.integers(0, 2**31), N=st.integers(1, 6), T=st.integers(1, 9),
+       loss_type=st.sampled_from(grpo.AGGREGATIONS), explicit_old=st.booleans())
+def test_on_policy_reinforce(target, seed, N, T, loss_type, explicit_old):
+    logps, mask, A = _logps_case(seed, N, T)
+    lp = logps.clone().requires_grad_(True)
+    L_max = T + 3
+    old = logps.clone() if explicit_old else None
+    loss = target(lp, old, None, A, mask, beta=0.0, loss_type=loss_type, max_completion_length=L_max)
+    (g,) = torch.autograd.grad(loss, lp)
+    m = mask.to(F64)
+    lengths = m.sum(-1)
+    weight = {"grpo": 1 / (N * lengths), "dr_grpo": torch.full((N,), 1 / (N * L_max), dtype=F64),
+              "bnpo": torch.full((N,), 1 / float(lengths.sum()), dtype=F64)}
+    weight["dapo"] = weight["bnpo"]
+    close(f"{loss_type}: d loss / d log pi (REINFORCE with the group baseline)", g,
+          -(A * weight[loss_type])[:, None] * m, atol=1e-12 * float(A.abs().max()))
+    value = {"grpo": -A.mean(), "dr_grpo": -(A * lengths).sum() / (N * L_max),
+             "bnpo": -(A * lengths).sum() / lengths.sum()}
+    value["dapo"] = value["bnpo"]
+    close(f"{loss_type}: the on-policy loss value", loss.detach().reshape(1), value[loss_type].reshape(1),
+          atol=8 * T * EPS64 * float(A.abs().max()))
+    if loss_type == "grpo":  # centred advantages: the value is 0 while the gradient is not
+        Ac = A - A.mean()
+        zero = target(logps.clone(), old, None, Ac, mask, beta=0.0, loss_type="grpo")
+        close("grpo loss with group-centred advantages", zero.reshape(1), _t([0.0]), atol=8 * N * EPS64)
+
+
+@checks("grpo.clipping", operation=LOSS, requires=("grad",), dtypes=("float64",))
+@given(seed=st.integers(0, 2**31), N=st.integers(1, 6), T=st.integers(1, 9),
+       eps=st.sampled_from([(0.2, 0.2), (0.2, 0.28), (0.1, 0.5)]))
+def test_clipping(target, seed, N, T, eps):
+    eps_lo, eps_hi = eps
+    logps, mask, A = _logps_case(seed, N, T)
+    gen = torch.Generator().manual_seed(seed + 1)
+    rho = torch.exp(torch.randn(N, T, generator=gen, dtype=F64) * 0.4)
+    old = logps - torch.log(rho)
+    rho = torch.exp(logps - old)  # the ratio the implementation sees (old rounded)
+    lp = logps.clone().requires_grad_(True)
+    loss = target(lp, old, None, A, mask, beta=0.0, epsilon_low=eps_lo, epsilon_high=eps_hi, loss_type="bnpo")
+    (g,) = torch.autograd.grad(loss, lp)
+    Ab = A[:, None].expand(N, T)
+    m = mask.bool()
+    clipped = m & (((Ab > 0) & (rho > 1 + eps_hi)) | ((Ab < 0) & (rho < 1 - eps_lo)))
+    equal("gradient where the ratio is clipped", g[clipped], torch.zeros_like(g[clipped]))
+    free = m & ~clipped
+    expected = -(rho * Ab) / float(mask.sum())
+    close("gradient -rho A / sum|o| where it is not", g[free], expected[free],
+          atol=1e-12 * float(expected.abs().max() + 1))
+
+
+# per-token known answers: (rho, A, eps_high) -> loss with eps_low = 0.2; k3 at delta = log pi_ref - log pi
+KA_SURROGATE = [((1.5, 1.0, 0.2), -1.2), ((1.5, 1.0, 0.28), -1.28), ((1.5, -1.0, 0.2), 1.5), ((0.5, 1.0, 0.2), -0.5),
+                ((0.5, -1.0, 0.2), 0.8), ((1.1, 1.0, 0.2), -1.1)]
+KA_K3 = [(0.1, 0.0051709), (-0.1, 0.0048374), (1.0, 0.7182818), (-1.0, 0.3678794)]
+
+
+def _one_token(target, logp, old=None, ref=None, A=0.0, **kw):
+    x = lambda v: None if v is None else target.tensor(_t([[v]]))  # noqa: E731
+    return target(x(logp), x(old), x(ref), target.tensor(_t([A])), torch.ones(1, 1, dtype=torch.int64), **kw)
+
+
+@checks("grpo.surrogate_known_answers", operation=LOSS, dtypes=("float64", "float32"))
+def test_surrogate_known_answers(target):
+    for (rho, A, eps_hi), expected in KA_SURROGATE:
+        loss = _one_token(target, -1.0, -1.0 - math.log(rho), None, A, beta=0.0, epsilon_low=0.2,
+                          epsilon_high=eps_hi)
+        close(f"per-token loss at rho = {rho}, A = {A}, eps_high = {eps_hi}", loss.reshape(1), _t([expected]),
+              atol=1e-6)
+    for delta, expected in KA_K3:
+        loss = _one_token(target, -2.0, -2.0, -2.0 + delta, 0.0, beta=1.0)
+        close(f"k3 at delta = {delta}", loss.reshape(1), _t([expected]), atol=1e-6)
+
+
+@checks("grpo.k3_nonnegative", operation=LOSS, requires=("grad",), dtypes=("float64",))
+@given(seed=st.integers(0, 2**31), N=st.integers(1, 8), spread=st.sampled_from([0.01, 1.0, 5.0]))
+def test_k3_nonnegative(target, seed, N, spread):
+    gen = torch.Generator().manual_seed(seed)
+    logps = -torch.rand(N, 1, generator=gen, dtype=F64) * 4
+    ref = logps + torch.randn(N, 1, generator=gen, dtype=F64) * spread
+    ref[0] = logps[0]  # one token where pi = pi_ref
+    for i in range(N):
+        value = float(target(logps[i:i + 1], None, ref[i:i + 1], torch.zeros(1, dtype=F64),
+                             torch.ones(1, 1, dtype=torch.int64), beta=1.0))
+        if value < 0 or (i == 0 and value != 0):
+            raise AssertionError(f"k3 at log pi = {float(logps[i]):.6g}, log pi_ref = {float(ref[i]):.6g} is "
+                                 f"{value:.6g}: it must be >= 0, and exactly 0 where they are equal")
+    lp = logps.clone().requires_grad_(True)
+    loss = target(lp, None, ref, torch.zeros(N, dtype=F64), torch.ones(N, 1, dtype=torch.int64), beta=1.0,
+                  loss_type="grpo")
+    (g,) = torch.autograd.grad(loss, lp)
+    close("d k3 / d log pi = 1 - exp(log pi_ref - log pi)", g * N, 1 - torch.exp(ref - logps),
+          atol=1e-12 * float(torch.exp(ref - logps).max() + 1))
+
+
+K3_FALSE_ALARM = 1e-6
+
+
+@checks("grpo.k3_unbiased", operation=LOSS, dtypes=("float64",))
+@settings(max_examples=4)
+@given(seed=st.integers(0, 2**31), K=st.integers(3, 6))
+def test_k3_unbiased(target, seed, K):
+    """Hoeffding: k3 takes values in [a, b] on a finite support, so the mean of n i.i.d. draws is within
+    (b - a) sqrt(ln(2/alpha) / (2n)) of KL(pi || pi_ref) with probability >= 1 - alpha."""
+    gen = torch.Generator().manual_seed(seed)
+    pi = torch.softmax(torch.randn(K, generator=gen, dtype=F64) * 1.5, 0)
+    pi_ref = torch.softmax(torch.randn(K, generator=gen, dtype=F64) * 1.5, 0)
+    n = 40_000
+    y = torch.multinomial(pi, n, replacement=True, generator=gen)
+    logp, ref = torch.log(pi)[y][None], torch.log(pi_ref)[y][None]
+    values = grpo.k3(torch.log(pi), torch.log(pi_ref))
+    kl = float(grpo.kl_categorical(pi, pi_ref))
+
+    def mean_and_bound(m: int) -> tuple[float, float]:
+        mean = float(target(logp[:, :m], None, ref[:, :m], torch.zeros(1, dtype=F64),
+                            torch.ones(1, m, dtype=torch.int64), beta=1.0, loss_type="bnpo"))
+        return mean, float(values.max() - values.min()) * math.sqrt(math.log(2 / K3_FALSE_ALARM) / (2 * m))
+
+    mean, bound = mean_and_bound(n)
+    # the report's picture: the error of prefixes of the same samples, and the bound, against the sample size
+    sizes = (n // 64, n // 16, n // 4)
+    points = [(m, *mean_and_bound(m)) for m in sizes] + [(n, mean, bound)]
+    recording.series("k3_mc_error", f"|mean k3 - KL| (K = {K})", "samples n", "error",
+                     [(m, abs(mu - kl)) for m, mu, _ in points], kind="loglog")
+    recording.series("k3_mc_error", f"Hoeffding bound, alpha = 1e-6 (K = {K})", "samples n", "error",
+                     [(m, b) for m, _, b in points], kind="loglog")
+    recording.statistic(f"|mean k3 - KL(pi || pi_ref)| (K = {K}, n = {n})", abs(mean - kl), bound, K3_FALSE_ALARM)
+    if abs(mean - kl) > bound:
+        raise AssertionError(f"mean of k3 over {n} samples of pi is {mean:.6g}, KL(pi || pi_ref) = {kl:.6g}: "
+                             f"|difference| {abs(mean - kl):.3g} > Hoeffding bound {bound:.3g} (alpha = 1e-6)")
+
+
+@checks("grpo.masked_tokens_never_matter", operation=LOSS, requires=("grad",), dtypes=("float64", "float32"))
+@given(seed=st.integers(0, 2**31), N=st.integers(1, 5), T=st.integers(2, 9),
+       loss_type=st.sampled_from(grpo.AGGREGATIONS), beta=st.sampled_from([0.0, 0.04]))
+def test_masked_tokens_never_matter(target, seed, N, T, loss_type, beta):
+    logps, mask, A = _logps_case(seed, N, T)
+    assume(bool((mask == 0).any()))
+    old, ref = logps - 0.1 * randn(seed + 1, N, T), logps + 0.3 * randn(seed + 2, N, T)
+    masked = mask == 0
+
+    def run(lp, old_, ref_):
+        x = target.tensor(lp).requires_grad_(True)
+        loss = target(x, target.tensor(old_), target.tensor(ref_), target.tensor(A), mask, beta=beta,
+                      loss_type=loss_type)
+        return loss, torch.autograd.grad(loss, x)[0]
+
+    loss, g = run(logps, old, ref)
+    junk = [x.clone() for x in (logps, old, ref)]
+    for i, x in enumerate(junk):
+        x[masked] = randn(seed + 7 + i, int(masked.sum())) * 10 - 5
+    loss2, g2 = run(*junk)
+    equal("loss with other values at masked tokens", loss2, loss)
+    equal("gradient at unmasked tokens", g2[~masked], g[~masked])
+    equal("gradient at masked tokens", g[masked], torch.zeros_like(g[masked]))
+
+
+@checks("grpo.masked_tokens_never_matter", operation=FUSED, requires=("grad",), dtypes=("float64", "float32"))
+@settings(max_examples=8)
+@given(case=sequence_cases(prompt=False, max_T=8, max_V=17), loss_type=st.sampled_from(grpo.AGGREGATIONS))
+def test_fused_masked_tokens_never_matter(target, case, loss_type):
+    mask = case.mask()
+    assume(bool((mask == 0).any()))
+    hidden, weight = (target.tensor(x) for x in case.hidden_weight())
+    ids = case.ids()
+    A = randn(case.seed + 4, case.N)
+    old, ref = randn(case.seed + 5, case.N, case.T) - 3, randn(case.seed + 6, case.N, case.T) - 3
+    masked = mask == 0
+    kw = dict(temperature=0.7, beta=0.04, loss_type=loss_type)
+
+    def run(h, ids_, old_, ref_):
+        h = h.detach().clone().requires_grad_(True)
+        W = weight.detach().clone().requires_grad_(True)
+        loss = target(h, W, ids_, mask, A, old_, ref_, **kw)
+        return (loss, *torch.autograd.grad(loss, (h, W)))
+
+    loss, dh, dW = run(hidden, ids, old, ref)
+    h2, ids2, old2, ref2 = hidden.clone(), ids.clone(), old.clone(), ref.clone()
+    h2[masked] = target.tensor(randn(case.seed + 9, int(masked.sum()), case.H) * 7)
+    ids2[masked] = (ids2[masked] + 1) % case.V
+    old2[masked], ref2[masked] = old2[masked] - 40, ref2[masked] + 40
+    loss2, dh2, dW2 = run(h2, ids2, old2, ref2)
+    equal("loss with other hidden states, ids and log-probs at masked tokens", loss2, loss)
+    equal("d loss / d hidden at unmasked tokens", dh2[~masked], dh[~masked])
+    equal("d loss / d hidden at masked tokens", dh[masked], torch.zeros_like(dh[masked]))
+    # dW sums over the unmasked tokens only, in the same order: bit-identical
+    equal("d loss / d weight", dW2, dW)
+
+
+# --- per-token log-probs at a temperature --------------------------------------------------------------------
+
+@checks("grpo.temperature_scaled_logps", operation=LOGPS, dtypes=("float64", "float32"))
+@given(case=sequence_cases(max_V=40), temperature=st.sampled_from([0.3, 0.6, 1.0, 1.7]))
+def test_temperature_scaled_logps(target, case, temperature):
+    logits, ids = target.tensor(case.logits()), case.ids()
+    out = target(logits, ids, temperature=temperature)
+    z = logits.to(F64) / temperature
+    manual = z.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(z, -1)
+    u = torch.finfo(target.torch_dtype).eps
+    mag = 4 * (z.abs().amax(-1) + math.log(case.V) + 1)
+    close("log softmax(logits / T) at the ids", out, manual, atol=float(4 * u * mag.max()))
+    if temperature == 1.0:
+        equal("T = 1 equals the unscaled call", out, target(logits, ids))
+    # all V ids of one position: the probabilities sum to 1
+    row = logits[:1, :1].expand(1, case.V, case.V)
+    every = target(row.contiguous(), torch.arange(case.V)[None], temperature=temperature)
+    close("sum over the vocabulary of exp(log pi)", every.to(F64).exp().sum(-1), _t([1.0]),
+          atol=4 * case.V * u * 4)
+
+
+# --- rule-based rewards --------------------------------------------------------------------------------------
+
+FORMAT_CASES = [  # (completion, reward)
+    ("<think>short</think><answer>4</answer>", 1.0),
+    ("<think>\nFirst, 2 + 2.\nThen check:\n4 - 2 = 2.\n</think>\n<answer>\n4\n</answer>", 1.0),
+    ("<think>a\nb</think> <answer>x</answer>\n", 1.0),
+    ("<think>no answer block</think>", 0.0),
+    ("<answer>4</answer>", 0.0),
+    ("think>missing bracket</think><answer>4</answer>", 0.0),
+    ("<think>outer <think>nested</think></think><answer>4</answer>", 0.0),
+    ("<think>x</think><answer>4</answer> and more text", 0.0),
+    ("preamble <think>x</think><answer>4</answer>", 0.0),
+]
+
+
+@checks("grpo.format_reward", operation="grpo.format_reward")
+def test_format_reward(target):
+    completions = [c for c, _ in FORMAT_CASES]
+    got = target(completions)
+    for (c, expected), r in zip(FORMAT_CASES, got.tolist()):
+        if r != expected:
+            raise AssertionError(f"format reward of {c!r} is {r}, expected {expected}")
+
+
+ACCURACY_CASES = [  # (completion, solution, reward; NaN: unparseable solution)
+    ("... so the answer is \\boxed{4}", "4", 1.0),
+    ("\\boxed{3} wait, no: \\boxed{4}", "\\boxed{4}", 1.0),
+    ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}", 1.0),
+    ("\\boxed{ 4.0 }", "$4$", 1.0),
+    ("the answer is 4", "4", 0.0),
+    ("\\boxed{5}", "4", 0.0),
+    ("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}", 0.0),
+    ("\\boxed{4}", "   ", math.nan),
+]
+
+
+@checks("grpo.accuracy_reward", operation="grpo.accuracy_reward")
+def test_accuracy_reward(target):
+    got = target([c for c, _, _ in ACCURACY_CASES], [s for _, s, _ in ACCURACY_CASES]).tolist()
+    for (c, s, expected), r in zip(ACCURACY_CASES, got):
+        same = (math.isnan(r) and math.isnan(expected)) or r == expected
+        if not same:
+            raise AssertionError(f"accuracy reward of {c!r} against {s!r} is {r}, expected {expected}")
+
+
+# --- the fused loss from hidden states -------------------------------------------------------------------------
+
+@checks("grpo.fused_matches_spec", operation=FUSED, requires=("grad",), dtypes=("float64", "float32", "bfloat16"))
+@pytest.mark.parametrize("loss_type", grpo.AGGREGATIONS)
+@settings(max_examples=10)  # x 4 aggregations
+@given(case=sequence_cases(prompt=False), temperature=st.sampled_from([0.6, 1.0]), beta=st.sampled_from([0.0, 0.04]),
+       eps_high=st.sampled_from([None, 0.28]), on_policy=st.booleans(), data=st.data())
+def test_fused_matches_spec(target, loss_type, case, temperature, beta, eps_high, on_policy, data):
+    hidden, weight = (target.tensor(x) for x in case.hidden_weight())
+    ids, mask = case.ids(), case.mask()
+    A = target.tensor(randn(case.seed + 4, case.N))
+    # the old and reference policies: the current one moved a little (ratios around the clip range)
+    ref_logps = grpo.token_logps(hidden.double() @ weight.double().T, ids, temperature=temperature)
+    old = None if on_policy else target.tensor(ref_logps + 0.3 * randn(case.seed + 5, case.N, case.T))
+    ref = target.tensor(ref_logps + 0.5 * randn(case.seed + 6, case.N, case.T))
+    extra = {}
+    if target.provides("chunk_size"):
+        extra["chunk_size"] = data.draw(st.integers(1, max(1, case.N * case.T // 2)), label="chunk_size")
+    check_fused(target, grpo.fused_linear_grpo_loss, grpo.fused_loss_magnitudes, hidden, weight, ids, mask, A, old,
+                ref, extra=extra, temperature=temperature, beta=beta, epsilon_high=eps_high, loss_type=loss_type,
+                max_completion_length=case.T + 2)
+
+
+@checks("grpo.fused_matches_spec", operation=FUSED, requires=("grad", "chunk_size"), dtypes=("float32",))
+def test_error_vs_chunk_size(target):
+    if not target.provides("chunk_size"):
+        pytest.skip(f"{target.name} has no chunk size to sweep")
+    case = SequenceCase(N=4, T=24, V=512, H=32, prompts=(0, 0, 0, 0), completions=(24, 20, 7, 13), sharpness=2.0,
+                        seed=5002)
+    hidden, weight = (target.tensor(x) for x in case.hidden_weight())
+    ids, mask = case.ids(), case.mask()
+    A = target.tensor(randn(case.seed + 4, case.N))
+    points = []
+    for chunk in (1, 5, 16, 64, 4096):
+        loss, _, _ = check_fused(target, grpo.fused_linear_grpo_loss, grpo.fused_loss_magnitudes, hidden, weight,
+                                 ids, mask, A, None, None, extra={"chunk_size": chunk}, beta=0.0)
+        ref = grpo.fused_linear_grpo_loss(hidden.double(), weight.double(), ids, mask, A, beta=0.0)
+        points.append((chunk, abs(float(loss.detach()) - float(ref))))
+    recording.series("grpo_error_vs_chunk", f"{target.name} {target.dtype}", "chunk size (tokens)", "|loss - spec|",
+                     points)
+
+
+@checks("grpo.deepseekmath_defaults", operation=FUSED, requires=("grad",), dtypes=("float64", "float32"))
+def test_deepseekmath_defaults(target):
+    """Off-policy, with a reference: every default (aggregation, beta, eps) shows in the value."""
+    case = SequenceCase(N=4, T=6, V=11, H=8, prompts=(0, 0, 0, 0), completions=(6, 2, 4, 1), sharpness=2.0,
+                        seed=5003)
+    hidden, weight = (target.tensor(x) for x in case.hidden_weight())
+    ids, mask = case.ids(), case.mask()
+    A = target.tensor(randn(case.seed + 4, case.N))
+    logps = grpo.token_logps(hidden.double() @ weight.double().T, ids)
+    old = target.tensor(logps + 0.4 * randn(case.seed + 5, case.N, case.T))
+    ref = target.tensor(logps + 0.8 * randn(case.seed + 6, case.N, case.T))
+    check_fused(target, _deepseekmath, grpo.fused_loss_magnitudes, hidden, weight, ids, mask, A, old, ref)
+
+
+def _deepseekmath(*args, **kwargs):
+    return grpo.fused_linear_grpo_loss(*args, temperature=1.0, beta=0.04, epsilon_low=0.2, epsilon_high=0.2,
+                                       loss_type="grpo", **kwargs)
+
+
+# --- contracts -------------------------------------------------------------------------------------------------
+
+ADV_BAD_INPUT = {  # case -> (rewards, group_size, kwargs, argument)
+    "rewards not a multiple of the group size": (randn(1, 7), 4, {}, "rewards"),
+    "group size 0": (randn(1, 8), 0, {}, "group_size"),
+    "unknown std": (randn(1, 8), 4, {"std": "unbiased"}, "std"),
+    "negative eps": (randn(1, 8), 4, {"eps": -1e-4}, "eps"),
+    "rewards of rank 2": (randn(1, 2, 4), 4, {}, "rewards"),
+}
+
+
+@checks("grpo.grpo_contract", operation=ADV)
+@pytest.mark.parametrize("case", list(ADV_BAD_INPUT))
+def test_advantages_reject_bad_input(target, case):
+    r, G, kw, argument = ADV_BAD_INPUT[case]
+    r = target.tensor(r)
+    expect_rejection(target, lambda fn: fn(r, G, **kw), argument, case)
+
+
+def _loss_inputs(N=3, T=4):
+    return [randn(1, N, T) - 3, randn(2, N, T) - 3, randn(3, N, T) - 3, randn(4, N), torch.ones(N, T)]
+
+
+LOSS_BAD_INPUT = {
+    "old_logps of another shape": (lambda xs: xs.__setitem__(1, randn(2, 3, 5)), {}, "old_logps"),
+    "advantages per token": (lambda xs: xs.__setitem__(3, randn(4, 3, 4)), {}, "advantages"),
+    "no reference with beta != 0": (lambda xs: xs.__setitem__(2, None), {"beta": 0.04}, "ref_logps"),
+    "unknown loss type": (lambda xs: None, {"loss_type": "grpo_v2"}, "loss_type"),
+    "max_completion_length below T": (lambda xs: None, {"loss_type": "dr_grpo", "max_completion_length": 2},
+                                      "max_completion_length"),
+    "mask of 0.5": (lambda xs: xs.__setitem__(4, torch.full((3, 4), 0.5)), {}, "completion_mask"),
+}
+
+
+@checks("grpo.grpo_contract", operation=LOSS)
+@pytest.mark.parametrize("case", list(LOSS_BAD_INPUT))
+def test_loss_rejects_bad_input(target, case):
+    edit, kw, argument = LOSS_BAD_INPUT[case]
+    xs = _loss_inputs()
+    edit(xs)
+    xs = [target.tensor(x) if x is not None and i < 4 else x for i, x in enumerate(xs)]
+    expect_rejection(target, lambda fn: fn(*xs, **kw), argument, case)
+
+
+@checks("grpo.grpo_contract", operation=LOGPS)
+@pytest.mark.parametrize("case", ["temperature 0", "id outside the vocabulary"])
+def test_token_logps_reject_bad_input(target, case):
+    logits, ids = target.tensor(randn(1, 2, 3, 5)), torch.zeros(2, 3, dtype=torch.int64)
+    if case == "temperature 0":
+        expect_rejection(target, lambda fn: fn(logits, ids, temperature=0.0), "temperature", case)
+    else:
+        expect_rejection(target, lambda fn: fn(logits, ids + 5), "completion_ids", case)
+
+
+@checks("grpo.grpo_contract", operation=FUSED)
+@pytest.mark.parametrize("case", ["hidden size mismatch", "ids outside the vocabulary"])
+def test_fused_rejects_bad_input(target, case):
+    N, T, H, V = 2, 3, 4, 6
+    hidden, weight = target.tensor(randn(1, N, T, H)), target.tensor(randn(2, V, H + (case == "hidden size mismatch")))
+    ids = torch.zeros(N, T, dtype=torch.int64) + (V if case == "ids outside the vocabulary" else 0)
+    argument = "weight" if case == "hidden size mismatch" else "completion_ids"
+    expect_rejection(target, lambda fn: fn(hidden, weight, ids, torch.ones(N, T), target.tensor(randn(3, N)), None,
+                                           None, beta=0.0), argument, case)

@@ -1,0 +1,461 @@
+"""DeepSeek-R1's GRPO: group-relative advantages, the clipped surrogate with a k3 KL penalty, rule-based rewards.
+
+Papers: Shao et al. 2024, DeepSeekMath (arXiv:2402.03300) §4.1 (GRPO); DeepSeek-AI 2025, DeepSeek-R1
+(arXiv:2501.12948) §2.2 (rule-based accuracy and format rewards). Critiques encoded as options: Dr. GRPO (Liu et
+al. 2025, arXiv:2503.20783) and DAPO (arXiv:2503.14476). Post: the seed's post-training / DeepSeek-R1 article.
+Equations and TRL's conventions: catalogue/grpo.md.
+
+For a question q, G outputs o_1..o_G are sampled from pi_old and scored r_1..r_G; every token of output i gets
+the advantage A_i = (r_i - mean(r)) / std(r), and
+
+    J = E (1/G) sum_i (1/|o_i|) sum_t { min(rho_it A_i, clip(rho_it, 1 - eps_lo, 1 + eps_hi) A_i) - beta D_KL },
+    rho_it = pi_theta(o_it | q, o_i,<t) / pi_old(o_it | ...),   D_KL = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1.
+
+Conventions (design.md): the spec exposes std = sample | population | none and the aggregations grpo | bnpo |
+dr_grpo | dapo; the DeepSeekMath formula (sample std, no epsilon, 'grpo' sequence means, beta = 0.04) is the
+default; TRL's conventions (std + 1e-4, 'dapo', beta = 0) are an implementation's. A group whose rewards are all
+equal has A = 0. Groups are contiguous: rewards.view(-1, G). Everything here is float64.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from .contracts import ArgumentError, check_tensor, expect_tensor
+from .dpo import check_mask, check_token_ids, selective_log_softmax
+from .registry import REGISTRY, claim, operation, spec
+
+DOC = "grpo"
+F64 = torch.float64
+STDS = ("sample", "population", "none")
+AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Group-relative advantages
+# ---------------------------------------------------------------------------------------------------
+
+def check_advantage_args(rewards, group_size, std, eps) -> int:
+    check_tensor("rewards", rewards, rank=1)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ArgumentError(f"group_size must be a positive integer, got {group_size!r}")
+    if rewards.shape[0] % group_size:
+        raise ArgumentError(f"rewards.shape[0] ({rewards.shape[0]}) must be a multiple of group_size ({group_size}): "
+                            f"groups are contiguous")
+    if std not in STDS:
+        raise ArgumentError(f"std must be one of {STDS}, got {std!r}")
+    if std == "sample" and group_size < 2:
+        raise ArgumentError("group_size must be at least 2 for the sample standard deviation (ddof = 1)")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ArgumentError(f"eps must be a non-negative finite number, got {eps!r}")
+    return rewards.shape[0] // group_size
+
+
+def check_advantages_result(result, rewards, *args, provides=frozenset(), **_) -> None:
+    expect_tensor("advantages", result, tuple(rewards.shape), (rewards.dtype, F64), rewards.device, "group_advantages")
+
+
+@operation(
+    DOC,
+    latex=r"\hat A_{i,t}=\tilde r_i=\frac{r_i-\mathrm{mean}(\mathbf r)}{\mathrm{std}(\mathbf r)+\varepsilon}",
+    source="DeepSeekMath §4.1.2 (outcome supervision); Dr. GRPO §3 (std 'none'); TRL grpo_trainer.py L2685-2730",
+    returns="advantages",
+    summary="Group-relative advantages: rewards (N,) in contiguous groups of group_size -> (N,) "
+            "(r - group mean) / (group std + eps); std: sample (ddof 1) | population | none (no division).",
+    convention="Contiguous groups (view(-1, G)); a group of equal rewards gets A = 0 exactly.",
+    baseline="torch.naive",
+    check_result=check_advantages_result,
+)
+def group_advantages(rewards: torch.Tensor, group_size: int, *, std: str = "sample", eps: float = 0.0):
+    check_advantage_args(rewards, group_size, std, eps)
+    r = rewards.to(F64).view(-1, group_size)
+    centred = r - r.mean(dim=1, keepdim=True)
+    constant = (r == r[:, :1]).all(dim=1, keepdim=True)
+    centred = torch.where(constant, torch.zeros_like(centred), centred)  # no 1-ulp residue of the mean
+    if std != "none":
+        sigma = r.std(dim=1, keepdim=True, correction=1 if std == "sample" else 0)
+        centred = centred / torch.where(constant, torch.ones_like(sigma), sigma + eps)
+    return centred.reshape(-1).to(rewards.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-token pieces: log-probs at a temperature, the ratio, the clipped surrogate, the k3 estimator
+# ---------------------------------------------------------------------------------------------------
+
+def check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ArgumentError(f"temperature must be a positive finite number, got {temperature!r}")
+    return float(temperature)
+
+
+def check_token_logps_args(logits, ids, temperature) -> float:
+    check_tensor("logits", logits, rank=3)
+    check_token_ids("completion_ids", ids, tuple(logits.shape[:2]), logits.shape[2])
+    return check_temperature(temperature)
+
+
+def check_token_logps_result(result, logits, *args, provides=frozenset(), **_) -> None:
+    expect_tensor("logps", result, tuple(logits.shape[:2]), (logits.dtype, F64), logits.device, "token_logps")
+
+
+@operation(
+    DOC,
+    latex=r"\log\pi_\theta(o_t\mid\cdot)=\log\mathrm{softmax}(z_t/T)_{o_t}",
+    source="TRL grpo_trainer.py L1517-1519 (logits divided by the sampling temperature); catalogue property 7",
+    returns="logps",
+    summary="Per-token log-probabilities at the sampling temperature: logits (N, T, V) at the completion "
+            "positions, completion_ids (N, T) -> (N, T) log softmax(logits / temperature) gathered at the ids.",
+    convention="The logits are divided by T before the log-softmax (not the log-probs after it).",
+    baseline="torch.naive",
+    check_result=check_token_logps_result,
+)
+def token_logps(logits: torch.Tensor, completion_ids: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    T = check_token_logps_args(logits, completion_ids, temperature)
+    return selective_log_softmax(logits.to(F64) / T, completion_ids.long())
+
+
+@spec(DOC, latex=r"\rho_{i,t}=\exp\big(\log\pi_\theta-\log\pi_{\theta_{old}}\big)", source="DeepSeekMath eq. 3")
+def ratio(logps: torch.Tensor, old_logps: torch.Tensor) -> torch.Tensor:
+    return torch.exp(logps - old_logps)
+
+
+@spec(DOC, latex=r"\ell^{clip}_{i,t}=-\min\big(\rho A,\ \mathrm{clip}(\rho,1-\epsilon_{low},1+\epsilon_{high})A\big)",
+      source="DeepSeekMath eq. 3 (PPO's surrogate); DAPO §3.1 (clip-higher: eps_low, eps_high)")
+def clipped_surrogate(rho: torch.Tensor, A: torch.Tensor, epsilon_low: float, epsilon_high: float) -> torch.Tensor:
+    return -torch.minimum(rho * A, torch.clamp(rho, 1 - epsilon_low, 1 + epsilon_high) * A)
+
+
+@spec(DOC, latex=r"\mathbb D_{KL}=\frac{\pi_{ref}}{\pi_\theta}-\log\frac{\pi_{ref}}{\pi_\theta}-1",
+      source="DeepSeekMath eq. 4 (Schulman 2020, 'Approximating KL divergence', k3)",
+      convention="delta = log pi_ref - log pi_theta; unbiased for KL(pi_theta || pi_ref) under samples of pi_theta")
+def k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    delta = ref_logps - logps
+    return torch.exp(delta) - delta - 1
+
+
+@spec(DOC, latex=r"\mathrm{KL}(\pi\|\pi_{ref})=\sum_y\pi(y)\log\frac{\pi(y)}{\pi_{ref}(y)}", source="definition")
+def kl_categorical(pi: torch.Tensor, pi_ref: torch.Tensor) -> torch.Tensor:
+    return (pi * (torch.log(pi) - torch.log(pi_ref))).sum(-1)
+
+
+@spec(DOC, latex=r"\mathrm{grpo}:\frac1N\sum_i\frac{\sum_tm_{it}\ell_{it}}{\sum_tm_{it}},\ "
+                 r"\mathrm{bnpo}=\mathrm{dapo}:\frac{\sum_{it}m\ell}{\sum_{it}m},\ "
+                 r"\mathrm{dr\_grpo}:\frac{\sum_{it}m\ell}{N\,L_{max}}",
+      source="DeepSeekMath eq. 3 (grpo); DAPO eq. 8 (token mean); Dr. GRPO eq. 5; TRL grpo_config.py L244-274",
+      convention="On one process dapo (global active tokens / processes) equals bnpo; sequences with no active "
+                 "token count 1 in the grpo denominator (TRL clamps it)")
+def aggregate(per_token_loss: torch.Tensor, mask: torch.Tensor, loss_type: str, max_completion_length: int):
+    total = (per_token_loss * mask)
+    if loss_type == "grpo":
+        return (total.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if loss_type in ("bnpo", "dapo"):
+        return total.sum() / mask.sum().clamp(min=1.0)
+    return total.sum() / (per_token_loss.shape[0] * max_completion_length)
+
+
+def check_loss_options(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, T):
+    for name, x in (("beta", beta), ("epsilon_low", epsilon_low)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+            raise ArgumentError(f"{name} must be a non-negative finite number, got {x!r}")
+    eps_hi = epsilon_low if epsilon_high is None else epsilon_high
+    if isinstance(eps_hi, bool) or not isinstance(eps_hi, (int, float)) or not math.isfinite(eps_hi) or eps_hi < 0:
+        raise ArgumentError(f"epsilon_high must be a non-negative finite number or None, got {epsilon_high!r}")
+    if epsilon_low >= 1:
+        raise ArgumentError(f"epsilon_low must be below 1 (the lower clip is 1 - epsilon_low), got {epsilon_low!r}")
+    if loss_type not in AGGREGATIONS:
+        raise ArgumentError(f"loss_type must be one of {AGGREGATIONS}, got {loss_type!r}")
+    L = T if max_completion_length is None else max_completion_length
+    if isinstance(L, bool) or not isinstance(L, int) or L < T:
+        raise ArgumentError(f"max_completion_length must be an integer >= the completion length {T}, got {L!r}")
+    return float(beta), float(epsilon_low), float(eps_hi), L
+
+
+def check_grpo_loss_args(logps, old_logps, ref_logps, advantages, completion_mask, beta):
+    check_tensor("logps", logps, rank=2)
+    shape = tuple(logps.shape)
+    for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps)):
+        if x is None:
+            if name == "ref_logps" and beta != 0:
+                raise ArgumentError("ref_logps must be given when beta != 0 (the KL penalty needs the reference)")
+            continue
+        check_tensor(name, x, rank=2)
+        if tuple(x.shape) != shape:
+            raise ArgumentError(f"{name} must have shape {shape}, as logps, got {tuple(x.shape)}")
+    check_tensor("advantages", advantages, rank=1)
+    if advantages.shape[0] != shape[0]:
+        raise ArgumentError(f"advantages must have shape ({shape[0]},) (one per completion), got "
+                            f"{tuple(advantages.shape)}")
+    check_mask("completion_mask", completion_mask, shape)
+
+
+def check_scalar_result(result, x, *args, provides=frozenset(), **_) -> None:
+    expect_tensor("loss", result, (), (x.dtype, F64), x.device, "grpo loss")
+
+
+@operation(
+    DOC,
+    latex=r"\mathcal L=\mathrm{agg}_{i,t}\Big[-\min\big(\rho_{it}A_i,\mathrm{clip}(\rho_{it},1-\epsilon_{low},"
+          r"1+\epsilon_{high})A_i\big)+\beta\,\mathbb D_{KL,it}\Big]",
+    source="DeepSeekMath eq. 3-4; DeepSeek-R1 §2.2.1 eq. 1-3; TRL grpo_trainer.py _compute_loss L2991-3146",
+    returns="loss",
+    summary="The GRPO loss from per-token log-probs: logps, old_logps (None: on-policy, logps detached), ref_logps "
+            "(None allowed when beta = 0) (N, T), advantages (N,), completion_mask (N, T) -> a scalar; "
+            "loss_type grpo | bnpo | dr_grpo | dapo; epsilon_high defaults to epsilon_low; max_completion_length "
+            "(dr_grpo) defaults to T.",
+    convention="Defaults are DeepSeekMath's: beta = 0.04, eps = 0.2, 'grpo' (per-sequence means).",
+    baseline="torch.naive",
+    check_result=check_scalar_result,
+)
+def grpo_loss(logps, old_logps, ref_logps, advantages, completion_mask, *, beta: float = 0.04,
+              epsilon_low: float = 0.2, epsilon_high: float | None = None, loss_type: str = "grpo",
+              max_completion_length: int | None = None):
+    check_grpo_loss_args(logps, old_logps, ref_logps, advantages, completion_mask, beta)
+    beta, eps_lo, eps_hi, L = check_loss_options(beta, epsilon_low, epsilon_high, loss_type, max_completion_length,
+                                                 logps.shape[1])
+    m = completion_mask.to(F64)
+    active = m > 0
+
+    def masked(x):  # masked positions may hold anything (even inf): they are replaced before any arithmetic
+        return torch.where(active, x.to(F64), torch.zeros_like(m))
+
+    lp = masked(logps)
+    old = lp.detach() if old_logps is None else masked(old_logps.detach())
+    A = advantages.to(F64).detach()[:, None]
+    per_token = clipped_surrogate(ratio(lp, old), A, eps_lo, eps_hi)
+    if beta != 0:
+        per_token = per_token + beta * k3(lp, masked(ref_logps.detach()))
+    return aggregate(per_token, m, loss_type, L).to(logps.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole loss from the last hidden states (what the fused, chunked implementations compute)
+# ---------------------------------------------------------------------------------------------------
+
+def check_fused_args(hidden, weight, completion_ids, completion_mask, advantages, old_logps, ref_logps, beta):
+    from .contracts import check_same
+
+    check_tensor("hidden", hidden, rank=3)
+    check_tensor("weight", weight, rank=2)
+    check_same(("hidden", "weight"), (hidden, weight), "dtype")
+    check_same(("hidden", "weight"), (hidden, weight), "device")
+    N, T, H = hidden.shape
+    if weight.shape[1] != H:
+        raise ArgumentError(f"weight.shape[1] (hidden size) must be {H}, as hidden.shape[2], got shape "
+                            f"{tuple(weight.shape)}")
+    check_token_ids("completion_ids", completion_ids, (N, T), weight.shape[0])
+    dummy = torch.empty(N, T)
+    check_grpo_loss_args(dummy, old_logps, ref_logps, advantages, completion_mask, beta)
+
+
+@operation(
+    DOC,
+    latex=r"z_{it}=h_{it}W^\top/T,\ \log\pi_{it}=\log\mathrm{softmax}(z_{it})_{o_{it}},\ "
+          r"\mathcal L=\mathrm{grpo\_loss}(\log\pi,\log\pi_{old},\log\pi_{ref},A,m)",
+    source="DeepSeekMath eq. 3-4; TRL fused LM head (add_fused_lm_head); Liger-Kernel fused linear GRPO "
+           "(anchors.md §3)",
+    returns="loss",
+    summary="The GRPO loss from hidden states: hidden (N, T, H) at the positions that predict completion_ids "
+            "(N, T), the LM head weight (V, H), completion_mask (N, T), advantages (N,), old_logps and ref_logps "
+            "(N, T) or None -> a scalar, differentiable in hidden and weight; temperature divides the logits.",
+    convention="As grpo_loss; hidden[:, t] scores completion_ids[:, t] (no further shift).",
+    dtypes=("float64", "float32", "bfloat16"),
+    baseline="torch.naive",
+    check_result=check_scalar_result,
+)
+def fused_linear_grpo_loss(hidden, weight, completion_ids, completion_mask, advantages, old_logps=None,
+                           ref_logps=None, *, temperature: float = 1.0, beta: float = 0.04, epsilon_low: float = 0.2,
+                           epsilon_high: float | None = None, loss_type: str = "grpo",
+                           max_completion_length: int | None = None):
+    check_fused_args(hidden, weight, completion_ids, completion_mask, advantages, old_logps, ref_logps, beta)
+    logits = hidden.to(F64) @ weight.to(F64).T
+    logps = token_logps(logits, completion_ids, temperature=temperature)
+    return grpo_loss(logps, old_logps, ref_logps, advantages, completion_mask, beta=beta, epsilon_low=epsilon_low,
+                     epsilon_high=epsilon_high, loss_type=loss_type, max_completion_length=max_completion_length)
+
+
+def fused_loss_magnitudes(hidden, weight, completion_ids, completion_mask, advantages, old_logps=None,
+                          ref_logps=None, *, temperature=1.0, beta=0.04, **_):
+    """(mag_loss, n): a logit's rounding u |h||w| / T moves log pi by ~2x that; the loss moves by at most
+    (rho |A| (1 + eps) + beta (e^delta + 1)) times it per token (the weights <= 1 of every aggregation)."""
+    zmag = (hidden.detach().to(F64).abs() @ weight.detach().to(F64).abs().T).amax(-1) / temperature
+    A = advantages.detach().to(F64).abs().max()
+    return float((2 * zmag.max() + math.log(weight.shape[0])) * (3 * A + 4 * beta + 1)), (
+        hidden.shape[-1] + weight.shape[0] + hidden.shape[1])
+
+
+REGISTRY.attach_magnitudes(f"{DOC}.fused_linear_grpo_loss", fused_loss_magnitudes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# DeepSeek-R1's rule-based rewards
+# ---------------------------------------------------------------------------------------------------
+
+# R1-Zero's template: the reasoning inside <think>...</think>, then the answer inside <answer>...</answer>. DOTALL:
+# a thought spans lines; one <think> only (TRL/open-r1's negative look-ahead).
+FORMAT = re.compile(r"^<think>(?!.*<think>).*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+
+
+def check_completions(name: str, xs: object) -> list[str]:
+    if not isinstance(xs, (list, tuple)) or not xs or not all(isinstance(x, str) for x in xs):
+        raise ArgumentError(f"{name} must be a non-empty list of strings, got {type(xs).__name__}")
+    return list(xs)
+
+
+def check_reward_result(result, completions, *args, provides=frozenset(), **_) -> None:
+    expect_tensor("rewards", result, (len(completions),), (F64,), torch.device("cpu"), "reward")
+
+
+@operation(
+    DOC,
+    latex=r"r_{fmt}(o)=\mathbb 1\big[o\ \text{matches}\ \texttt{<think>}\ldots\texttt{</think>}\,"
+          r"\texttt{<answer>}\ldots\texttt{</answer>}\big]",
+    source="DeepSeek-R1 §2.2.2 (format reward) and Table 1 (template); TRL rewards/format_rewards.py (DOTALL)",
+    returns="rewards",
+    summary="R1's format reward: completions (list of N strings) -> (N,) float64, 1 where the completion is one "
+            "<think>...</think> (thoughts may span lines) followed by <answer>...</answer>, else 0.",
+    convention="A second <think> inside the thought is rejected (open-r1's look-ahead); whitespace between the "
+               "blocks and at the end is allowed.",
+    dtypes=("float64",),
+    check_result=check_reward_result,
+)
+def format_reward(completions) -> torch.Tensor:
+    completions = check_completions("completions", completions)
+    return torch.tensor([1.0 if FORMAT.match(c) else 0.0 for c in completions], dtype=F64)
+
+
+@spec(DOC, latex=r"\mathrm{boxed}(s)=\text{content of the last }\texttt{\textbackslash boxed\{}\ldots\texttt{\}}",
+      source="DeepSeek-R1 §2.2.2 ('the final answer in a specified format (e.g. within a box)')",
+      convention="Braces nest; returns None when there is no complete \\boxed{...}")
+def last_boxed(s: str) -> str | None:
+    start = s.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i, depth = start + len("\\boxed{"), 1
+    for j in range(i, len(s)):
+        depth += {"{": 1, "}": -1}.get(s[j], 0)
+        if depth == 0:
+            return s[i:j]
+    return None
+
+
+def _normalise(answer: str) -> str | float:
+    a = re.sub(r"\s+", "", answer).strip("$").rstrip(".")
+    try:
+        return float(a)
+    except ValueError:
+        return a
+
+
+@operation(
+    DOC,
+    latex=r"r_{acc}(o)=\mathbb 1\big[\mathrm{boxed}(o)=\mathrm{answer}\big]",
+    source="DeepSeek-R1 §2.2.2 (accuracy reward); TRL rewards/accuracy_rewards.py (unparseable gold -> None)",
+    returns="rewards",
+    summary="R1's accuracy reward: completions and solutions (lists of N strings) -> (N,) float64: 1 where the "
+            "last \\boxed{...} of the completion equals the solution's (numbers compared as numbers, whitespace "
+            "ignored), 0 where not, NaN where the solution has no answer to compare with.",
+    convention="The solution's answer is its last \\boxed{...} or, without one, the whole solution; an empty "
+               "answer is unparseable (NaN: skipped, as TRL's None).",
+    dtypes=("float64",),
+    check_result=check_reward_result,
+)
+def accuracy_reward(completions, solutions) -> torch.Tensor:
+    completions = check_completions("completions", completions)
+    solutions = check_completions("solutions", solutions)
+    if len(solutions) != len(completions):
+        raise ArgumentError(f"solutions must have one entry per completion ({len(completions)}), got {len(solutions)}")
+    out = []
+    for c, s in zip(completions, solutions):
+        gold = last_boxed(s)
+        gold = s if gold is None else gold
+        if not gold.strip():
+            out.append(math.nan)
+            continue
+        got = last_boxed(c)
+        out.append(1.0 if got is not None and _normalise(got) == _normalise(gold) else 0.0)
+    return torch.tensor(out, dtype=F64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims (catalogue/grpo.md, "Checkable properties", and the issue's list)
+# ---------------------------------------------------------------------------------------------------
+
+ADV, LOGPS, LOSS, FUSED = f"{DOC}.group_advantages", f"{DOC}.token_logps", f"{DOC}.grpo_loss", \
+    f"{DOC}.fused_linear_grpo_loss"
+
+claim(DOC, "advantages_zero_sum", kind="identity", operations=(ADV,),
+      statement="Each group's advantages sum to 0 (float64: G eps max|A|); with eps = 0 their sample (population) "
+                "standard deviation is 1 for std = sample (population); a constant-reward group gets A = 0.",
+      source="catalogue property 1")
+claim(DOC, "advantages_affine_invariant", kind="identity", operations=(ADV,),
+      statement="r -> a r + c with a > 0 leaves the normalised advantages unchanged (eps = 0: 1e-12 relative) and "
+                "scales Dr. GRPO's (std = none) by a.",
+      source="catalogue property 2")
+claim(DOC, "advantages_known_answers", kind="known-answer", operations=(ADV,),
+      statement="r = [1,0,0,1]: sample std 0.577350, A = +-0.865875 with eps = 1e-4 (TRL), +-1 with the population "
+                "std; r = [1,0,0,0]: TRL A = [1.499700, -0.499900 x 3], Dr. GRPO A = [.75, -.25 x 3].",
+      source="catalogue/grpo.md, known answers")
+claim(DOC, "groups_never_mix", kind="exact", operations=(ADV,),
+      statement="Changing the rewards of one group leaves every other group's advantages bit-identical, and "
+                "permuting completions within a group permutes their advantages identically.",
+      source="catalogue property 8")
+claim(DOC, "on_policy_reinforce", kind="identity", operations=(LOSS,),
+      statement="On-policy (rho = 1), beta = 0: the grpo loss value is 0 (float64 rounding) while its gradient is "
+                "REINFORCE with the group baseline: d loss / d log pi_it = -A_i / (N |o_i|) (grpo), -A_i / (N "
+                "L_max) (dr_grpo), -A_i / sum|o| (bnpo, dapo), whose value is -sum_i A_i |o_i| / sum_i |o_i| "
+                "(1e-12).",
+      source="catalogue properties 3-4 (TRL #2703, open-r1 #239)")
+claim(DOC, "clipping", kind="exact", operations=(LOSS,),
+      statement="The gradient in log pi is exactly 0 where A > 0 and rho > 1 + eps_high or A < 0 and rho < 1 - "
+                "eps_low, and -rho A times the aggregation weight elsewhere (1e-12 relative).",
+      source="catalogue property 5; DAPO §3.1 (clip-higher)")
+claim(DOC, "surrogate_known_answers", kind="known-answer", operations=(LOSS,),
+      statement="Per-token loss, eps = 0.2: (rho, A) = (1.5, 1) -> -1.2 (eps_high = 0.28: -1.28), (1.5, -1) -> 1.5, "
+                "(0.5, 1) -> -0.5, (0.5, -1) -> 0.8, (1.1, 1) -> -1.1; k3 at delta = 0.1, -0.1, 1, -1: 0.0051709, "
+                "0.0048374, 0.7182818, 0.3678794.",
+      source="catalogue/grpo.md, known answers")
+claim(DOC, "k3_nonnegative", kind="exact", operations=(LOSS,),
+      statement="k3 >= 0, = 0 exactly where log pi = log pi_ref, and d k3 / d log pi = 1 - exp(log pi_ref - "
+                "log pi) (1e-12).",
+      source="catalogue property 6")
+claim(DOC, "k3_unbiased", kind="statistical", operations=(LOSS,),
+      statement="Over tokens sampled from pi on a categorical, the mean of k3 equals KL(pi || pi_ref) within a "
+                "Hoeffding bound (k3 is bounded on a finite support; i.i.d. samples) at false-alarm probability "
+                "1e-6.",
+      source="Schulman 2020 (k3 unbiased); catalogue property 6")
+claim(DOC, "masked_tokens_never_matter", kind="exact", operations=(LOSS, FUSED),
+      statement="Changing log-probs, old and reference log-probs, hidden states or token ids at masked positions "
+                "leaves the loss and the gradients at unmasked positions bit-identical, and gives masked positions "
+                "zero gradient.",
+      source="catalogue property 7")
+claim(DOC, "temperature_scaled_logps", kind="identity", operations=(LOGPS,),
+      statement="Per-token log-probs are log softmax(logits / T) at the sampled ids (1e-12), equal to the "
+                "unscaled ones at T = 1, and exp of them sums to 1 over the vocabulary.",
+      source="catalogue property 7 (TRL #4159, prime-rl PR #697)")
+claim(DOC, "format_reward", kind="exact", operations=(f"{DOC}.format_reward",),
+      statement="The format reward is 1 for <think>...</think><answer>...</answer> with thoughts over several "
+                "lines, and 0 without the tags, with a nested <think>, or with text after the answer.",
+      source="DeepSeek-R1 §2.2.2; catalogue (2) (format regex without DOTALL)")
+claim(DOC, "accuracy_reward", kind="exact", operations=(f"{DOC}.accuracy_reward",),
+      statement="The accuracy reward compares the last \\boxed{...} (nested braces) with the solution: 1 when "
+                "equal (as numbers or strings), 0 otherwise or without a box, NaN for an unparseable solution.",
+      source="DeepSeek-R1 §2.2.2; TRL accuracy_reward (None for unparseable gold)")
+claim(DOC, "fused_matches_spec", kind="budget", operations=(FUSED,),
+      statement="The GRPO loss from hidden states (every aggregation, clip-higher, k3 penalty, temperature, any "
+                "chunk size) and its gradients in hidden and weight are within the error budget of the float64 "
+                "spec (2x / 3x the naive same-precision implementation's error + floor).",
+      source="Liger-Kernel fused linear GRPO (anchors.md §3); TRL fused LM head")
+claim(DOC, "deepseekmath_defaults", kind="identity", operations=(FUSED,),
+      statement="Called with only its tensors, the GRPO loss is DeepSeekMath's: per-sequence means ('grpo'), a k3 "
+                "penalty with beta = 0.04, eps = 0.2 on both sides (within the error budget of the spec with those "
+                "options given explicitly).",
+      source="DeepSeekMath §4.1 eq. 3 and §4.2 (beta = 0.04); design.md (the DeepSeekMath formula is the default)")
+claim(DOC, "grpo_contract", kind="contract", operations=(ADV, LOGPS, LOSS, FUSED),
+      statement="Malformed input (rewards not a multiple of the group size, an unknown std or loss type, shapes "
+                "that disagree, ids outside the vocabulary, temperature <= 0, a missing reference with beta != 0) "
+                "is rejected with an error naming the argument.",
+      source="design.md (bad input)")
