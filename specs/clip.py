@@ -1,0 +1,336 @@
+"""CLIP: contrastive language-image pre-training with a symmetric InfoNCE loss.
+
+Paper: Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision"
+(arXiv:2103.00020), Figure 3 (numpy-like pseudocode) and §2.5. Post: the seed's CLIP article. Code read beside it:
+openai/CLIP ``clip/model.py`` and open_clip ``src/open_clip/loss.py``. Equations and conventions:
+catalogue/clip.md.
+
+Notation: N pairs, image features I and text features T (N x D), L2-normalised to I^, T^; the learnable
+temperature is stored as its log, ``logit_scale`` = t, and the logits are L = exp(t) I^ T^^T. The loss is the mean
+of the two cross-entropies with the pairing on the diagonal (image -> text over the rows of L, text -> image over
+its columns). Everything here is float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .contracts import ArgumentError, ContractViolation, check_same, check_tensor, expect_tuple
+from .registry import claim, operation, spec
+
+DOC = "clip"
+F64 = torch.float64
+INIT_LOGIT_SCALE = math.log(1 / 0.07)  # openai/CLIP model.py L295: s_0 = 14.2857
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP §2.5: "clipped to prevent scaling the logits by more than 100"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Argument checks shared by the contrastive documents (siglip and blip use them too)
+# ---------------------------------------------------------------------------------------------------
+
+def check_pair(image_features, text_features, names=("image_features", "text_features")) -> tuple[int, int]:
+    """Two (N, D) feature matrices of one dtype and device; returns N, D."""
+    a, b = names
+    check_tensor(a, image_features, rank=2)
+    check_tensor(b, text_features, rank=2)
+    if image_features.shape != text_features.shape:
+        raise ArgumentError(f"{b} must have the shape of {a} (N pairs x D), got {tuple(text_features.shape)} "
+                            f"and {tuple(image_features.shape)}")
+    check_same((a, b), (image_features, text_features), "dtype")
+    check_same((a, b), (image_features, text_features), "device")
+    return image_features.shape
+
+
+def check_scalar(name: str, value) -> torch.Tensor:
+    """A finite real number or a one-element floating tensor (kept in the graph), as a float64 0-d tensor."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise ArgumentError(f"{name} must be a number or a one-element floating tensor, got shape "
+                                f"{tuple(value.shape)} {value.dtype}")
+        if not bool(torch.isfinite(value).all()):
+            raise ArgumentError(f"{name} must be finite, got {value.item()}")
+        return value.to(F64).reshape(())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ArgumentError(f"{name} must be a finite real number, got {value!r}")
+    return torch.tensor(float(value), dtype=F64)
+
+
+def check_world(n: int, world_size, name: str = "world_size") -> int:
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ArgumentError(f"{name} must be a positive integer, got {world_size!r}")
+    if n % world_size:
+        raise ArgumentError(f"{name} ({world_size}) must divide the batch size N = {n} (equal local batches)")
+    return world_size
+
+
+def check_scalar_result(result, *args, provides=frozenset(), **kwargs) -> None:
+    if not isinstance(result, torch.Tensor) or result.numel() != 1:
+        raise ContractViolation(f"the loss must be a one-element tensor, got {type(result).__name__} "
+                                f"{tuple(getattr(result, 'shape', ()))}")
+    ref = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    if ref is not None and ref.is_floating_point() and result.dtype != ref.dtype:
+        raise ContractViolation(f"the loss must be in the inputs' dtype {ref.dtype}, got {result.dtype}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loss
+# ---------------------------------------------------------------------------------------------------
+
+@spec(DOC, latex=r"\hat x = x / \lVert x\rVert_2", source="CLIP Fig. 3 (l2_normalize); open_clip model.py")
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+@spec(DOC, latex=r"L = e^{t}\,\hat I\,\hat T^\top", source="CLIP Fig. 3 (logits = np.dot(I_e, T_e.T) * np.exp(t))")
+def logits(I_hat: torch.Tensor, T_hat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.exp(t) * I_hat @ T_hat.T
+
+
+@spec(DOC, latex=r"\mathrm{CE}(L, y) = \frac1{N}\sum_i \big(\log\textstyle\sum_j e^{L_{ij}} - L_{i y_i}\big)",
+      source="CLIP Fig. 3 (cross_entropy_loss); torch.nn.functional.cross_entropy, reduction='mean'")
+def cross_entropy(L: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (torch.logsumexp(L, dim=1) - L[torch.arange(L.shape[0]), y]).mean()
+
+
+@operation(
+    DOC,
+    latex=r"\ell = \tfrac12\big[\mathrm{CE}(L, \mathrm{arange}\,N) + \mathrm{CE}(L^\top, \mathrm{arange}\,N)\big]",
+    source="CLIP Fig. 3 ((loss_i + loss_t) / 2); open_clip loss.py ClipLoss.forward",
+    returns="loss",
+    summary="Symmetric InfoNCE of a square logit matrix L (N, N) whose pairs are on the diagonal: the mean of the "
+            "row (image -> text) and column (text -> image) cross-entropies. Loss in L's dtype.",
+    baseline="torch.eager",
+    check_result=check_scalar_result,
+)
+def contrastive_loss(L: torch.Tensor) -> torch.Tensor:
+    check_tensor("L", L, rank=2)
+    if L.shape[0] != L.shape[1]:
+        raise ArgumentError(f"L must be square (N images x N texts), got shape {tuple(L.shape)}")
+    L64 = L.to(F64)
+    y = torch.arange(L.shape[0], device=L.device)
+    return (0.5 * (cross_entropy(L64, y) + cross_entropy(L64.T, y))).to(L.dtype)
+
+
+@spec(DOC, latex=r"\frac{\partial\ell}{\partial L} = \frac{(\mathrm{softmax}_{\rm row}(L) - I) + "
+                 r"(\mathrm{softmax}_{\rm col}(L) - I)}{2N}",
+      source="catalogue/clip.md property 5 (the gradient of softmax cross-entropy, per direction)")
+def logits_gradient(L: torch.Tensor) -> torch.Tensor:
+    N = L.shape[0]
+    eye = torch.eye(N, dtype=L.dtype, device=L.device)
+    return ((torch.softmax(L, dim=1) - eye) + (torch.softmax(L, dim=0) - eye)) / (2 * N)
+
+
+@operation(
+    DOC,
+    latex=r"\ell = \tfrac12\big[\mathrm{CE}(L,\mathrm{arange}N) + \mathrm{CE}(L^\top,\mathrm{arange}N)\big],\quad "
+          r"L = e^{t}\,\hat I\hat T^\top",
+    source="CLIP Fig. 3 and §2.5; open_clip loss.py ClipLoss (features normalised by the model first)",
+    returns="loss",
+    summary="CLIP's loss on a batch of N pairs: image_features, text_features (N, D) are L2-normalised inside, "
+            "logit_scale is the stored log-temperature t (scale exp(t)). Loss in the features' dtype.",
+    convention="logit_scale is the raw parameter t (s = exp t), as CLIP stores it; libraries that take the "
+               "exponentiated scale get exp(t).",
+    baseline="torch.eager",
+    check_result=check_scalar_result,
+)
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
+    check_pair(image_features, text_features)
+    t = check_scalar("logit_scale", logit_scale)
+    I_hat, T_hat = normalize(image_features.to(F64)), normalize(text_features.to(F64))
+    return contrastive_loss(logits(I_hat, T_hat, t)).to(image_features.dtype)
+
+
+@spec(DOC, latex=r"\ell = \ln\!\big(1 + (N-1)e^{-s}\big)\ \text{(orthonormal pairs)},\quad \ln N\ \text{(identical)}",
+      source="catalogue/clip.md properties 3-4: each row's softmax has e^{s} on the diagonal, e^{0} elsewhere")
+def orthonormal_loss(N: int, s: float) -> float:
+    return math.log1p((N - 1) * math.exp(-s))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The temperature clamp
+# ---------------------------------------------------------------------------------------------------
+
+def check_clamp_result(result, logit_scale, *, provides=frozenset(), **kwargs) -> None:
+    if not isinstance(result, torch.Tensor) or result.shape != logit_scale.shape or result.dtype != logit_scale.dtype:
+        raise ContractViolation(f"clamp_logit_scale must return a tensor shaped and typed like logit_scale "
+                                f"{tuple(logit_scale.shape)} {logit_scale.dtype}, got {result!r}")
+
+
+@operation(
+    DOC,
+    latex=r"t \leftarrow \min(\max(t, 0), \ln 100),\quad s = e^{t} \in [1, 100]",
+    source="CLIP §2.5; open_clip task/image_text_task.py clamp_logit_scale, legacy_train.py L200",
+    returns="logit_scale",
+    summary="The clamp applied to the stored log-temperature after every optimiser step: t in [0, ln 100], so the "
+            "logit scale exp(t) never exceeds 100. Tensor in, tensor of the same shape and dtype out.",
+    check_result=check_clamp_result,
+)
+def clamp_logit_scale(logit_scale: torch.Tensor) -> torch.Tensor:
+    check_tensor("logit_scale", logit_scale)
+    return logit_scale.to(F64).clamp(0.0, MAX_LOGIT_SCALE).to(logit_scale.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data parallel: the local loss of one rank and the sharded loss of W ranks
+# ---------------------------------------------------------------------------------------------------
+
+@operation(
+    DOC,
+    latex=r"L_r = \tfrac12\big[\mathrm{CE}(e^t\hat I_r\hat T^\top, y_r) + "
+          r"\mathrm{CE}(e^t\hat T_r\hat I^\top, y_r)\big],\quad y_r = \mathrm{arange}(b) + b\,r",
+    source="open_clip loss.py ClipLoss.get_logits (local_loss=True) and get_ground_truth (labels + num_logits*rank)",
+    returns="loss",
+    summary="The local loss of rank `rank` of `world_size` ranks over the concatenated batch (N = W b pairs, "
+            "rank r holds rows b r .. b (r+1) - 1): its b local images against all N texts and its b local texts "
+            "against all N images, labels offset by b r.",
+    baseline="torch.eager",
+    check_result=check_scalar_result,
+)
+def local_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, *, rank: int,
+               world_size: int) -> torch.Tensor:
+    N, _ = check_pair(image_features, text_features)
+    W = check_world(N, world_size)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < W:
+        raise ArgumentError(f"rank must be an integer in [0, world_size) = [0, {W}), got {rank!r}")
+    t = check_scalar("logit_scale", logit_scale)
+    I_hat, T_hat = normalize(image_features.to(F64)), normalize(text_features.to(F64))
+    b = N // W
+    rows = slice(b * rank, b * (rank + 1))
+    y = torch.arange(b, device=image_features.device) + b * rank
+    loss = 0.5 * (cross_entropy(logits(I_hat[rows], T_hat, t), y) + cross_entropy(logits(T_hat[rows], I_hat, t), y))
+    return loss.to(image_features.dtype)
+
+
+def check_sharded_result(result, image_features, text_features, logit_scale, *, world_size, provides=frozenset(),
+                         **kwargs) -> None:
+    losses, d_image, d_text = expect_tuple(result, ("losses", "d_image", "d_text"), "sharded_loss")
+    for name, x, shape in (("losses", losses, (world_size,)), ("d_image", d_image, tuple(image_features.shape)),
+                           ("d_text", d_text, tuple(text_features.shape))):
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape:
+            raise ContractViolation(f"sharded_loss: {name} must be a tensor of shape {shape}, got "
+                                    f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+
+
+def grads_of_ranks(rank_losses, leaves, world_size: int):
+    """What data-parallel training sees: each rank's backward of its own loss accumulates, through the collectives'
+    backward, the gradient of sum_r L_r into the local features; DDP then averages over the W ranks."""
+    total = torch.stack(rank_losses).sum()
+    return tuple(g / world_size for g in torch.autograd.grad(total, leaves))
+
+
+@operation(
+    DOC,
+    latex=r"\big(L_r\big)_{r<W},\quad \frac1W\,\frac{\partial}{\partial I_r}\sum_{r'} L_{r'},\ "
+          r"\frac1W\,\frac{\partial}{\partial T_r}\sum_{r'} L_{r'}",
+    source="open_clip loss.py (local_loss=True, gather_with_grad=True); open_clip #894 (maintainer: global loss = "
+           "mean of the local losses)",
+    returns="(losses, d_image, d_text)",
+    summary="CLIP trained data-parallel on world_size ranks, each holding N / W consecutive pairs: the loss each "
+            "rank reports (W,) and the gradients its local features receive (backward of its own loss through the "
+            "all-gather, divided by W as DDP averages), laid out as the concatenated batch (N, D).",
+    dtypes=("float64", "float32"),
+    check_result=check_sharded_result,
+)
+def sharded_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, *, world_size: int):
+    N, _ = check_pair(image_features, text_features)
+    W = check_world(N, world_size)
+    leaves = [x.detach().to(F64).requires_grad_(True) for x in (image_features, text_features)]
+    with torch.enable_grad():
+        losses = [local_loss(*leaves, logit_scale, rank=r, world_size=W) for r in range(W)]
+        d_image, d_text = grads_of_ranks(losses, leaves, W)
+    dt = image_features.dtype
+    return torch.stack(losses).detach().to(dt), d_image.to(dt), d_text.to(dt)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Zero-shot classification
+# ---------------------------------------------------------------------------------------------------
+
+def check_classifier_result(result, class_embeddings, *, provides=frozenset(), **kwargs) -> None:
+    C, _, D = class_embeddings.shape
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != (D, C):
+        raise ContractViolation(f"zero_shot_classifier must return a (D, C) = {(D, C)} tensor, got "
+                                f"{tuple(getattr(result, 'shape', ())) or type(result).__name__}")
+
+
+@operation(
+    DOC,
+    latex=r"w_c = \mathrm{normalize}\Big(\frac1{|T|}\sum_{k}\mathrm{normalize}(e_{c,k})\Big),\quad W=[w_1\cdots w_C]",
+    source="open_clip zero_shot_classifier.py L62-64; CLIP §3.1.4 (prompt ensembling over 80 templates)",
+    returns="W",
+    summary="The zero-shot classifier from text embeddings of C classes x K templates (C, K, D): each template "
+            "embedding normalised, averaged over templates, renormalised; the columns of W (D, C). "
+            "Logits are 100 x normalize(image) @ W.",
+    check_result=check_classifier_result,
+)
+def zero_shot_classifier(class_embeddings: torch.Tensor) -> torch.Tensor:
+    check_tensor("class_embeddings", class_embeddings, rank=3)
+    e = class_embeddings.to(F64)
+    return normalize(normalize(e).mean(dim=1)).T.to(class_embeddings.dtype)
+
+
+@spec(DOC, latex=r"\mathrm{logits} = 100\cdot\hat I\,W",
+      source="open_clip_train/zero_shot.py L105 (fixed 100, not the learned scale; argmax unaffected)")
+def zero_shot_logits(image_features: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    return 100.0 * normalize(image_features) @ W
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims (catalogue/clip.md, "Checkable properties" and "Known answers")
+# ---------------------------------------------------------------------------------------------------
+
+LOSS, CE, LOCAL, SHARDED = f"{DOC}.clip_loss", f"{DOC}.contrastive_loss", f"{DOC}.local_loss", f"{DOC}.sharded_loss"
+
+claim(DOC, "loss_within_budget", kind="budget", operations=(LOSS,),
+      statement="The loss and its gradients with respect to both feature sets are within the error budget of the "
+                "float64 spec (2x / 3x the naive same-precision baseline's error + floor); a library's model "
+                "(transformers' CLIPModel with return_loss=True) gives the spec's loss on its own embeddings.",
+      source="CLIP Fig. 3; design.md (error budgets)")
+claim(DOC, "invariances", kind="identity", operations=(LOSS,),
+      statement="The loss is invariant to the norms of the features (normalised inside) and to a common orthogonal "
+                "rotation of both embedding sets (float64: within the rounding of the N x N dot products).",
+      source="catalogue/clip.md property 1")
+claim(DOC, "swap_symmetry", kind="identity", operations=(LOSS,),
+      statement="Swapping the image and text inputs leaves the loss unchanged (float64 reassociation only).",
+      source="catalogue/clip.md property 2")
+claim(DOC, "joint_permutation", kind="identity", operations=(LOSS,),
+      statement="Permuting the pairs (the same permutation of images and texts) leaves the loss unchanged.",
+      source="catalogue/clip.md property 6")
+claim(DOC, "closed_forms", kind="identity", operations=(LOSS,),
+      statement="All-identical features give ln N; orthonormal pairs (N <= D) give ln(1 + (N - 1) e^{-s}), "
+                "s = exp(logit_scale) (float64, within the rounding of the logits: the loss cancels s against the "
+                "log-sum-exp).",
+      source="catalogue/clip.md properties 3-4")
+claim(DOC, "logits_gradient", kind="identity", operations=(CE,),
+      statement="The gradient of the symmetric loss with respect to the logits is ((softmax_row(L) - I) + "
+                "(softmax_col(L) - I)) / (2N): the image->text part has zero row sums, the text->image part zero "
+                "column sums (float64, autograd of the implementation against the formula).",
+      source="catalogue/clip.md property 5")
+claim(DOC, "local_loss_sharding", kind="identity", operations=(LOCAL,),
+      statement="Over W simulated ranks the mean of the local losses equals the global loss, and the summed "
+                "gradients of the local losses, divided by W, equal the global loss's gradients (float64).",
+      source="catalogue/clip.md property 7; open_clip #894")
+claim(DOC, "distributed_equals_single", kind="identity", operations=(SHARDED,),
+      statement="Data-parallel CLIP on W ranks (all-gather with gradient, local loss, labels offset by b r): the "
+                "mean of the ranks' losses is the single-process loss on the concatenated batch, and the ranks' "
+                "feature gradients (averaged over ranks as DDP does) are its gradients; float64 to 1e-12, float32 "
+                "within the budget of the float64 reference.",
+      source="catalogue/clip.md (distributed; open_clip #616, #894); design.md (Distributed)")
+claim(DOC, "zero_shot_classifier", kind="identity", operations=(f"{DOC}.zero_shot_classifier",),
+      statement="The zero-shot classifier's columns have unit norm, are invariant to the order of the templates "
+                "and to each template embedding's norm, and equal the normalised mean of the normalised templates.",
+      source="catalogue/clip.md property 8; open_clip zero_shot_classifier.py")
+claim(DOC, "logit_scale_clamp", kind="exact", operations=(f"{DOC}.clamp_logit_scale",),
+      statement="After the clamp, exp(logit_scale) lies in [1, 100]; values already in [0, ln 100] are unchanged.",
+      source="CLIP §2.5; catalogue/clip.md property 8")
+claim(DOC, "known_answers", kind="known-answer", operations=(LOSS,),
+      statement="The catalogue's vectors: N = 4 orthonormal pairs at s = 1/0.07 give 1.874623e-6; all-equal "
+                "features give ln 4; the 3-pair example at s = 10 gives 4.650514.",
+      source="catalogue/clip.md, known answers")
+claim(DOC, "contract", kind="contract", operations=(LOSS, LOCAL, SHARDED),
+      statement="Malformed input (feature shapes that differ, a rank other than 2, integer features, a non-finite "
+                "or non-scalar logit_scale, a world size that does not divide N) is rejected with an error naming "
+                "the argument.",
+      source="design.md (bad input)")
