@@ -251,7 +251,8 @@ def pytest_runtest_makereport(item, call):
         "operation": marker.kwargs["operation"] if marker else None,
         "params": {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in params.items()},
     }
-    row["document"] = row["claims"][0].split(".")[0] if row["claims"] else item.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    row["document"] = row["claims"][0].split(".")[0] if row["claims"] else module.removeprefix("test_")
     if isinstance(target, Target):
         row.update(implementation=target.name, origin=target.impl.origin, device=target.device, dtype=target.dtype)
         if target.impl.origin == "mutant":

@@ -14,6 +14,7 @@ import torch
 
 from implementations import guard
 from specs import budget as _budget
+from specs.contracts import ArgumentError, ContractViolation
 from specs.registry import REGISTRY, Implementation, Operation
 
 from . import recording
@@ -94,3 +95,39 @@ def equal(name: str, out, ref) -> None:
 
 def finite_pattern(name: str, out, ref) -> None:
     _budget.check_finite_pattern(name, out, ref)
+
+
+# --- bad input ------------------------------------------------------------------------------------------
+
+def ours(target: Target) -> bool:
+    """Code this project wrote (and its mutants): held to the project's contract of clear argument errors."""
+    return target.impl.origin in ("spec", "torch", "triton", "mutant")
+
+
+def expect_rejection(target: Target, call, argument: str, case: str, *, named_within: int = 0,
+                     libraries_may_return_empty: bool = False) -> None:
+    """``call(fn)`` with malformed input must be rejected.
+
+    Ours must raise an ArgumentError that names ``argument`` first: its message starts with it, or its first word
+    contains it (or, with ``named_within``, it appears in the message's first that many characters). A library
+    may reject the input with an error of its own, but must not accept it; with ``libraries_may_return_empty`` a
+    library may answer empty input with an empty result (a documented propagation).
+    """
+    fn = guard.load(target.impl)
+    try:
+        result = call(fn)
+    except ArgumentError as exc:
+        message = str(exc)
+        named = (message.startswith(argument) or argument in message.split(" ")[0]
+                 or (named_within and argument in message[:named_within]))
+        if ours(target) and not named:
+            raise ContractViolation(f"{case}: the error must name {argument!r} first, got: {message}") from exc
+        return
+    except Exception as exc:
+        if ours(target):
+            raise ContractViolation(f"{case}: expected an ArgumentError naming {argument!r}, got "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        return  # a library's own error is a rejection
+    if libraries_may_return_empty and case.startswith("empty") and not ours(target):
+        return
+    raise ContractViolation(f"{case}: malformed input was accepted and returned {type(result).__name__}")

@@ -14,12 +14,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from implementations import guard
 from specs import budget, dpo
-from specs.contracts import ArgumentError, ContractViolation
 
 from . import recording
-from .harness import checks, close, equal, within_budget
+from .harness import checks, close, equal, expect_rejection, within_budget
 from .strategies import randn
 from .strategies_preference import sequence_cases
 
@@ -329,24 +327,6 @@ def test_error_vs_chunk_size(target):
 
 # --- contracts ----------------------------------------------------------------------------------------------
 
-def _ours(target) -> bool:
-    return target.impl.origin in ("spec", "torch", "triton", "mutant")
-
-
-def expect_rejection(target, call, argument: str, case: str) -> None:
-    fn = guard.load(target.impl)
-    try:
-        result = call(fn)
-    except ArgumentError as exc:
-        if _ours(target) and argument not in str(exc).split(" ")[0]:
-            raise ContractViolation(f"{case}: the error must name {argument!r} first, got: {exc}") from exc
-        return
-    except Exception as exc:
-        if _ours(target):
-            raise ContractViolation(f"{case}: expected an ArgumentError naming {argument!r}, got "
-                                    f"{type(exc).__name__}: {exc}") from exc
-        return  # a library's own error is a rejection
-    raise ContractViolation(f"{case}: malformed input was accepted and returned {type(result).__name__}")
 
 
 def _pair_inputs(B=3):
