@@ -131,8 +131,12 @@ def test_gradient_matches_derivation(target, seed, B, beta):
     grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, (pw, pl, rw, rl))]  # unused: 0
     h = dpo.log_ratio_margin(pw, pl, rw, rl).detach()
     d_w, d_l = dpo.dpo_gradient(h, beta)
-    close("d loss / d log pi(y_w)", grads[0], d_w, atol=1e-12 * beta)
-    close("d loss / d log pi(y_l)", grads[1], d_l, atol=1e-12 * beta)
+    # |gradient| <= beta; a few roundings of sigma(-beta h) cost ~eps beta, and torch's softplus (its default
+    # threshold 20) is the identity for beta |h| > 20, where its slope is exactly 1 instead of sigma(beta |h|):
+    # off by sigma(-20) < e^-20 = 2.1e-9 of beta (measured: 2.06e-9 of beta over 8000 draws of these pairs)
+    tol = (1e-12 + math.exp(-20)) * beta
+    close("d loss / d log pi(y_w)", grads[0], d_w, atol=tol)
+    close("d loss / d log pi(y_l)", grads[1], d_l, atol=tol)
     for name, g in (("ref_chosen_logps", grads[2]), ("ref_rejected_logps", grads[3])):
         if bool((g != 0).any()):
             raise AssertionError(f"{name} received a gradient ({g.tolist()}): the reference must be under no_grad")
@@ -157,7 +161,8 @@ def test_gradient_finite_differences(target, case, loss_type, data):
             plus, minus = [hidden.clone(), weight.clone()], [hidden.clone(), weight.clone()]
             plus[idx].view(-1)[flat] += step
             minus[idx].view(-1)[flat] -= step
-            fd = (f(*plus) - f(*minus)) / (2 * step)  # O(step^2) + O(u / step): ~1e-10 here
+            # O(step^2) + O(u / step): ~1e-10 here; 1e-6 leaves 1e4 x that for the third derivative's size
+            fd = (f(*plus) - f(*minus)) / (2 * step)
             close(f"{name}[{flat}] vs central difference", g.reshape(-1)[flat:flat + 1], _t([fd]),
                   atol=1e-6 * (1 + abs(fd)))
 
@@ -241,6 +246,8 @@ def test_optimum_reward_identity(target, seed, K, beta):
     r = torch.randn(K, generator=gen, dtype=F64)
     pi_star = dpo.optimal_policy(pi_ref, r, beta)
     offset = beta * torch.log(pi_star / pi_ref) - r  # = -beta log Z for every y
+    # a few roundings of terms of size |r| + beta |log(pi*/pi_ref)| (< 20 here): ~1e-14; measured: spread <= 2.0e-15
+    # over 30000 draws of these cases
     close("beta log(pi*/pi_ref) - r is constant over y", offset, offset.mean().expand(K), atol=1e-9)
     # every ordered pair (i, j), i != j, drawn with mu_i mu_j and labelled by Bradley-Terry with the true reward r
     I, J = (x.reshape(-1) for x in torch.meshgrid(torch.arange(K), torch.arange(K), indexing="ij"))
@@ -251,9 +258,13 @@ def test_optimum_reward_identity(target, seed, K, beta):
     logp = torch.log_softmax(theta, 0)
     ref = torch.log(pi_ref)
     losses, rw, rl = target(logp[I], logp[J], ref[I], ref[J], beta=beta)
+    # each side rounds a few times at the size of the loss; r_w - r_l = r_i - r_j of N(0, 1) draws stays far below
+    # softplus's threshold 20, so no switch to the identity: 1e-12 relative is ~4500 eps
     close("sigmoid loss = -log Bradley-Terry(implicit rewards)", losses.detach(),
           -torch.log(dpo.bradley_terry(rw, rl)), atol=1e-12 * (1 + float(losses.detach().abs().max())))
     (grad,) = torch.autograd.grad((weight * losses).sum(), theta)
+    # a sum of K (K - 1) <= 30 weighted terms of size <= 2 beta that cancel exactly: ~3e-14; measured: <= 2.7e-16
+    # over 30000 draws of these cases
     close("gradient of the population DPO loss at pi*", grad, torch.zeros(K, dtype=F64), atol=1e-9)
 
 

@@ -2,7 +2,8 @@
 
 "MC converges to the Bellman values" is tested with an explicit bound: initial-visit returns of episodes from a
 fixed pair are i.i.d. and bounded, so Hoeffding's inequality bounds each estimate's deviation from E[G_L]; the
-union over pairs (or states) and over the sample sizes checked keeps the false-alarm probability <= 1e-6; and
+union over pairs (or states), the sample sizes checked and a test's examples keeps the false-alarm probability
+of each test <= 1e-6; and
 |E[G_L] - q_pi| <= gamma^L max|v_pi| (the truncation) is added. Every sampler is seeded, so the ci run is
 deterministic; the sample sizes are chosen so that a wrong discount, forward returns or double counting exceed
 the bound (the mutants prove it).
@@ -62,12 +63,15 @@ def test_epsilon_greedy_known_answers(target):
 def test_epsilon_greedy_probabilities(target, S, A, epsilon, seed):
     q = torch.randn(S, A, generator=_gen(seed), dtype=F64)
     pi = target(q, epsilon)
+    # entries are eps/|A| and 1 - eps + eps/|A|, each a few roundings of numbers <= 1 (<= 1e-15 each); a sum of
+    # A <= 6 of them adds at most A ulps more: 1e-12 leaves a margin of ~100x
     close("sum_a pi(a|s) = 1", pi.sum(1), torch.ones(S, dtype=F64), atol=1e-12)
     greedy = rb.greedy_policy(q).bool()
     close("pi(a*|s) = 1 - eps + eps/|A|", pi[greedy], torch.full((S,), 1 - epsilon + epsilon / A, dtype=F64),
           atol=1e-12)
     close("pi(a|s) = eps/|A| otherwise", pi[~greedy], torch.full(((A - 1) * S,), epsilon / A, dtype=F64), atol=1e-12)
     close("epsilon = 0 is greedy", target(q, 0.0), greedy.to(F64), atol=0.0)
+    # 1 - 1 + 1/|A| = 1/|A| up to one rounding of the sum (<= eps = 2.2e-16)
     close("epsilon = 1 is uniform", target(q, 1.0), torch.full((S, A), 1.0 / A, dtype=F64), atol=1e-15)
 
 
@@ -140,7 +144,8 @@ def _mc_converges(mdp, generate, returns, estimate, label: str):
     s0v = torch.arange(S).repeat(n_max)
     v_states, _, v_rewards = generate(P, r, pi, s0v, L, generator=mdp.generator(8))
     v_returns = returns(v_rewards, gamma)[:, 0]
-    alarm = FALSE_ALARM / (2 * len(SAMPLE_SIZES))
+    # split over q and v, the sample sizes and the MC_EXAMPLES examples of each test: <= 1e-6 per test (union bound)
+    alarm = FALSE_ALARM / (2 * len(SAMPLE_SIZES) * MC_EXAMPLES)
     points = []
     for n in SAMPLE_SIZES:
         rows = slice(0, n * S * A)
@@ -160,12 +165,13 @@ def _mc_converges(mdp, generate, returns, estimate, label: str):
     if recording.current().examples <= 1:
         recording.series("mc_error", f"{label}: max |q_hat - q_pi|", "episodes per pair n", "error",
                          [(n, e) for n, e, _ in points], kind="loglog")
-        recording.series("mc_error", "Hoeffding bound (false alarm 1e-6) + truncation", "episodes per pair n",
+        recording.series("mc_error", "Hoeffding bound (false alarm 1e-6 per test) + truncation", "episodes per pair n",
                          "error", [(n, b) for n, _, b in points], kind="loglog")
 
 
 _SMALL_MDPS = random_mdps(max_states=5, max_actions=3, gamma=(0.5, 0.8))
-_MC_SETTINGS = settings(max_examples=6)  # up to 24k episodes of 31 steps per example
+MC_EXAMPLES = 6
+_MC_SETTINGS = settings(max_examples=MC_EXAMPLES)  # up to 24k episodes of 31 steps per example
 
 
 def _estimate_initial(fn):
@@ -247,6 +253,8 @@ def test_mc_through_environment_step(target):
     for op, call in (("value_iteration", lambda fn: fn(P, R, GYM_GAMMA, iterations=K)[0][-1]),
                      ("policy_iteration", lambda fn: fn(P, R, GYM_GAMMA)[0][-1])):
         for impl in REGISTRY.implementations_of(f"rl_basics.{op}", origins=("spec", "torch")):
+            # VI: gamma^K <= 1e-13 of |v_0 - v*| plus K (S + A + 2) eps of rounding (<= 3.2e-11 relative for Taxi's
+            # S = 500, K = 285); PI: solve_tolerance(500, 0.9) = 8.4e-12 relative: 1e-9 leaves a margin of >= 10x
             close(f"{name}: v* of {op} ({impl.name}) = v* of PI (spec)", call(impl.load()), v_star,
                   atol=1e-9 * scale)
     pi = mc.epsilon_greedy(rb.action_values(P, R, v_star, GYM_GAMMA), GYM_EPSILON)
@@ -341,6 +349,7 @@ V_STAR_2x2 = torch.tensor([9.0, 10.0, 10.0, 10.0], dtype=F64)  # Ch. 2's 2 x 2 g
 
 
 def _assert_optimal(name: str, P, R, pi) -> None:
+    # a 4-state solve at gamma = 0.9 with |v*| = 10: solve_tolerance(4, 0.9, 10) = 6.8e-13, 1e-9 is > 1000x that
     close(f"{name}: exact value of the final policy = v*", rb.state_values(P, R, pi, 0.9), V_STAR_2x2, atol=1e-9)
 
 
@@ -364,8 +373,11 @@ def test_mc_epsilon_greedy_reaches_best_epsilon_greedy_policy(target):
     P, R = rb.grid_world(**GRID_2x2)
     epsilon = 0.1
     _, pi = target(P, R, 0.9, epsilon, episode_length=60, episodes=300, generator=_gen(3007))
+    # probabilities <= 1, each a few roundings (<= 1e-15): 1e-12 leaves a margin of ~1000x
     close("the final policy is epsilon-greedy", pi, mc.epsilon_greedy(pi, epsilon), atol=1e-12)
     best = mc.epsilon_greedy_optimal_values(P, R, 0.9, epsilon)
+    # both sides are 4-state solves at gamma = 0.9 (solve_tolerance(4, 0.9, 1) = 6.8e-14 relative each): 1e-9 relative
+    # leaves a margin of > 7000x
     close("exact value of the final policy = best in Pi_epsilon", rb.state_values(P, R, pi, 0.9), best,
           atol=1e-9 * float(best.abs().max()))
 

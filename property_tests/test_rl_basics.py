@@ -90,6 +90,8 @@ def test_action_values(target, mdp):
     pi = mdp.policy()
     v_pi = rb.state_values(P, R, pi, mdp.gamma)
     q = target(P, R, v_pi, mdp.gamma)
+    # both checks measure the residual of the spec's solve for v_pi plus the target's S-term sums: bounded by
+    # solve_tolerance, at most 5.3e-12 relative over these MDPs (S = 30, gamma = 0.99); 1e-10 is 19x that
     tol = 1e-10 * _scale(v_pi)
     close("v_pi = sum_a pi q_pi", (pi * q).sum(1), v_pi, atol=tol)
     # matrix form q = r~ + gamma P Pi q, with (Pi q)(s') = sum_a' pi(a'|s') q(s', a')
@@ -129,6 +131,8 @@ def test_value_iteration_error_on_the_grid(target):
     v_star = rb.optimal_values(P, R, 0.9)
     vs, _ = target(P, R, 0.9, iterations=150)
     err = (vs - v_star).abs().amax(dim=1)
+    # v*'s own error (solve_tolerance(25, 0.9) = 4.2e-13 relative) enters the contraction check (1 + gamma) times,
+    # plus one sweep's rounding (S + A + 2) eps = 7e-15: 8.1e-13 relative in all, under 1e-12
     tol = 1e-12 * _scale(v_star)
     assert all(float(err[k + 1]) <= 0.9 * float(err[k]) + tol for k in range(150)), err
     recording.series("vi_error_grid", f"{target.name}", "iteration k", "|v_k - v*|_inf",
@@ -144,6 +148,9 @@ def test_policy_iteration_monotone(target, mdp):
     pi0 = mdp.policy(deterministic=True)
     vs, pi = target(P, R, mdp.gamma, pi0=pi0)
     v_star = _converged_vi(P, R, mdp.gamma)  # an independent route to v*: value iteration, not PI
+    # PI's values are solves (solve_tolerance <= 5.3e-12 relative here); v* by VI is within 1e-12 of v* plus the
+    # rounding of its K <= 2750 sweeps (_sweep_tolerance: <= 2.3e-11 relative at S = 30, A = 5, gamma = 0.99):
+    # ~3.5e-11 in all; 1e-9 is ~30x that
     tol = 1e-9 * _scale(v_star)
     for k in range(len(vs) - 1):
         if float((vs[k] - vs[k + 1]).max()) > tol:
@@ -165,7 +172,8 @@ def test_truncated_pi_with_one_sweep_is_value_iteration(target, mdp, iterations)
     v0 = torch.randn(mdp.S, generator=mdp.generator(4), dtype=F64)
     vs, _ = target(P, R, mdp.gamma, j=1, iterations=iterations, v0=v0)
     vi, _ = rb.value_iteration(P, R, mdp.gamma, iterations=iterations, v0=v0)
-    close("truncated PI (j = 1) = VI", vs, vi, atol=1e-12 * _scale(vi))
+    # the same sweeps rounded in two ways: each side within _sweep_tolerance of the exact iterates
+    close("truncated PI (j = 1) = VI", vs, vi, atol=2 * _sweep_tolerance(mdp.S, mdp.A, iterations, _scale(vi)))
 
 
 @checks("rl_basics.truncated_pi_interpolates", operation=f"{DOC}.truncated_policy_iteration")
@@ -176,6 +184,8 @@ def test_truncated_pi_with_long_evaluation_reaches_v_star(target, mdp):
     j = math.ceil(math.log(1e-13) / math.log(mdp.gamma))  # gamma^j < 1e-13: evaluation as good as exact
     vs, pi = target(P, R, mdp.gamma, j=j, iterations=15)  # exact PI needs a few improvements on these sizes
     v_star = rb.optimal_values(P, R, mdp.gamma)
+    # each evaluation: truncation gamma^j < 1e-13 plus j sweeps' rounding (_sweep_tolerance(12, 5, 285) = 1.2e-12
+    # relative); v* (policy iteration's solves): solve_tolerance(12, 0.9) = 2e-13: 1e-9 is ~500x the sum
     close("truncated PI (j large) -> v*", vs[-1], v_star, atol=1e-9 * _scale(v_star))
 
 
@@ -187,13 +197,18 @@ def test_affine_reward_invariance(target, mdp, alpha, beta):
     v, _ = target(P, R, mdp.gamma, iterations=K)
     v2, _ = target(P, alpha * R + beta, mdp.gamma, iterations=K)
     expected = alpha * v[-1] + beta / (1 - mdp.gamma)
+    # each run: gamma^K < 1e-13 of |v*| plus K <= 584 sweeps' rounding (_sweep_tolerance(30, 5, 584) = 4.8e-12
+    # relative); 1e-9 is ~100x the two together
     close("v'* = alpha v* + beta / (1 - gamma)", v2[-1], expected, atol=1e-9 * _scale(expected))
     q = rb.action_values(P, R, v[-1], mdp.gamma)
     q2 = rb.action_values(P, alpha * R + beta, v2[-1], mdp.gamma)
-    # greedy action sets, each within a tolerance relative to its own values
+    # greedy action sets, each within a tolerance relative to its own values: 1e-8 is ~1000x the values' error
+    # above. q2's threshold, 1e-8 scale(q2), is 1e-8 scale(q2) / alpha in q's units (up to 1e-5 for alpha = 0.1,
+    # |beta| = 5, gamma = 0.95): the assume rejects near-ties within 100x the larger of the two thresholds
     best = q >= q.max(1, keepdim=True).values - 1e-8 * _scale(q)
     best2 = q2 >= q2.max(1, keepdim=True).values - 1e-8 * _scale(q2)
-    assume(torch.equal(best, q >= q.max(1, keepdim=True).values - 1e-6 * _scale(q)))  # no near-ties
+    margin = 1e-6 * max(_scale(q), _scale(q2) / alpha)
+    assume(torch.equal(best, q >= q.max(1, keepdim=True).values - margin))  # no near-ties
     if not torch.equal(best, best2):
         raise AssertionError(f"greedy action sets changed under alpha r + beta: {best.tolist()} vs {best2.tolist()}")
 
@@ -206,7 +221,9 @@ def test_value_iteration_accepts_sparse_transitions(target, mdp):
     P, _, R = mdp.tensors()
     dense_values, dense_pi = target(P, R, mdp.gamma, iterations=20)
     sparse_values, sparse_pi = target(P.to_sparse(), R, mdp.gamma, iterations=20)
-    close("values from a sparse P", sparse_values, dense_values, atol=1e-12 * _scale(dense_values))
+    # the same sweeps with the sums in another order: each side within _sweep_tolerance of the exact iterates
+    close("values from a sparse P", sparse_values, dense_values,
+          atol=2 * _sweep_tolerance(mdp.S, mdp.A, 20, _scale(dense_values)))
     close("policy from a sparse P", sparse_pi, dense_pi, atol=0.0)
 
 

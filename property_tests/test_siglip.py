@@ -301,6 +301,8 @@ def test_visit_order_on_four_devices(target, schedule):
 @checks("siglip.initialisation", operation="siglip.initial_parameters")
 def test_initialisation(target):
     t_prime, bias = target()
+    # 1e-6 admits parameters stored in float32 (ln 10 rounds to float32 within 2.3 x 6e-8 = 1.4e-7); a wrong
+    # initialisation (t' = 10 instead of ln 10, or b = 0) is off by >= 7
     close("t'", torch.tensor(t_prime, dtype=F64), torch.tensor(LN10, dtype=F64), atol=1e-6)
     close("b", torch.tensor(bias, dtype=F64), torch.tensor(-10.0, dtype=F64), atol=1e-6)
 
