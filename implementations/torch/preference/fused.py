@@ -42,11 +42,31 @@ def _check_chunk(chunk_size, vocab: int) -> int:
     return chunk_size
 
 
+class TorchRowOps:
+    """The two per-chunk row operations on a block of logits z (rows x V), in torch ops. A Triton version
+    (implementations/triton/preference) does each in one pass over the block."""
+
+    @staticmethod
+    def lse_and_target(z, targets):
+        """(logsumexp of each row, z at each row's target)."""
+        return torch.logsumexp(z, dim=-1), z.gather(-1, targets[:, None]).squeeze(-1)
+
+    @staticmethod
+    def logits_gradient(z, lse, targets, g, temperature):
+        """d loss / d (h W^T) = g (onehot - p) / T, with p = exp(z - lse); may overwrite z."""
+        dz = torch.exp(z - lse[:, None])  # p
+        dz.mul_(-g[:, None])
+        dz.scatter_add_(-1, targets[:, None], g[:, None])
+        if temperature != 1.0:
+            dz.div_(temperature)
+        return dz
+
+
 class FusedLinearLogpLoss(torch.autograd.Function):
     """loss_of_logps(log pi at the scored positions) with log pi = log softmax(h W^T / T)[target], chunked."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, rows, targets, temperature, chunk_size, loss_of_logps):
+    def forward(ctx, hidden, weight, rows, targets, temperature, chunk_size, loss_of_logps, row_ops=TorchRowOps):
         acc = _acc(hidden.dtype)
         h = hidden.reshape(-1, hidden.shape[-1])
         W = weight.to(acc)
@@ -61,8 +81,8 @@ class FusedLinearLogpLoss(torch.autograd.Function):
 
         for s, e in chunks:
             z = logits(s, e)
-            lse[s:e] = torch.logsumexp(z, dim=-1)
-            logps[s:e] = z.gather(-1, targets[s:e, None]).squeeze(-1) - lse[s:e]
+            lse[s:e], z_target = row_ops.lse_and_target(z, targets[s:e])
+            logps[s:e] = z_target - lse[s:e]
             del z
         wants_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         with torch.enable_grad():
@@ -76,11 +96,7 @@ class FusedLinearLogpLoss(torch.autograd.Function):
         dW = torch.zeros_like(W)
         for s, e in chunks:
             z = logits(s, e)
-            dz = torch.exp(z - lse[s:e, None])  # p
-            dz.mul_(-g[s:e, None])
-            dz.scatter_add_(-1, targets[s:e, None], g[s:e, None])
-            if temperature != 1.0:
-                dz.div_(temperature)
+            dz = row_ops.logits_gradient(z, lse[s:e], targets[s:e], g[s:e], temperature)
             hc = h[rows[s:e]].to(acc)
             dh[rows[s:e]] = dz @ W
             dW.addmm_(dz.T, hc)
@@ -92,14 +108,14 @@ class FusedLinearLogpLoss(torch.autograd.Function):
     def backward(ctx, grad_output):
         dh, dW = ctx.saved_tensors
         if bool(grad_output == 1):  # the usual case (loss.backward()): no second copy of dW, which is V x H
-            return dh, dW, None, None, None, None, None
+            return dh, dW, None, None, None, None, None, None
         return (None if dh is None else dh * grad_output, None if dW is None else dW * grad_output,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
 def fused_linear_dpo_loss(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, *,
                           beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                          chunk_size: int | None = None):
+                          chunk_size: int | None = None, row_ops=TorchRowOps):
     dpo_spec.check_fused_args(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps)
     dpo_spec.check_loss_options(beta, loss_type, label_smoothing)
     chunk = _check_chunk(chunk_size, weight.shape[0])
@@ -117,13 +133,14 @@ def fused_linear_dpo_loss(hidden, weight, input_ids, completion_mask, ref_chosen
         return eager.dpo_batch_loss(logps, counts, ref_chosen_logps.to(acc), ref_rejected_logps.to(acc), beta=beta,
                                     loss_type=loss_type, label_smoothing=label_smoothing)
 
-    return FusedLinearLogpLoss.apply(hidden, weight, rows, targets, 1.0, chunk, loss_of_logps)
+    return FusedLinearLogpLoss.apply(hidden, weight, rows, targets, 1.0, chunk, loss_of_logps, row_ops)
 
 
 def fused_linear_grpo_loss(hidden, weight, completion_ids, completion_mask, advantages, old_logps=None,
                            ref_logps=None, *, temperature: float = 1.0, beta: float = 0.04, epsilon_low: float = 0.2,
                            epsilon_high: float | None = None, loss_type: str = "grpo",
-                           max_completion_length: int | None = None, chunk_size: int | None = None):
+                           max_completion_length: int | None = None, chunk_size: int | None = None,
+                           row_ops=TorchRowOps):
     grpo_spec.check_fused_args(hidden, weight, completion_ids, completion_mask, advantages, old_logps, ref_logps,
                                beta)
     temperature = grpo_spec.check_temperature(temperature)
@@ -145,4 +162,4 @@ def fused_linear_grpo_loss(hidden, weight, completion_ids, completion_mask, adva
                                epsilon_low=epsilon_low, epsilon_high=epsilon_high, loss_type=loss_type,
                                max_completion_length=max_completion_length)
 
-    return FusedLinearLogpLoss.apply(hidden, weight, rows, targets, temperature, chunk, loss_of_logps)
+    return FusedLinearLogpLoss.apply(hidden, weight, rows, targets, temperature, chunk, loss_of_logps, row_ops)
