@@ -31,6 +31,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -185,7 +186,7 @@ def run_asv(out: Path, wheels: str | None) -> dict:
     if shutil.which("asv") is None:
         if not wheels:
             return {"skipped": "asv is not installed and no --wheels folder was given"}
-        venv = Path("/tmp/eqspec-asv-venv")
+        venv = Path(tempfile.mkdtemp(prefix="eqspec-asv-"))
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
         subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "--no-index", "--find-links", wheels, "asv"],
                        check=True)
