@@ -104,21 +104,22 @@ def ours(target: Target) -> bool:
     return target.impl.origin in ("spec", "torch", "triton", "mutant")
 
 
-def expect_rejection(target: Target, call, argument: str, case: str, *, named_within: int = 0,
-                     libraries_may_return_empty: bool = False) -> None:
+def expect_rejection(target: Target, call, argument: str, case: str, *, named_in_first_word: bool = False,
+                     named_within: int = 0, libraries_may_return_empty: bool = False) -> None:
     """``call(fn)`` with malformed input must be rejected.
 
-    Ours must raise an ArgumentError that names ``argument`` first: its message starts with it, or its first word
-    contains it (or, with ``named_within``, it appears in the message's first that many characters). A library
-    may reject the input with an error of its own, but must not accept it; with ``libraries_may_return_empty`` a
-    library may answer empty input with an empty result (a documented propagation).
+    Ours must raise an ArgumentError that names ``argument`` first: its message starts with it (or, with
+    ``named_in_first_word``, its first word contains it; with ``named_within``, it appears in the message's first
+    that many characters). A library may reject the input with an error of its own, but must not accept it; with
+    ``libraries_may_return_empty`` a library may answer empty input with an empty result (a documented
+    propagation).
     """
     fn = guard.load(target.impl)
     try:
         result = call(fn)
     except ArgumentError as exc:
         message = str(exc)
-        named = (message.startswith(argument) or argument in message.split(" ")[0]
+        named = (message.startswith(argument) or (named_in_first_word and argument in message.split(" ")[0])
                  or (named_within and argument in message[:named_within]))
         if ours(target) and not named:
             raise ContractViolation(f"{case}: the error must name {argument!r} first, got: {message}") from exc
@@ -131,3 +132,16 @@ def expect_rejection(target: Target, call, argument: str, case: str, *, named_wi
     if libraries_may_return_empty and case.startswith("empty") and not ours(target):
         return
     raise ContractViolation(f"{case}: malformed input was accepted and returned {type(result).__name__}")
+
+
+def rejection_test(claim: str, operation: str, cases: dict):
+    """A property test that every case of ``cases`` (name -> (call, argument)) is rejected, naming the argument."""
+
+    @checks(claim, operation=operation)
+    @pytest.mark.parametrize("case", list(cases))
+    def test(target, case):
+        call, argument = cases[case]
+        expect_rejection(target, call, argument, case)
+
+    test.__name__ = f"test_{operation.rsplit('.', 1)[-1]}_rejects_bad_input"
+    return test

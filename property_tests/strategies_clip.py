@@ -70,23 +70,3 @@ def as64(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(x.detach().to(F64) for x in xs)
 
 
-def expect_rejection(target, call, argument: str, case: str) -> None:
-    """Our implementations must raise an ArgumentError whose message starts with the argument's name; a library
-    may reject malformed input with its own error, but must not accept it."""
-    from implementations import guard
-    from specs.contracts import ArgumentError, ContractViolation
-
-    ours = target.impl.origin in ("spec", "torch", "triton", "mutant")
-    fn = guard.load(target.impl)
-    try:
-        result = call(fn)
-    except ArgumentError as exc:
-        if ours and not str(exc).startswith(argument):
-            raise ContractViolation(f"{case}: the error must name {argument!r} first, got: {exc}") from exc
-        return
-    except Exception as exc:
-        if ours:
-            raise ContractViolation(f"{case}: expected an ArgumentError naming {argument!r}, got "
-                                    f"{type(exc).__name__}: {exc}") from exc
-        return
-    raise ContractViolation(f"{case}: malformed input was accepted and returned {type(result).__name__}")

@@ -12,9 +12,6 @@ from dataclasses import dataclass
 import hypothesis.strategies as st
 import torch
 
-from implementations import guard
-from specs.contracts import ArgumentError, ContractViolation
-
 from . import recording
 
 F64 = torch.float64
@@ -62,26 +59,6 @@ def random_mdps(draw, *, max_states: int = 30, max_actions: int = 5, gamma=(0.5,
     return RandomMDP(S, A, g, k, seed)
 
 
-def ours(target) -> bool:
-    return target.impl.origin in ("spec", "torch", "triton", "mutant")
-
-
-def expect_rejection(target, call, argument: str, case: str) -> None:
-    """The implementation must reject the input: ours with an ArgumentError whose message starts with the name of
-    the argument; a library with any error of its own."""
-    fn = guard.load(target.impl)
-    try:
-        result = call(fn)
-    except ArgumentError as exc:
-        if ours(target) and not str(exc).startswith(argument):
-            raise ContractViolation(f"{case}: the error must name {argument!r} first, got: {exc}") from exc
-        return
-    except Exception as exc:
-        if ours(target):
-            raise ContractViolation(f"{case}: expected an ArgumentError naming {argument!r}, got "
-                                    f"{type(exc).__name__}: {exc}") from exc
-        return
-    raise ContractViolation(f"{case}: malformed input was accepted and returned {type(result).__name__}")
 
 
 def parse_table(text: str) -> list[list[str]]:

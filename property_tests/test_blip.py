@@ -18,9 +18,9 @@ from hypothesis import given
 from specs import blip as BL
 from specs import budget
 
-from .harness import checks, close, equal, within_budget
+from .harness import checks, close, equal, expect_rejection, within_budget
 from .strategies import randn
-from .strategies_clip import U64, as64, expect_rejection, leaf, value_and_grads
+from .strategies_clip import U64, as64, leaf, value_and_grads
 
 ITC, TGT, ITM, LM = "blip.itc_loss", "blip.soft_targets", "blip.itm_loss", "blip.lm_loss"
 F64 = torch.float64

@@ -20,13 +20,12 @@ from specs import budget
 from specs import clip as C
 
 from . import recording
-from .harness import checks, close, within_budget
+from .harness import checks, close, expect_rejection, within_budget
 from .strategies import randn
 from .strategies_clip import (
     U64,
     FeatureCase,
     as64,
-    expect_rejection,
     feature_cases,
     logit_scales,
     random_orthogonal,

@@ -24,8 +24,8 @@ from specs.mdp import EPS, F64
 from specs.registry import REGISTRY
 
 from . import recording
-from .harness import checks, close
-from .strategies_rl import FIG_3_4, GRID_5x5, check_table, expect_rejection, printed_tolerance, random_mdps
+from .harness import checks, close, rejection_test
+from .strategies_rl import FIG_3_4, GRID_5x5, check_table, printed_tolerance, random_mdps
 
 DOC = "monte_carlo"
 FALSE_ALARM = 1e-6
@@ -418,22 +418,17 @@ CONTRACT_CASES = {
 }
 
 
-def _contract_test(op: str):
-    @checks("monte_carlo.monte_carlo_contract", operation=f"{DOC}.{op}")
-    @pytest.mark.parametrize("case", list(CONTRACT_CASES[op]))
-    def test(target, case):
-        call, argument = CONTRACT_CASES[op][case]
-        expect_rejection(target, call, argument, case)
-
-    test.__name__ = f"test_{op}_rejects_bad_input"
-    return test
 
 
-test_epsilon_greedy_rejects_bad_input = _contract_test("epsilon_greedy")
-test_epsilon_greedy_sample_rejects_bad_input = _contract_test("epsilon_greedy_sample")
-test_generate_episodes_rejects_bad_input = _contract_test("generate_episodes")
-test_discounted_returns_rejects_bad_input = _contract_test("discounted_returns")
-test_mc_action_values_rejects_bad_input = _contract_test("mc_action_values")
-test_mc_basic_rejects_bad_input = _contract_test("mc_basic")
-test_mc_exploring_starts_rejects_bad_input = _contract_test("mc_exploring_starts")
-test_mc_epsilon_greedy_rejects_bad_input = _contract_test("mc_epsilon_greedy")
+def _contract(op: str):
+    return rejection_test("monte_carlo.monte_carlo_contract", f"{DOC}.{op}", CONTRACT_CASES[op])
+
+
+test_epsilon_greedy_rejects_bad_input = _contract("epsilon_greedy")
+test_epsilon_greedy_sample_rejects_bad_input = _contract("epsilon_greedy_sample")
+test_generate_episodes_rejects_bad_input = _contract("generate_episodes")
+test_discounted_returns_rejects_bad_input = _contract("discounted_returns")
+test_mc_action_values_rejects_bad_input = _contract("mc_action_values")
+test_mc_basic_rejects_bad_input = _contract("mc_basic")
+test_mc_exploring_starts_rejects_bad_input = _contract("mc_exploring_starts")
+test_mc_epsilon_greedy_rejects_bad_input = _contract("mc_epsilon_greedy")

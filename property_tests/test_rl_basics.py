@@ -19,8 +19,8 @@ from specs import rl_basics as rb
 from specs.mdp import EPS, F64, P_pi, solve_tolerance
 
 from . import recording
-from .harness import checks, close
-from .strategies_rl import FIG_3_4, GRID_5x5, check_table, expect_rejection, printed_tolerance, random_mdps
+from .harness import checks, close, expect_rejection
+from .strategies_rl import FIG_3_4, GRID_5x5, check_table, printed_tolerance, random_mdps
 
 DOC = "rl_basics"
 

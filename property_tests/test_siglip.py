@@ -20,13 +20,12 @@ from specs import budget
 from specs import siglip as S
 
 from . import recording
-from .harness import checks, close, equal, within_budget
+from .harness import checks, close, equal, expect_rejection, within_budget
 from .strategies import randn
 from .strategies_clip import (
     U64,
     FeatureCase,
     as64,
-    expect_rejection,
     feature_cases,
     leaf,
     random_orthogonal,

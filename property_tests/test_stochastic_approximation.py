@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,8 +19,7 @@ from specs import stochastic_approximation as sa
 from specs.mdp import EPS, F64
 
 from . import recording
-from .harness import checks, close
-from .strategies_rl import expect_rejection
+from .harness import checks, close, rejection_test
 
 DOC = "stochastic_approximation"
 FALSE_ALARM = 1e-6  # per test and implementation, over all its examples and horizons (union bound)
@@ -263,20 +261,15 @@ CONTRACT_CASES = {
 }
 
 
-def _contract_test(op: str):
-    @checks("stochastic_approximation.stochastic_approximation_contract", operation=f"{DOC}.{op}")
-    @pytest.mark.parametrize("case", list(CONTRACT_CASES[op]))
-    def test(target, case):
-        call, argument = CONTRACT_CASES[op][case]
-        expect_rejection(target, call, argument, case)
-
-    test.__name__ = f"test_{op}_rejects_bad_input"
-    return test
 
 
-test_incremental_mean_rejects_bad_input = _contract_test("incremental_mean")
-test_robbins_monro_rejects_bad_input = _contract_test("robbins_monro")
-test_dvoretzky_rejects_bad_input = _contract_test("dvoretzky")
-test_sgd_rejects_bad_input = _contract_test("sgd")
-test_bgd_rejects_bad_input = _contract_test("bgd")
-test_mbgd_rejects_bad_input = _contract_test("mbgd")
+def _contract(op: str):
+    return rejection_test(f"{DOC}.stochastic_approximation_contract", f"{DOC}.{op}", CONTRACT_CASES[op])
+
+
+test_incremental_mean_rejects_bad_input = _contract("incremental_mean")
+test_robbins_monro_rejects_bad_input = _contract("robbins_monro")
+test_dvoretzky_rejects_bad_input = _contract("dvoretzky")
+test_sgd_rejects_bad_input = _contract("sgd")
+test_bgd_rejects_bad_input = _contract("bgd")
+test_mbgd_rejects_bad_input = _contract("mbgd")
