@@ -37,6 +37,25 @@ K_FORWARD = 2.0
 K_GRADIENT = 3.0
 
 
+def eps(dtype: torch.dtype) -> float:
+    """Machine epsilon of ``dtype`` (twice its unit roundoff): one rounding of x moves it by at most eps |x| / 2."""
+    return torch.finfo(dtype).eps
+
+
+def rounding_atol(dtype: torch.dtype, magnitude: float, roundings: float = 1.0) -> float:
+    """An absolute tolerance derived from the conditioning of what is computed: ``roundings`` roundings in ``dtype``
+    of quantities of size ``magnitude``.
+
+    ``magnitude`` is the size of the terms that cancel, not of the result: a group's advantages sum to 0 but each
+    was computed from rewards of size |r| / std; l(h) - l(-h) = -beta h subtracts two softplus values of size
+    |beta h|. ``roundings`` counts the rounded operations on the path from the inputs to the compared value (a
+    sum of n terms: n), with a factor for error amplification where the code computes it (a division by a small
+    std, an exp). A test that would pass only when the code rounds exactly as the spec does is a false alarm
+    waiting for a seed.
+    """
+    return roundings * torch.finfo(dtype).eps * float(magnitude)
+
+
 def gamma(n: int) -> float:
     """Higham's gamma_n = n u / (1 - n u): the relative error bound of an n-term float64 reduction."""
     return n * U64 / (1 - n * U64)
@@ -78,9 +97,23 @@ def _as64(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 and x.device.type == "cpu" else x.to(device="cpu", dtype=torch.float64)
 
 
+def distinct_digits(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` printed with the fewest significant digits (6 to 17) that tell them apart: a message about a
+    difference of one unit in the last place must show it (-130023423.99999999 vs -130023424, not -1.30023e+08
+    twice)."""
+    for digits in range(6, 18):
+        sa, sb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if sa != sb:
+            return sa, sb
+    return sa, sb
+
+
 def _describe_positions(mask: torch.Tensor, out: torch.Tensor, ref: torch.Tensor, limit: int = 5) -> str:
     idx = mask.nonzero()[:limit]
-    parts = [f"{tuple(i.tolist())}: got {out[tuple(i)].item():.6g}, spec {ref[tuple(i)].item():.6g}" for i in idx]
+    parts = []
+    for i in idx:
+        got, spec = distinct_digits(out[tuple(i)].item(), ref[tuple(i)].item())
+        parts.append(f"{tuple(i.tolist())}: got {got}, spec {spec}")
     return "; ".join(parts)
 
 

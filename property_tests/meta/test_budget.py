@@ -65,3 +65,19 @@ def test_exact_checks():
     check_close("x", REF + 1e-13, REF, atol=1e-12)
     with pytest.raises(ConformanceError, match="atol=1e-12"):
         check_close("x", REF + 1e-11, REF, atol=1e-12)
+
+
+def test_a_message_about_one_unit_in_the_last_place_shows_the_difference():
+    from specs.budget import distinct_digits
+
+    assert distinct_digits(-130023423.99999999, -130023424.0) == ("-130023423.99999999", "-130023424")
+    spec = torch.tensor([-130023424.0], dtype=torch.float64)
+    with pytest.raises(ConformanceError, match=r"got -130023423\.99999999, spec -130023424"):
+        check_close("lse", spec + 1.5e-8, spec, atol=0.0)
+
+
+def test_a_rounding_tolerance_scales_with_the_terms_that_cancel_not_the_result():
+    from specs.budget import rounding_atol
+
+    assert rounding_atol(torch.float32, 25.8, roundings=2) == pytest.approx(2 * 2**-23 * 25.8)
+    assert rounding_atol(torch.bfloat16, 0.0) == 0.0
