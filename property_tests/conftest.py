@@ -302,8 +302,14 @@ class Results:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # a stale results.json must never pass for this run's
-        self.header["run"]["profile"] = settings._current_profile
+        self.header["run"].update(hypothesis_settings(config))
         self.lines.write_text(json.dumps({"header": self.header}) + "\n")
+
+    def session_started(self, config) -> None:
+        """Record the hypothesis profile and seed in force: hypothesis' own plugin loads the profile named by
+        --hypothesis-profile in its pytest_configure, which may run after this conftest's."""
+        self.header["run"].update(hypothesis_settings(config))
+        self.lines.write_text(json.dumps({"header": self.header}) + "\n")  # no rows yet: tests start after this
 
     def add(self, report) -> None:
         row = dict(next((v for k, v in report.user_properties if k == "eqspec"), {"nodeid": report.nodeid}))
@@ -342,6 +348,29 @@ _config = None
 def pytest_sessionstart(session):
     global _config
     _config = session.config
+    results = getattr(session.config, "_eqspec_results", None)
+    if results is not None:
+        results.session_started(session.config)
+
+
+def hypothesis_settings(config) -> dict:
+    """The hypothesis profile in force and how its examples are drawn, for the results header.
+
+    seed: the --hypothesis-seed value; "derandomized" when the profile derandomizes (hypothesis then draws from
+    each test's own fixed seed and does not use --hypothesis-seed); "random" otherwise (a fresh seed per test).
+    """
+    profile = settings._current_profile or "default"
+    requested = config.getoption("--hypothesis-profile", default=None)
+    if requested and not profile.startswith(requested):  # hypothesis' plugin has not loaded it yet
+        profile = requested
+    given = config.getoption("--hypothesis-seed", default=None)
+    derandomize = bool(settings.get_profile(profile).derandomize)
+    if derandomize:
+        seed = "derandomized" + (f" (--hypothesis-seed={given} has no effect)" if given is not None else "")
+    else:
+        seed = str(given) if given is not None else "random"
+    return {"profile": profile, "seed": seed, "derandomize": derandomize,
+            "hypothesis_seed": None if given is None else str(given)}
 
 
 def pytest_sessionfinish(session, exitstatus):
