@@ -11,7 +11,7 @@ from .asv_results import load_asv_results
 from .conformance import build_report, to_json
 from .formatting import kill_rate_text, totals_text
 from .html import render_html
-from .load import ResultsNotFound, load_results
+from .load import ResultsNotFound, load_results, merge_results
 from .markdown import render_markdown
 
 DEFAULT_RESULTS = "reports/out/results.json"
@@ -22,14 +22,19 @@ DEFAULT_OUT = "reports/out"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
-    parser.add_argument("--results", default=DEFAULT_RESULTS,
-                        help="results of the property tests (its .jsonl twin is read when the run was aborted)")
+    parser.add_argument("--results", action="append", default=None, metavar="PATH",
+                        help="results of the property tests (its .jsonl twin is read when the run was aborted); "
+                             "repeat it to merge several runs into one report: rows of the same test node, "
+                             f"implementation, device and dtype are taken from the later file (default: "
+                             f"{DEFAULT_RESULTS})")
     parser.add_argument("--mutants", default=DEFAULT_MUTANTS, help="results of the mutants run, if any")
     parser.add_argument("--asv-results", default=DEFAULT_ASV, help="asv's results directory")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where index.html, conformance.md and .json go")
     parser.add_argument("--fail-on-failure", action="store_true",
                         help="exit 1 when any result failed (by default failures are content, exit 0)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.results = args.results or [DEFAULT_RESULTS]
+    return args
 
 
 def load_registry():
@@ -50,15 +55,18 @@ def load_registry():
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        results = load_results(args.results)
-    except ResultsNotFound as exc:
-        print(f"{exc}\nRun the property tests first (python -m pytest property_tests); they write it.",
-              file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"cannot read {args.results}: {exc}", file=sys.stderr)
-        return 2
+    runs = []
+    for path in args.results:
+        try:
+            runs.append(load_results(path))
+        except ResultsNotFound as exc:
+            print(f"{exc}\nRun the property tests first (python -m pytest property_tests); they write it.",
+                  file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+    results = merge_results(runs)
 
     mutants = None
     try:
@@ -83,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in written.items():
         (out / name).write_text(text, encoding="utf-8")
 
+    if results.sources:
+        print("merged: " + "; ".join(f"{s['label']} ({s['shown']} of its {s['rows']} rows shown)"
+                                     for s in results.sources))
     print(f"{totals_text(report.totals)}; {kill_rate_text(report.kill)}")
     if not results.complete:
         print("INCOMPLETE RUN: " + "; ".join(report.notes))

@@ -335,6 +335,8 @@ def series_groups(rows: list[dict]) -> dict[str, list[dict]]:
 def to_json(report: Report) -> dict:
     run = dict(report.results.run)
     run["complete"] = report.results.complete
+    run.setdefault("profile", None)  # the hypothesis profile and seed, also for results that did not record them
+    run.setdefault("seed", None)
     documents = {}
     for doc in report.documents:
         claims = {}
@@ -356,12 +358,13 @@ def to_json(report: Report) -> dict:
         "suite": report.results.suite,
         "environment": report.results.environment,
         "run": run,
-        "source": report.results.source.name,
+        "source": " + ".join(report.results.source_names),
+        "sources": [{k: v for k, v in source.items() if k != "suite"} for source in report.results.sources],
         "notes": report.notes,
         "totals": report.totals,
         "documents": documents,
         "kill_matrix": report.kill,
-        "failures": [failure_record(r, report.results.run) for r in report.failures],
+        "failures": [failure_record(r, report.results.run_for(r)) for r in report.failures],
     })
 
 

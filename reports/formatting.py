@@ -6,7 +6,7 @@ import math
 
 from .conformance import COUNTS, Cell
 from .kill_matrix import format_rate
-from .load import RunResults
+from .load import DIFFERS, RunResults
 
 STATUS_LABEL = {"pass": "pass", "fail": "FAIL", "skip": "skip", "deviation": "deviation", "untested": "untested"}
 
@@ -61,6 +61,8 @@ def shorten(text: str, limit: int) -> str:
 
 
 def device_text(env: dict) -> str:
+    if DIFFERS in (env.get("gpu"), env.get("cpu"), env.get("cuda")):
+        return DIFFERS
     if env.get("gpu"):
         cuda = f", CUDA {env['cuda']}" if env.get("cuda") else ""
         return f"{env['gpu']}{cuda}"
@@ -91,9 +93,11 @@ def header_fields(results: RunResults) -> list[tuple[str, str]]:
     shown = set(ENVIRONMENT_KEYS) | {"date", "gpu", "cuda", "cpu", "triton_interpret"}
     fields += [(k, str(v)) for k, v in env.items() if k not in shown and v is not None]
     fields += [
-        ("hypothesis profile", str(run.get("profile") or "default")),
+        ("hypothesis profile", profile_text(run)),
+        ("hypothesis seed", seed_text(run)),
         ("run mode", str(run.get("mode") or "suite")),
     ]
+    fields += [("merged from", source_text(source)) for source in results.sources]
     if run.get("command"):
         fields.append(("command", str(run["command"])))
     if run.get("impl_args"):
@@ -104,3 +108,28 @@ def header_fields(results: RunResults) -> list[tuple[str, str]]:
         fields.append(("duration", f"{fmt_number(run['duration_s'])} s"))
     fields.append(("run", "complete" if results.complete else "INCOMPLETE (aborted run)"))
     return fields
+
+
+def profile_text(run: dict) -> str:
+    return str(run.get("profile") or "not recorded")
+
+
+def seed_text(run: dict) -> str:
+    """'derandomized', 'random' or the --hypothesis-seed value, as the run recorded it."""
+    return str(run.get("seed") or "not recorded")
+
+
+def source_text(source: dict) -> str:
+    """One merged results file: its rows, the run that wrote it and where."""
+    run, env = source.get("run") or {}, source.get("environment") or {}
+    shown = source["shown"] if "shown" in source else source["rows"]
+    parts = [f"{source['label']}: {shown} of its {source['rows']} rows shown"]
+    parts.append(f"profile {profile_text(run)}, seed {seed_text(run)}")
+    parts.append(", ".join(x for x in (f"torch {env['torch']}" if env.get("torch") else "", device_text(env)) if x))
+    if run.get("started"):
+        parts.append(f"started {run['started']}")
+    if not source.get("complete", True):
+        parts.append("INCOMPLETE")
+    if run.get("command"):
+        parts.append(str(run["command"]))
+    return "; ".join(parts)

@@ -82,8 +82,8 @@ def render_html(report: Report, asv: AsvResults | None) -> str:
         parts.append("</ul></section>")
     parts.append(_mutation(report))
     parts.append(_performance(asv))
-    parts.append(f'<p class="note">Rendered by <code>python -m reports</code> from '
-                 f"<code>{e(report.results.source.name)}</code>.</p></body></html>")
+    sources = " + ".join(f"<code>{e(name)}</code>" for name in report.results.source_names)
+    parts.append(f'<p class="note">Rendered by <code>python -m reports</code> from {sources}.</p></body></html>')
     return "\n".join(parts)
 
 
@@ -230,7 +230,7 @@ def _untagged(d: DocumentView) -> str:
 
 
 def _failures(d: DocumentView, report: Report) -> str:
-    failures = [failure_record(r, report.results.run) for r in d.rows if outcome(r["status"]) == "fail"]
+    failures = [failure_record(r, report.results.run_for(r)) for r in d.rows if outcome(r["status"]) == "fail"]
     if not failures:
         return ""
     out = [f"<h3>Failures ({len(failures)})</h3>"]

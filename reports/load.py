@@ -27,10 +27,22 @@ class RunResults:
     source: Path
     complete: bool
     notes: list[str] = field(default_factory=list)  # why the run counts as incomplete, what could not be read
+    # One entry per results file when several were merged (merge_results): what each one was and how many of its
+    # rows the report shows. Empty for a single file.
+    sources: list[dict] = field(default_factory=list)
+    runs: dict[str, dict] = field(default_factory=dict)  # a merged file's label -> its own run record
 
     @property
     def mode(self) -> str:
         return str(self.run.get("mode") or "suite")
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s["label"] for s in self.sources] or [self.source.name]
+
+    def run_for(self, row: dict) -> dict:
+        """The run record of the file a row came from (its profile and --impl arguments rebuild its repro)."""
+        return self.runs.get(str(row.get("source")), self.run)
 
 
 def load_results(path: str | Path) -> RunResults:
@@ -151,3 +163,76 @@ def infer_document(row: dict) -> str:
     if stem.startswith("test_"):
         return stem.removeprefix("test_")
     return "unknown"
+
+
+# --- several results files in one report ------------------------------------------------------------------
+
+def row_key(row: dict) -> tuple:
+    """What makes two rows the same result: the test node (its parameters included), implementation, device and
+    dtype. Two files holding the same key ran the same check twice (another run of the same env, or a rerun)."""
+    return (row["nodeid"], row["implementation"], row.get("device"), row.get("dtype"))
+
+
+def source_labels(paths: list[Path]) -> list[str]:
+    """Short, distinct names for the merged files: the file name, or the path where two names clash."""
+    names = [p.name for p in paths]
+    return [p.name if names.count(p.name) == 1 else str(p) for p in paths]
+
+
+def merge_results(runs: list[RunResults]) -> RunResults:
+    """Several results files as one run, on purpose (``python -m reports --results a.json --results b.json``).
+
+    Rows are keyed by row_key (test node, implementation, device, dtype). Where two files hold the same key, the
+    later file on the command line wins and the report says how many rows each file replaced; no row is dropped
+    otherwise. Each row keeps the label of its file in ``row["source"]``. The header's run and environment show a
+    value where every file agrees, and "differs between the merged files" where they do not; ``sources`` lists
+    each file with its own command, profile, seed, environment and counts.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    labels = source_labels([r.source for r in runs])
+    merged: dict[tuple, dict] = {}
+    sources, notes = [], []
+    for label, run in zip(labels, runs):
+        replaced: dict[str, int] = {}
+        for row in run.rows:
+            row = {**row, "source": label}
+            key = row_key(row)
+            old = merged.pop(key, None)  # re-inserted below: the row takes the later file's place in the order
+            if old is not None:
+                replaced[old["source"]] = replaced.get(old["source"], 0) + 1
+            merged[key] = row
+        sources.append({"label": label, "path": str(run.source), "rows": len(run.rows), "replaced": replaced,
+                        "complete": run.complete, "suite": run.suite, "environment": run.environment,
+                        "run": run.run})
+        for old_label, n in replaced.items():
+            notes.append(f"{label} replaced {n} row{'s' * (n != 1)} of {old_label} (the same test node, "
+                         f"implementation, device and dtype: the later --results file wins)")
+        notes += [f"{label}: {n}" for n in run.notes]
+    for source in sources:
+        source["shown"] = sum(1 for r in merged.values() if r["source"] == source["label"])
+    commits = {str(r.suite.get("commit")) for r in runs}
+    if len(commits) > 1:
+        notes.append("the merged files come from different suite commits: " + ", ".join(
+            f"{label} at {str(r.suite.get('commit'))[:12]}" for label, r in zip(labels, runs)))
+    run = _agreed([r.run for r in runs])
+    run.update(complete=all(r.complete for r in runs), merged=labels,
+               started=min((str(r.run["started"]) for r in runs if r.run.get("started")), default=None),
+               finished=max((str(r.run["finished"]) for r in runs if r.run.get("finished")), default=None))
+    run.pop("duration_s", None)
+    run["impl_args"] = list(dict.fromkeys(a for r in runs for a in r.run.get("impl_args") or []))
+    return RunResults(_agreed([r.suite for r in runs]), _agreed([r.environment for r in runs]), run,
+                      list(merged.values()), runs[0].source, all(r.complete for r in runs), notes, sources,
+                      {label: r.run for label, r in zip(labels, runs)})
+
+
+DIFFERS = "differs between the merged files"
+
+
+def _agreed(records: list[dict]) -> dict:
+    """One record: each key's value where all the records agree, DIFFERS where they do not."""
+    out = {}
+    for key in dict.fromkeys(k for r in records for k in r):
+        values = [r.get(key) for r in records]
+        out[key] = values[0] if all(v == values[0] for v in values) else DIFFERS
+    return out

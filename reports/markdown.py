@@ -5,8 +5,19 @@ from __future__ import annotations
 import re
 
 from .conformance import DocumentView, Report, deviation_groups, failure_record, outcome, skip_groups
-from .formatting import cell_text, commit_text, device_text, kill_rate_text, shorten, totals_text
+from .formatting import (
+    cell_text,
+    commit_text,
+    device_text,
+    kill_rate_text,
+    profile_text,
+    seed_text,
+    shorten,
+    source_text,
+    totals_text,
+)
 from .kill_matrix import format_rate
+from .load import DIFFERS
 
 STATEMENT_LIMIT = 90
 
@@ -39,10 +50,18 @@ def render_markdown(report: Report) -> str:
         lines += [f"> - {md(n)}" for n in report.notes] + [""]
     facts = [f"commit {code(commit_text(suite))}", md(env.get("date") or run.get("started") or "")]
     facts += [f"{k} {md(env[k])}" for k in ("python", "torch", "triton") if env.get(k)]
-    facts += [md(device_text(env)), f"profile {md(run.get('profile') or 'default')}"]
+    device = device_text(env)
+    facts += [md(device if device != DIFFERS else f"device {device}"), f"hypothesis profile {md(profile_text(run))}",
+              f"seed {md(seed_text(run))}"]
     if run.get("impl_args"):
         facts.append("--impl " + code("; ".join(map(str, run["impl_args"]))))
     lines += [" · ".join(f for f in facts if f), ""]
+    if res.sources:
+        lines += [f"Merged from {len(res.sources)} results files:", ""]
+        lines += [f"- {md(source_text(source))}" for source in res.sources]
+        lines.append("")
+        if res.complete and report.notes:
+            lines += [f"> {md(n)}" for n in report.notes] + [""]
 
     for doc in report.documents:
         if doc.encoded:
@@ -77,7 +96,7 @@ def _document(doc: DocumentView, report: Report) -> list[str]:
         lines += ["", "Cell: worst outcome across dtypes and parameters (failing/total), (worst err / err(naive "
                       "baseline)); — untested; · not applicable.", ""]
 
-    failures = [failure_record(r, report.results.run) for r in doc.rows if outcome(r["status"]) == "fail"]
+    failures = [failure_record(r, report.results.run_for(r)) for r in doc.rows if outcome(r["status"]) == "fail"]
     if failures:
         lines += [f"### Failures ({len(failures)})", ""]
         for f in failures:

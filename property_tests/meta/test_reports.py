@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,7 +74,8 @@ ENVIRONMENT = {"date": "2026-11-28T12:00:00Z", "python": "3.11.7", "torch": "2.1
 
 def results_file(rows, mode="suite", **run):
     return {"schema": 1, "suite": SUITE, "environment": ENVIRONMENT,
-            "run": {"profile": "ci", "mode": mode, "command": "python -m pytest property_tests", "impl_args": [],
+            "run": {"profile": "ci", "seed": "derandomized", "mode": mode, "command": "python -m pytest property_tests",
+                    "impl_args": [],
                     "started": "2026-11-28T12:00:00+00:00", "finished": "2026-11-28T12:02:00+00:00",
                     "complete": True, "duration_s": 120.0, **run},
             "rows": rows}
@@ -240,3 +245,87 @@ def test_asv_reader_agrees_with_asv(tmp_path):
     params = theirs.get_result_params("attention.Forward.track_tflops")
     values = theirs.get_result_value("attention.Forward.track_tflops", params)
     assert [bench.values[("torch.tiled", n)]["h200-box"] for n in ("1024", "2048", "4096")] == values[:3]
+
+
+def test_header_names_the_hypothesis_profile_and_seed(rendered):
+    page, md, data = rendered["html"], rendered["md"], rendered["json"]
+    assert "<tr><td>hypothesis profile</td><td>ci</td></tr>" in page
+    assert "<tr><td>hypothesis seed</td><td>derandomized</td></tr>" in page
+    assert "hypothesis profile ci · seed derandomized" in md
+    assert data["run"]["profile"] == "ci" and data["run"]["seed"] == "derandomized"
+
+
+@pytest.mark.parametrize("args, profile, seed", [
+    (["--hypothesis-profile=dev", "--hypothesis-seed=5"], "dev", "5"),
+    (["--hypothesis-profile=ci", "--hypothesis-seed=5"], "ci", "derandomized (--hypothesis-seed=5 has no effect)"),
+])
+def test_results_record_the_profile_in_force(tmp_path, args, profile, seed):
+    """The header is written before hypothesis' own plugin may have loaded --hypothesis-profile: it must still
+    name that profile (a ci run once recorded "default")."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "EQSPEC_PROFILE"}
+    out = tmp_path / "results.json"
+    subprocess.run([sys.executable, "-m", "pytest", "property_tests/meta/test_budget.py", "--collect-only", "-q",
+                    "-p", "no:cacheprovider", "--results", str(out), *args], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=300)
+    run = json.loads(out.read_text())["run"]
+    assert (run["profile"], run["seed"]) == (profile, seed)
+
+
+def merge_inputs(tmp_path):
+    """Two runs of one test node: b.json reruns torch.tiled's float16 row (now passing) and adds a GPU row."""
+    a = results_file(SUITE_ROWS, command="python -m pytest property_tests", started="2026-11-28T12:00:00+00:00")
+    rerun = {**SUITE_ROWS[2], "status": "passed", "metrics": budget(1.5, "float16")}
+    for key in ("failure_kind", "message", "falsifying_example", "repro"):
+        rerun.pop(key)
+    gpu = {**SUITE_ROWS[1], "nodeid": SUITE_ROWS[1]["nodeid"].replace("-cpu-", "-cuda-"), "device": "cuda"}
+    b = results_file([rerun, gpu], command="python -m pytest property_tests --device cuda",
+                     started="2026-11-29T08:00:00+00:00", profile="dev", seed="random")
+    b["environment"] = {**ENVIRONMENT, "gpu": "NVIDIA H200", "cuda": "12.8", "torch": "2.11.0"}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    return [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+
+
+def test_results_files_merge_into_one_report(tmp_path, capsys):
+    a, b = merge_inputs(tmp_path)
+    out = tmp_path / "out"
+    assert main(["--results", a, "--results", b, "--asv-results", str(tmp_path), "--out", str(out)]) == 0
+    assert "merged: a.json (8 of its 9 rows shown); b.json (2 of its 2 rows shown)" in capsys.readouterr().out
+    data = json.loads((out / "conformance.json").read_text())
+    page, md = (out / "index.html").read_text(), (out / "conformance.md").read_text()
+    assert data["totals"]["rows"] == len(SUITE_ROWS) + 1  # the rerun replaced a row, the GPU row is new
+    assert data["totals"]["failed"] == 0  # b.json's rerun of the failing row wins
+    assert [f["implementation"] for f in data["failures"]] == ["user.mine"]
+    tiled = data["documents"][DOC]["claims"][EXACT]["implementations"]["torch.tiled"]
+    assert (tiled["passed"], tiled["failed"]) == (3, 0)
+    assert [s["label"] for s in data["sources"]] == ["a.json", "b.json"]
+    assert data["sources"][1]["replaced"] == {"a.json": 1} and data["source"] == "a.json + b.json"
+    assert data["run"]["merged"] == ["a.json", "b.json"]
+    assert data["run"]["profile"] == "differs between the merged files"  # ci in a.json, dev in b.json
+    assert data["environment"]["python"] == "3.11.7"  # where the files agree, the value itself
+    assert data["environment"]["gpu"] == "differs between the merged files"
+    note = "b.json replaced 1 row of a.json (the same test node, implementation, device and dtype"
+    assert any(n.startswith(note) for n in data["notes"])
+    for text in (page, md):
+        assert "a.json: 8 of its 9 rows shown; profile ci, seed derandomized" in text
+        assert "b.json: 2 of its 2 rows shown; profile dev, seed random; torch 2.11.0, NVIDIA H200, CUDA 12.8" in text
+        assert note in text
+    assert "from <code>a.json</code> + <code>b.json</code>" in page
+
+
+def test_merge_keeps_the_order_of_the_files(tmp_path):
+    """The later file wins: the same two files the other way round keep a.json's failing row."""
+    a, b = merge_inputs(tmp_path)
+    out = tmp_path / "out"
+    main(["--results", b, "--results", a, "--asv-results", str(tmp_path), "--out", str(out)])
+    data = json.loads((out / "conformance.json").read_text())
+    assert data["totals"]["failed"] == 1 and data["sources"][1]["replaced"] == {"b.json": 1}
+    (failure,) = [f for f in data["failures"] if f["implementation"] == "torch.tiled"]
+    assert failure["repro"] == REPRO
+
+
+def test_a_missing_merge_input_is_an_error(tmp_path, capsys):
+    a, _ = merge_inputs(tmp_path)
+    assert main(["--results", a, "--results", str(tmp_path / "gone.json"), "--out", str(tmp_path / "out")]) == 2
+    assert "gone.json" in capsys.readouterr().err and not (tmp_path / "out").exists()
