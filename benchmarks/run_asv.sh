@@ -10,7 +10,9 @@
 # asv keeps its machine description in $HOME: HOME points into the git-ignored .asv/ so a run writes nothing
 # outside the repository. --python=same installs nothing (the benchmarks put the repository root on sys.path),
 # and --set-commit-hash is what makes asv save results from such a run; they are filed under HEAD, so commit
-# first. Results: benchmarks/results/. Report: reports/out/asv/index.html.
+# first. Results: benchmarks/results/. Report: reports/out/asv/index.html, which loads only local files (the
+# scripts and styles asv takes from CDNs are copied in from vendor/asv-dashboard/ by benchmarks/offline_dashboard.py):
+# serve it and open it on localhost (`asv preview`, or `python3 -m http.server -d reports/out/asv`), no network.
 set -eu
 cd "$(dirname "$0")/.."
 HOME="$PWD/.asv/home"
@@ -32,4 +34,5 @@ status=0
 asv run --python=same --machine "$machine" --set-commit-hash "$(git rev-parse HEAD)" --show-stderr "$@" || status=$?
 python3 benchmarks/portable_results.py  # result files named by the Python version, not the interpreter's path
 asv publish  # also after failures: the report shows which benchmarks failed
+python3 benchmarks/offline_dashboard.py || status=1  # the CDN scripts and styles -> the vendored copies
 exit "$status"
