@@ -70,9 +70,12 @@ def _mma(a, b, acc, DOT: tl.constexpr):
     "fp32": operands upcast to fp32 first, full IEEE precision (16-bit inputs under the interpreter, whose
     bf16 dot is wrong; exact, since fp32 holds every product of two 16-bit floats).
     "fp64": fp64 operands and accumulator (fp32 inputs, see the module docstring).
+
+    out_dtype is given for the fp64 product: triton 3.6 (the GPU machine's release) defaults it to fp32 and rejects
+    an fp64 accumulator, where 3.8 takes the accumulator's dtype. The other paths accumulate in fp32, the default.
     """
     if DOT == "fp64":
-        acc = tl.dot(a.to(tl.float64), b.to(tl.float64), acc)
+        acc = tl.dot(a.to(tl.float64), b.to(tl.float64), acc, out_dtype=tl.float64)
     elif DOT == "fp32":
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     else:
