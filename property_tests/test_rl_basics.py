@@ -16,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from specs import rl_basics as rb
+from specs.budget import distinct_digits
 from specs.mdp import EPS, F64, P_pi, solve_tolerance
 
 from . import recording
@@ -29,16 +30,63 @@ def _scale(*xs: torch.Tensor) -> float:
     return max(1.0, *(float(x.abs().max()) for x in xs))
 
 
-def _sweep_tolerance(S: int, A: int, sweeps: int, scale: float) -> float:
-    """Each sweep r_pi + gamma P_pi v rounds ~(S + A + 2) times per entry, at most eps * scale each; the
-    contraction keeps old errors from growing, so K sweeps add at most K such errors."""
-    return (sweeps + 1) * (S + A + 2) * EPS * scale
+def _q_scale(R: torch.Tensor, gamma: float, *vs: torch.Tensor) -> float:
+    """|q| = |R + gamma P v| <= max|R| + gamma max|v|: the size of the terms a sweep adds."""
+    return float(R.abs().max()) + gamma * _scale(*vs)
 
 
-def _converged_vi(P, R, gamma: float, tol: float = 1e-12) -> torch.Tensor:
-    """v* by the spec's value iteration from 0, run until gamma^K <= tol (so |v_K - v*| <= tol |v*|)."""
-    K = max(1, math.ceil(math.log(tol) / math.log(gamma))) if gamma > 0 else 1
+def _sweep_rounding(S: int, A: int, scale: float) -> float:
+    """One Bellman sweep r + gamma P v (then a max over actions or a policy's mix) rounds each entry ~(S + A + 2)
+    times, at most eps * scale each."""
+    return (S + A + 2) * EPS * scale
+
+
+def _accumulated(per_sweep: float, sweeps: int, gamma: float) -> float:
+    """Errors made at each of K sweeps of a gamma-contraction add up to at most sum_k gamma^k <= min(K + 1,
+    1 / (1 - gamma)) of one sweep's: old errors shrink by gamma at every sweep."""
+    return per_sweep * min(sweeps + 1, 1 / (1 - gamma))
+
+
+def _sweep_tolerance(S: int, A: int, sweeps: int, scale: float, gamma: float) -> float:
+    """How far K sweeps rounded in float64 can drift from the exact iterates."""
+    return _accumulated(_sweep_rounding(S, A, scale), sweeps, gamma)
+
+
+def _tie_tolerance(q_scale: float) -> float:
+    """The greedy policy counts as tied every action within this of the maximum (specs.rl_basics.greedy_policy)."""
+    return rb.TIE_RTOL * max(1.0, q_scale)
+
+
+def _greedy_slack(S: int, A: int, gamma: float, e_v: float, q_scale: float) -> float:
+    """How much worse (in exact q of the exact values) a greedy action may be than the best one: the tie tolerance,
+    plus q's rounding and gamma x the error e_v of the values q was computed from, on both sides of the comparison.
+    A policy greedy in that sense is at most this / (1 - gamma) worse than the exact greedy one."""
+    return _tie_tolerance(q_scale) + 2 * (_sweep_rounding(S, A, q_scale) + gamma * e_v)
+
+
+def _reference_error(P, R, v: torch.Tensor, gamma: float, pi: torch.Tensor | None = None) -> float:
+    """A posteriori bound on the error of a float64 reference value computed by the spec (v_pi, or v* when pi is
+    None): T is a gamma-contraction, so |v - v_true| <= |T v - v| / (1 - gamma), with T v's own rounding added.
+    Only for the spec's references: a target's output is never judged by its own residual."""
+    S, A = R.shape
+    Tv = rb.bellman_optimality_operator(P, R, v, gamma) if pi is None else rb.bellman_matrix(P, R, pi, v, gamma)
+    return (float((Tv - v).abs().max()) + _sweep_rounding(S, A, _q_scale(R, gamma, v))) / (1 - gamma)
+
+
+VI_TRUNCATION = 1e-12  # reference values by value iteration run until gamma^K <= this (relative to |v*|)
+
+
+def _converged_vi(P, R, gamma: float) -> torch.Tensor:
+    """v* by the spec's value iteration from 0, run until gamma^K <= VI_TRUNCATION."""
+    K = max(1, math.ceil(math.log(VI_TRUNCATION) / math.log(gamma))) if gamma > 0 else 1
     return rb.value_iteration(P, R, gamma, iterations=K)[0][-1]
+
+
+def _first_differing(a: torch.Tensor, b: torch.Tensor) -> str:
+    """Where ``a > b`` fails first, with enough digits to see the difference."""
+    i = int((a - b).argmax())
+    x, y = distinct_digits(float(a.reshape(-1)[i]), float(b.reshape(-1)[i]))
+    return f"at {i}: {x} > {y}"
 
 
 # --- the Bellman equation ---------------------------------------------------------------------------
@@ -49,7 +97,10 @@ def test_bellman_equation(target, mdp):
     P, _, R = mdp.tensors()
     pi = mdp.policy()
     v = target(P, R, pi, mdp.gamma)
-    tol = solve_tolerance(mdp.S, mdp.gamma, _scale(v))
+    # v's forward error e (at most solve_tolerance) comes back as (I - gamma P_pi) e in the residual, at most
+    # (1 + gamma) e, plus the rounding of the residual's own sums
+    tol = (1 + mdp.gamma) * solve_tolerance(mdp.S, mdp.gamma, _scale(v)) + \
+        _sweep_rounding(mdp.S, mdp.A, _q_scale(R, mdp.gamma, v))
     close("matrix form r_pi + gamma P_pi v", rb.bellman_matrix(P, R, pi, v, mdp.gamma), v, atol=tol)
     if mdp.S * mdp.A <= 60:  # the elementwise form loops in Python: small MDPs only
         close("elementwise form", rb.bellman_elementwise(P, R, pi, v, mdp.gamma), v, atol=tol)
@@ -74,13 +125,20 @@ def test_closed_form_equals_iterative(target, mdp, sweeps):
     v0 = v_pi + torch.randn(mdp.S, generator=mdp.generator(2), dtype=F64) * 3 + 1.0  # a constant part decays at
     v_K = target(P, R, pi, mdp.gamma, v0, sweeps)                                  # exactly gamma per sweep
     delta0 = v0 - v_pi
-    error = torch.linalg.matrix_power(mdp.gamma * P_pi(P, pi), sweeps) @ delta0
-    scale = _scale(v_pi, v0)
-    tol = solve_tolerance(mdp.S, mdp.gamma, scale) + _sweep_tolerance(mdp.S, mdp.A, sweeps, scale)
+    decay = torch.linalg.matrix_power(mdp.gamma * P_pi(P, pi), sweeps)
+    error = decay @ delta0
+    e_pi = _reference_error(P, R, v_pi, mdp.gamma, pi)
+    # v_pi's error enters v_K - v_pi once and gamma^K P_pi^K (v_0 - v_pi) once more, decayed; the target's K sweeps
+    # drift by _sweep_tolerance; the reference power is <= 2 log2(K + 1) products of S-term non-negative sums
+    reference_rounding = 2 * math.log2(sweeps + 1) * mdp.S * EPS * float((decay.abs() @ delta0.abs()).max())
+    tol = (1 + mdp.gamma ** sweeps) * e_pi + \
+        _sweep_tolerance(mdp.S, mdp.A, sweeps, _q_scale(R, mdp.gamma, v_pi, v0), mdp.gamma) + reference_rounding
     close("v_K - v_pi = gamma^K P_pi^K (v_0 - v_pi)", v_K - v_pi, error, atol=tol)
     bound = mdp.gamma ** sweeps * float(delta0.abs().max()) + tol
-    if float((v_K - v_pi).abs().max()) > bound:
-        raise AssertionError(f"|v_K - v_pi| exceeds gamma^K |v_0 - v_pi| = {bound:.3g}")
+    worst = float((v_K - v_pi).abs().max())
+    if worst > bound:
+        got, allowed = distinct_digits(worst, bound)
+        raise AssertionError(f"|v_K - v_pi| = {got} exceeds gamma^K |v_0 - v_pi| (+ rounding) = {allowed}")
 
 
 @checks("rl_basics.action_values", operation=f"{DOC}.action_values")
@@ -90,11 +148,12 @@ def test_action_values(target, mdp):
     pi = mdp.policy()
     v_pi = rb.state_values(P, R, pi, mdp.gamma)
     q = target(P, R, v_pi, mdp.gamma)
-    # both checks measure the residual of the spec's solve for v_pi plus the target's S-term sums: bounded by
-    # solve_tolerance, at most 5.3e-12 relative over these MDPs (S = 30, gamma = 0.99); 1e-10 is 19x that
-    tol = 1e-10 * _scale(v_pi)
+    # sum_a pi q - v_pi = r_pi + gamma P_pi v_pi - v_pi, the residual of the reference v_pi: at most (1 + gamma) x
+    # its error; plus the rounding of the target's q and of the check's own sums (one sweep each)
+    e_pi = _reference_error(P, R, v_pi, mdp.gamma, pi)
+    tol = (1 + mdp.gamma) * e_pi + 2 * _sweep_rounding(mdp.S, mdp.A, _q_scale(R, mdp.gamma, v_pi))
     close("v_pi = sum_a pi q_pi", (pi * q).sum(1), v_pi, atol=tol)
-    # matrix form q = r~ + gamma P Pi q, with (Pi q)(s') = sum_a' pi(a'|s') q(s', a')
+    # matrix form q = r~ + gamma P Pi q, with (Pi q)(s') = sum_a' pi(a'|s') q(s', a'): off by gamma P (the residual)
     close("q = r + gamma P Pi q", R + mdp.gamma * torch.einsum("sat,t->sa", P, (pi * q).sum(1)), q, atol=tol)
 
 
@@ -104,24 +163,39 @@ def test_action_values(target, mdp):
 @given(mdp=random_mdps(), iterations=st.integers(1, 60))
 def test_value_iteration_contraction(target, mdp, iterations):
     P, _, R = mdp.tensors()
-    v_star = rb.optimal_values(P, R, mdp.gamma)
+    gamma = mdp.gamma
+    v_star = rb.optimal_values(P, R, gamma)
+    e_star = _reference_error(P, R, v_star, gamma)
     v0 = torch.randn(mdp.S, generator=mdp.generator(3), dtype=F64) * 5
-    vs, pi = target(P, R, mdp.gamma, iterations=iterations, v0=v0)
-    tol = 1e-12 * _scale(v_star, v0) + solve_tolerance(mdp.S, mdp.gamma, _scale(v_star))
+    vs, pi = target(P, R, gamma, iterations=iterations, v0=v0)
+    q_scale = _q_scale(R, gamma, vs, v_star)
+    rho = _sweep_rounding(mdp.S, mdp.A, q_scale)  # one sweep of the target
     err = (vs - v_star).abs().amax(dim=1)
     step = (vs[1:] - vs[:-1]).abs().amax(dim=1)
+    # |v_k+1 - v*| <= gamma |v_k - v*| + rho for the exact v*; measured against v*'s reference, whose error e_star
+    # enters on both sides
+    contraction_tol = (1 + gamma) * e_star + rho
+    # |v_k+1 - v*| <= (gamma |v_k+1 - v_k| + rho) / (1 - gamma), the step itself rounded once in float64
+    stopping_tol = e_star + (rho + gamma * EPS * _scale(vs)) / (1 - gamma)
     for k in range(iterations):
-        if err[k + 1] > mdp.gamma * err[k] + tol:
-            raise AssertionError(f"VI is not a gamma-contraction at k = {k}: |v_k+1 - v*| = {float(err[k + 1]):.6g} "
-                                 f"> gamma |v_k - v*| = {float(mdp.gamma * err[k]):.6g}")
-        if err[k + 1] > mdp.gamma * step[k] / (1 - mdp.gamma) + tol:
-            raise AssertionError(f"stopping rule bound broken at k = {k}: |v_k+1 - v*| = {float(err[k + 1]):.6g} "
-                                 f"> gamma tau / (1 - gamma) with tau = {float(step[k]):.6g}")
-    # The greedy policy of v_K is 2 gamma |v_K - v*| / (1 - gamma)-optimal (and optimal once v_K is close enough).
-    v_greedy = rb.state_values(P, R, pi, mdp.gamma)
-    slack = 2 * mdp.gamma * float(err[-1]) / (1 - mdp.gamma) + tol
-    if float((v_star - v_greedy).max()) > slack:
-        raise AssertionError(f"the greedy policy of v_K loses {float((v_star - v_greedy).max()):.3g} > {slack:.3g}")
+        if err[k + 1] > gamma * err[k] + contraction_tol:
+            got, bound = distinct_digits(float(err[k + 1]), float(gamma * err[k] + contraction_tol))
+            raise AssertionError(f"VI is not a gamma-contraction at k = {k}: |v_k+1 - v*| = {got} > gamma |v_k - v*| "
+                                 f"(+ rounding) = {bound}")
+        if err[k + 1] > gamma * step[k] / (1 - gamma) + stopping_tol:
+            got, bound = distinct_digits(float(err[k + 1]), float(gamma * step[k] / (1 - gamma) + stopping_tol))
+            raise AssertionError(f"stopping rule bound broken at k = {k}: |v_k+1 - v*| = {got} > gamma tau / "
+                                 f"(1 - gamma) (+ rounding) = {bound} with tau = {float(step[k]):.17g}")
+    # The greedy policy of v_K is 2 gamma |v_K - v*| / (1 - gamma)-optimal, less what a tie tolerance and q's rounding
+    # let it give up at every step; its value is the spec's solve, checked a posteriori.
+    v_greedy = rb.state_values(P, R, pi, gamma)
+    e_greedy = _reference_error(P, R, v_greedy, gamma, pi)
+    slack = (2 * gamma * (float(err[-1]) + e_star) + _tie_tolerance(q_scale) + 2 * rho) / (1 - gamma) + \
+        e_star + e_greedy
+    loss = float((v_star - v_greedy).max())
+    if loss > slack:
+        got, bound = distinct_digits(loss, slack)
+        raise AssertionError(f"the greedy policy of v_K loses {got} > {bound}")
 
 
 @checks("rl_basics.value_iteration_contraction", operation=f"{DOC}.value_iteration")
@@ -131,9 +205,9 @@ def test_value_iteration_error_on_the_grid(target):
     v_star = rb.optimal_values(P, R, 0.9)
     vs, _ = target(P, R, 0.9, iterations=150)
     err = (vs - v_star).abs().amax(dim=1)
-    # v*'s own error (solve_tolerance(25, 0.9) = 4.2e-13 relative) enters the contraction check (1 + gamma) times,
-    # plus one sweep's rounding (S + A + 2) eps = 7e-15: 8.1e-13 relative in all, under 1e-12
-    tol = 1e-12 * _scale(v_star)
+    S, A = R.shape
+    # v*'s error enters the contraction check (1 + gamma) times, plus one sweep's rounding
+    tol = (1 + 0.9) * _reference_error(P, R, v_star, 0.9) + _sweep_rounding(S, A, _q_scale(R, 0.9, vs, v_star))
     assert all(float(err[k + 1]) <= 0.9 * float(err[k]) + tol for k in range(150)), err
     recording.series("vi_error_grid", f"{target.name}", "iteration k", "|v_k - v*|_inf",
                      [(k, max(float(e), 1e-17)) for k, e in enumerate(err)])
@@ -145,24 +219,38 @@ def test_value_iteration_error_on_the_grid(target):
 @given(mdp=random_mdps())
 def test_policy_iteration_monotone(target, mdp):
     P, _, R = mdp.tensors()
+    gamma = mdp.gamma
     pi0 = mdp.policy(deterministic=True)
-    vs, pi = target(P, R, mdp.gamma, pi0=pi0)
-    v_star = _converged_vi(P, R, mdp.gamma)  # an independent route to v*: value iteration, not PI
-    # PI's values are solves (solve_tolerance <= 5.3e-12 relative here); v* by VI is within 1e-12 of v* plus the
-    # rounding of its K <= 2750 sweeps (_sweep_tolerance: <= 2.3e-11 relative at S = 30, A = 5, gamma = 0.99):
-    # ~3.5e-11 in all; 1e-9 is ~30x that
-    tol = 1e-9 * _scale(v_star)
+    vs, pi = target(P, R, gamma, pi0=pi0)
+    v_star = _converged_vi(P, R, gamma)  # an independent route to v*: value iteration, not PI
+    e_star = _reference_error(P, R, v_star, gamma)
+    q_scale = _q_scale(R, gamma, vs, v_star)
+    e_pi = solve_tolerance(mdp.S, gamma, _scale(vs))  # each of the target's evaluations is a solve
+    # each improvement is greedy up to eta (ties, q's rounding, the values' error): PI's values may then fall by at
+    # most eta / (1 - gamma), and its last policy may be that much short of optimal
+    eta = _greedy_slack(mdp.S, mdp.A, gamma, e_pi, q_scale)
+    monotone_tol = 2 * e_pi + eta / (1 - gamma)
     for k in range(len(vs) - 1):
-        if float((vs[k] - vs[k + 1]).max()) > tol:
-            raise AssertionError(f"v_pi_{k + 1} < v_pi_{k} (Lemma 4.1) by {float((vs[k] - vs[k + 1]).max()):.3g}")
-    close("v of PI's last policy = v*", vs[-1], v_star, atol=tol)
-    close("PI's policy has the value v*", rb.state_values(P, R, pi, mdp.gamma), v_star, atol=tol)
+        if float((vs[k] - vs[k + 1]).max()) > monotone_tol:
+            raise AssertionError(f"v_pi_{k + 1} < v_pi_{k} (Lemma 4.1) {_first_differing(vs[k], vs[k + 1])} "
+                                 f"(tolerance {monotone_tol:.3g})")
+    close("v of PI's last policy = v*", vs[-1], v_star, atol=e_pi + e_star + eta / (1 - gamma))
+    v_last = rb.state_values(P, R, pi, gamma)
+    close("PI's policy has the value v*", v_last, v_star,
+          atol=_reference_error(P, R, v_last, gamma, pi) + e_star + eta / (1 - gamma))
     if len(vs) > mdp.A ** mdp.S:
         raise AssertionError(f"{len(vs)} policies evaluated: more than there are deterministic policies")
-    # Box 4.2: VI started at v_{pi_0} stays below PI: v_k^VI <= v_{pi_k} <= v*
-    vi, _ = rb.value_iteration(P, R, mdp.gamma, iterations=len(vs) - 1, v0=vs[0])
-    if float((vi - vs).max()) > tol or float((vs - v_star).max()) > tol:
-        raise AssertionError("v_k^VI <= v_pi_k <= v* (Box 4.2) fails")
+    # Box 4.2: VI started at v_{pi_0} stays below PI: v_k^VI <= v_{pi_k} <= v*. With eta-greedy improvements the
+    # gap v_k^VI - v_pi_k obeys a_k <= eta + gamma eta / (1 - gamma) + gamma a_k-1: <= eta / (1 - gamma) x
+    # min(k, 1 / (1 - gamma)); plus both sides' errors and VI's rounding
+    k = len(vs) - 1
+    vi, _ = rb.value_iteration(P, R, gamma, iterations=k, v0=vs[0])
+    box_tol = eta / (1 - gamma) * min(k, 1 / (1 - gamma)) + 2 * e_pi + \
+        _sweep_tolerance(mdp.S, mdp.A, k, q_scale, gamma)
+    if float((vi - vs).max()) > box_tol:
+        raise AssertionError(f"v_k^VI <= v_pi_k (Box 4.2) fails {_first_differing(vi, vs)}")
+    if float((vs - v_star).max()) > e_pi + e_star:
+        raise AssertionError(f"v_pi_k <= v* (Box 4.2) fails {_first_differing(vs, v_star.expand_as(vs))}")
 
 
 @checks("rl_basics.truncated_pi_interpolates", operation=f"{DOC}.truncated_policy_iteration")
@@ -172,8 +260,14 @@ def test_truncated_pi_with_one_sweep_is_value_iteration(target, mdp, iterations)
     v0 = torch.randn(mdp.S, generator=mdp.generator(4), dtype=F64)
     vs, _ = target(P, R, mdp.gamma, j=1, iterations=iterations, v0=v0)
     vi, _ = rb.value_iteration(P, R, mdp.gamma, iterations=iterations, v0=v0)
-    # the same sweeps rounded in two ways: each side within _sweep_tolerance of the exact iterates
-    close("truncated PI (j = 1) = VI", vs, vi, atol=2 * _sweep_tolerance(mdp.S, mdp.A, iterations, _scale(vi)))
+    # per iteration: truncated PI's sweep rounds (rho) after a greedy choice that may give up a tie's tau plus q's
+    # rounding twice; VI's sweep rounds (rho): errors that the contraction keeps from growing
+    q_scale = _q_scale(R, mdp.gamma, vs, vi)
+    per_iteration = _tie_tolerance(q_scale) + 4 * _sweep_rounding(mdp.S, mdp.A, q_scale)
+    close("truncated PI (j = 1) = VI", vs, vi, atol=_accumulated(per_iteration, iterations, mdp.gamma))
+
+
+EVALUATION_TRUNCATION = 1e-13  # j sweeps with gamma^j below this: an evaluation as good as exact
 
 
 @checks("rl_basics.truncated_pi_interpolates", operation=f"{DOC}.truncated_policy_iteration")
@@ -181,36 +275,49 @@ def test_truncated_pi_with_one_sweep_is_value_iteration(target, mdp, iterations)
 @given(mdp=random_mdps(max_states=12, gamma=(0.5, 0.9)))
 def test_truncated_pi_with_long_evaluation_reaches_v_star(target, mdp):
     P, _, R = mdp.tensors()
-    j = math.ceil(math.log(1e-13) / math.log(mdp.gamma))  # gamma^j < 1e-13: evaluation as good as exact
-    vs, pi = target(P, R, mdp.gamma, j=j, iterations=15)  # exact PI needs a few improvements on these sizes
-    v_star = rb.optimal_values(P, R, mdp.gamma)
-    # each evaluation: truncation gamma^j < 1e-13 plus j sweeps' rounding (_sweep_tolerance(12, 5, 285) = 1.2e-12
-    # relative); v* (policy iteration's solves): solve_tolerance(12, 0.9) = 2e-13: 1e-9 is ~500x the sum
-    close("truncated PI (j large) -> v*", vs[-1], v_star, atol=1e-9 * _scale(v_star))
+    gamma = mdp.gamma
+    j = math.ceil(math.log(EVALUATION_TRUNCATION) / math.log(gamma))
+    vs, pi = target(P, R, gamma, j=j, iterations=15)  # exact PI needs a few improvements on these sizes
+    v_star = rb.optimal_values(P, R, gamma)
+    q_scale = _q_scale(R, gamma, vs, v_star)
+    # the last evaluation starts within 2 max|v| of v_pi: truncation gamma^j of that, plus its sweeps' rounding;
+    # its policy is greedy for the previous values up to _greedy_slack, so v_pi is within that / (1 - gamma) of v*
+    e_eval = 2 * gamma ** j * _scale(vs, v_star) + _sweep_tolerance(mdp.S, mdp.A, j, q_scale, gamma)
+    tol = e_eval + _greedy_slack(mdp.S, mdp.A, gamma, e_eval, q_scale) / (1 - gamma) + \
+        _reference_error(P, R, v_star, gamma)
+    close("truncated PI (j large) -> v*", vs[-1], v_star, atol=tol)
 
 
 @checks("rl_basics.affine_reward_invariance", operation=f"{DOC}.value_iteration")
 @given(mdp=random_mdps(gamma=(0.5, 0.95)), alpha=st.floats(0.1, 10.0), beta=st.floats(-5.0, 5.0))
 def test_affine_reward_invariance(target, mdp, alpha, beta):
     P, _, R = mdp.tensors()
-    K = math.ceil(math.log(1e-13) / math.log(mdp.gamma))
-    v, _ = target(P, R, mdp.gamma, iterations=K)
-    v2, _ = target(P, alpha * R + beta, mdp.gamma, iterations=K)
-    expected = alpha * v[-1] + beta / (1 - mdp.gamma)
-    # each run: gamma^K < 1e-13 of |v*| plus K <= 584 sweeps' rounding (_sweep_tolerance(30, 5, 584) = 4.8e-12
-    # relative); 1e-9 is ~100x the two together
-    close("v'* = alpha v* + beta / (1 - gamma)", v2[-1], expected, atol=1e-9 * _scale(expected))
-    q = rb.action_values(P, R, v[-1], mdp.gamma)
-    q2 = rb.action_values(P, alpha * R + beta, v2[-1], mdp.gamma)
-    # greedy action sets, each within a tolerance relative to its own values: 1e-8 is ~1000x the values' error
-    # above. q2's threshold, 1e-8 scale(q2), is 1e-8 scale(q2) / alpha in q's units (up to 1e-5 for alpha = 0.1,
-    # |beta| = 5, gamma = 0.95): the assume rejects near-ties within 100x the larger of the two thresholds
-    best = q >= q.max(1, keepdim=True).values - 1e-8 * _scale(q)
-    best2 = q2 >= q2.max(1, keepdim=True).values - 1e-8 * _scale(q2)
-    margin = 1e-6 * max(_scale(q), _scale(q2) / alpha)
-    assume(torch.equal(best, q >= q.max(1, keepdim=True).values - margin))  # no near-ties
-    if not torch.equal(best, best2):
-        raise AssertionError(f"greedy action sets changed under alpha r + beta: {best.tolist()} vs {best2.tolist()}")
+    gamma, S, A = mdp.gamma, mdp.S, mdp.A
+    K = math.ceil(math.log(EVALUATION_TRUNCATION) / math.log(gamma))
+    R2 = alpha * R + beta
+    v, _ = target(P, R, gamma, iterations=K)
+    v2, _ = target(P, R2, gamma, iterations=K)
+    # From v_0 = 0 the K-th iterates satisfy v'_K = alpha v_K + beta (1 - gamma^K) / (1 - gamma) exactly (max
+    # commutes with alpha > 0 and a constant): each run is off by its sweeps' rounding, R2 by one rounding per entry
+    # (amplified 1 / (1 - gamma)), the expected value by two roundings
+    e_v = _sweep_tolerance(S, A, K, _q_scale(R, gamma, v), gamma)
+    e_v2 = _sweep_tolerance(S, A, K, _q_scale(R2, gamma, v2), gamma) + EPS * float(R2.abs().max()) / (1 - gamma)
+    expected = alpha * v[-1] + beta * (1 - gamma ** K) / (1 - gamma)
+    tol = alpha * e_v + e_v2 + 2 * EPS * _scale(expected)
+    close("v'_K = alpha v_K + beta (1 - gamma^K) / (1 - gamma)", v2[-1], expected, atol=tol)
+    q = rb.action_values(P, R, v[-1], gamma)
+    q2 = rb.action_values(P, R2, v2[-1], gamma)
+    # q2 = alpha q + a constant exactly, so the greedy actions agree. Exact ties have probability 0 here; a near tie
+    # within the rounding cannot be decided: keep draws whose runner-up gap (in q's units) exceeds twice what the two
+    # computations may move a gap, 2 (e_q + e_q2 / alpha)
+    e_q = gamma * e_v + _sweep_rounding(S, A, _q_scale(R, gamma, v))
+    e_q2 = gamma * e_v2 + _sweep_rounding(S, A, _q_scale(R2, gamma, v2))
+    if A > 1:
+        gaps = (q.max(1, keepdim=True).values - q).sort(1).values[:, 1]  # runner-up gap per state
+        assume(float(gaps.min()) > 4 * (e_q + e_q2 / alpha))
+    if not torch.equal(q.argmax(1), q2.argmax(1)):
+        raise AssertionError(f"greedy actions changed under alpha r + beta: {q.argmax(1).tolist()} vs "
+                             f"{q2.argmax(1).tolist()}")
 
 
 @checks("rl_basics.rl_basics_contract", operation=f"{DOC}.value_iteration")
@@ -219,18 +326,28 @@ def test_affine_reward_invariance(target, mdp, alpha, beta):
 def test_value_iteration_accepts_sparse_transitions(target, mdp):
     """Every operation takes P as a torch sparse tensor too (how large MDPs are stored)."""
     P, _, R = mdp.tensors()
-    dense_values, dense_pi = target(P, R, mdp.gamma, iterations=20)
-    sparse_values, sparse_pi = target(P.to_sparse(), R, mdp.gamma, iterations=20)
+    sweeps = 20
+    dense_values, dense_pi = target(P, R, mdp.gamma, iterations=sweeps)
+    sparse_values, sparse_pi = target(P.to_sparse(), R, mdp.gamma, iterations=sweeps)
     # the same sweeps with the sums in another order: each side within _sweep_tolerance of the exact iterates
-    close("values from a sparse P", sparse_values, dense_values,
-          atol=2 * _sweep_tolerance(mdp.S, mdp.A, 20, _scale(dense_values)))
+    q_scale = _q_scale(R, mdp.gamma, dense_values)
+    drift = _sweep_tolerance(mdp.S, mdp.A, sweeps, q_scale, mdp.gamma)
+    close("values from a sparse P", sparse_values, dense_values, atol=2 * drift)
+    # The greedy policies agree unless the runner-up's gap to the best lies within the rounding of the tie tolerance:
+    # each q may move by gamma x the values' drift plus its rounding, and so may the maximum (exact ties have
+    # probability 0 here)
+    if mdp.A > 1:
+        q = rb.action_values(P, R, dense_values[-1], mdp.gamma)
+        runner_up = float((q.max(1, keepdim=True).values - q).sort(1).values[:, 1].min())
+        undecided = 2 * (2 * mdp.gamma * drift + 2 * _sweep_rounding(mdp.S, mdp.A, q_scale))
+        assume(runner_up > _tie_tolerance(float(q.abs().max())) + undecided)
     close("policy from a sparse P", sparse_pi, dense_pi, atol=0.0)
 
 
 # --- the book's tables ------------------------------------------------------------------------------
 
 def _optimal_by_vi(P, R, gamma, vi=rb.value_iteration):
-    K = 1 if gamma == 0 else math.ceil(math.log(1e-13) / math.log(gamma))
+    K = 1 if gamma == 0 else math.ceil(math.log(EVALUATION_TRUNCATION) / math.log(gamma))
     return vi(P, R, gamma, iterations=K)[0][-1]
 
 
