@@ -2,8 +2,9 @@
 
 As in strategies.py, a draw describes a case (sizes, a configuration, a seed) and the tensors are made from the
 seed, so a falsifying example prints as one line. Routing is discrete: a case whose float64 selection has a near
-tie (a gap under MARGIN between the last chosen and the first rejected score, or between kept and dropped groups)
-is rejected with ``assume`` by the tests, since rounding may legitimately break a tie either way.
+tie (a gap between the last chosen and the first rejected score, or between kept and dropped groups, within what
+the router's rounding may move it: decision_rounding) is rejected with ``assume`` by the tests, since rounding may
+legitimately break a tie either way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from specs.moe_routing import RouterConfig, affinity, group_scores
 from .strategies import randn
 
 F64 = torch.float64
-MARGIN = 1e-4
 ALL_CAPS = frozenset({"sigmoid", "softmax", "bias", "groups", "scaling", "shared", "grad"})
 
 
@@ -99,6 +99,27 @@ def selection_margin(logits: torch.Tensor, bias: torch.Tensor, config: RouterCon
     return min(gaps)
 
 
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The router's scores are computed in float32 or wider (specs.moe_routing.affinity's convention)."""
+    return F64 if dtype == F64 else torch.float32
+
+
+def decision_rounding(dtype: torch.dtype, config: RouterConfig, E: int, bias_size: float,
+                      logit_error: float = 0.0) -> float:
+    """How far rounding may move one quantity the selection compares (a selection score c = s + b, or a group's
+    top-2 sum of them) in a router working in ``dtype``: the affinity's roundings (sigmoid: 3; softmax: an E-term sum,
+    the exp and the division), the bias's addition and the group sum's, of scores <= 1 plus |b|, for each of the two
+    scores a group sums; plus the error of the logits themselves (the affinity is at most 1-Lipschitz)."""
+    u = torch.finfo(score_dtype(dtype)).eps / 2
+    affinity = E + 2 if config.scoring == "softmax" else 3
+    return 2 * ((affinity + 2) * u * (1 + bias_size) + logit_error)
+
+
+def well_separated(margin: float, rounding: float) -> bool:
+    """A selection decided by a gap larger than what rounding may move it by on both sides."""
+    return margin > 2 * rounding
+
+
 @dataclass(frozen=True)
 class MoECase:
     T: int
@@ -142,6 +163,14 @@ def moe_cases(draw, target, *, groups: bool | None = None, bias_scales=(0.0, 0.5
 
 def moe_margin(case: MoECase, x, w_router, bias) -> float:
     return selection_margin(x.to(F64) @ w_router.to(F64).T, bias, case.config)
+
+
+def moe_decision_rounding(case: MoECase, x, w_router, bias) -> float:
+    """decision_rounding for the layer's router, whose logits x W_r^T are D-term sums in the score dtype."""
+    X, W = x.detach().to(F64).abs(), w_router.detach().to(F64).abs()
+    u = torch.finfo(score_dtype(x.dtype)).eps / 2
+    logit_error = case.D * u * float((X @ W.T).max())
+    return decision_rounding(x.dtype, case.config, case.E, float(bias.detach().abs().max()), logit_error)
 
 
 def group_preserving_permutation(E: int, n_group: int, seed: int) -> torch.Tensor:

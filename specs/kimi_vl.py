@@ -367,11 +367,12 @@ ENCODE, MERGE, PROJ = (f"{DOC}.{n}" for n in ("moonvit_encode", "patch_merge", "
 claim(DOC, "route_conservation", kind="exact", operations=(ROUTE,),
       statement="Every token goes to exactly top_k distinct experts, all inside its kept groups (n_group = 1: plain "
                 "top-k of s + b); per-expert token counts sum to T x top_k; weights are >= 0 and, with "
-                "norm_topk_prob, sum to routed_scaling_factor (float32: 1e-6 relative).",
+                "norm_topk_prob, sum to routed_scaling_factor (to the K + 2 roundings of the normalisation).",
       source="catalogue properties 1 and 4; DeepSeek-V3 eqs. 13-16")
 claim(DOC, "route_spec", kind="budget", operations=(ROUTE,),
-      statement="The selected experts equal the spec's (as sets; draws with a selection margin under 1e-4 are "
-                "rejected) and the weights are within the error budget of the float64 spec.",
+      statement="The selected experts equal the spec's (as sets; draws whose selection margin is within what the "
+                "router's float32 rounding may move it are rejected) and the weights are within the error budget of "
+                "the float64 spec.",
       source="DeepSeek-V3 §2.1.2; transformers DeepseekV3TopkRouter")
 claim(DOC, "route_bias_selects_only", kind="exact", operations=(ROUTE,),
       statement="The bias only selects: given the selection, the weights are the normalised, scaled unbiased "
@@ -416,8 +417,8 @@ claim(DOC, "combine_inverts_dispatch", kind="budget", operations=(COMBINE, DISPA
       source="the issue's 'with identity experts the layer returns (sum of weights) x'")
 claim(DOC, "balance_loss_uniform", kind="known-answer", operations=(LOSS,),
       statement="At perfectly uniform routing the DeepSeek-V3 sequence-wise loss and the Switch loss equal alpha, "
-                "and the Mixtral/HF form equals top_k x alpha (float64 exact to 1e-12); on any routing every form "
-                "is within the budget of its float64 formula.",
+                "and the Mixtral/HF form equals top_k x alpha (to the T + 2E + 4 roundings of its sums); on any "
+                "routing every form is within the budget of its float64 formula.",
       source="catalogue property 7; DeepSeek-V3 eqs. 17-20; Switch eq. 4; load_balancing_loss_func")
 claim(DOC, "bias_update_direction", kind="exact", operations=(UPDATE,),
       statement="One aux-loss-free step lowers an overloaded expert's bias by exactly gamma, raises an underloaded "
@@ -429,7 +430,8 @@ claim(DOC, "rope_norm", kind="exact", operations=(ROPE,),
       source="catalogue property 8; RoFormer (Su et al. 2021) §3.4")
 claim(DOC, "rope_relative", kind="identity", operations=(ROPE,),
       statement="<R_p q, R_p' k> depends only on p - p' in both axes: shifting every position by one (dr, dc) "
-                "leaves all scores unchanged (float64 1e-12, float32 1e-5 relative).",
+                "leaves all scores unchanged (to the rounding of the rotation angles, (2 max position + 3) u "
+                "relative per rotated vector).",
       source="catalogue property 8")
 claim(DOC, "rope_layout", kind="known-answer", operations=(ROPE,),
       statement="Layout: adjacent reals are complex pairs and x (column) comes first: for d = 8 the token "
