@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from specs import monte_carlo as mc
 from specs import rl_basics as rb
-from specs.mdp import EPS, F64
+from specs.budget import distinct_digits
+from specs.mdp import EPS, F64, solve_tolerance
 from specs.registry import REGISTRY
 
 from . import recording
@@ -40,6 +41,16 @@ def _gen(seed: int) -> torch.Generator:
 
 def _deterministic(actions: list[int], A: int = 5) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.tensor(actions), A).to(F64)
+
+
+# An epsilon-greedy probability, eps / |A| or 1 - eps + eps / |A|, is at most 3 roundings of numbers <= 1 (3 u), in
+# the target as in the check's own reference: two of them differ by at most 6 u = 3 eps.
+PROBABILITY_ATOL = 3 * EPS
+
+
+def _probability_sum_atol(A: int) -> float:
+    """sum_a pi(a|s) = 1: A probabilities of 3 u each, added with A - 1 roundings."""
+    return (3 * A + A - 1) * EPS / 2
 
 
 # --- the epsilon-greedy policy ------------------------------------------------------------------------
@@ -63,16 +74,14 @@ def test_epsilon_greedy_known_answers(target):
 def test_epsilon_greedy_probabilities(target, S, A, epsilon, seed):
     q = torch.randn(S, A, generator=_gen(seed), dtype=F64)
     pi = target(q, epsilon)
-    # entries are eps/|A| and 1 - eps + eps/|A|, each a few roundings of numbers <= 1 (<= 1e-15 each); a sum of
-    # A <= 6 of them adds at most A ulps more: 1e-12 leaves a margin of ~100x
-    close("sum_a pi(a|s) = 1", pi.sum(1), torch.ones(S, dtype=F64), atol=1e-12)
+    close("sum_a pi(a|s) = 1", pi.sum(1), torch.ones(S, dtype=F64), atol=_probability_sum_atol(A))
     greedy = rb.greedy_policy(q).bool()
     close("pi(a*|s) = 1 - eps + eps/|A|", pi[greedy], torch.full((S,), 1 - epsilon + epsilon / A, dtype=F64),
-          atol=1e-12)
-    close("pi(a|s) = eps/|A| otherwise", pi[~greedy], torch.full(((A - 1) * S,), epsilon / A, dtype=F64), atol=1e-12)
-    close("epsilon = 0 is greedy", target(q, 0.0), greedy.to(F64), atol=0.0)
-    # 1 - 1 + 1/|A| = 1/|A| up to one rounding of the sum (<= eps = 2.2e-16)
-    close("epsilon = 1 is uniform", target(q, 1.0), torch.full((S, A), 1.0 / A, dtype=F64), atol=1e-15)
+          atol=PROBABILITY_ATOL)
+    close("pi(a|s) = eps/|A| otherwise", pi[~greedy], torch.full(((A - 1) * S,), epsilon / A, dtype=F64),
+          atol=PROBABILITY_ATOL)
+    close("epsilon = 0 is greedy", target(q, 0.0), greedy.to(F64), atol=0.0)  # 1 - 0 + 0 / |A| and 0 / |A|: exact
+    close("epsilon = 1 is uniform", target(q, 1.0), torch.full((S, A), 1.0 / A, dtype=F64), atol=PROBABILITY_ATOL)
 
 
 def bernstein_half_width(p: float, n: int, false_alarm: float) -> float:
@@ -97,8 +106,9 @@ def test_epsilon_greedy_sampling(target, epsilon):
         recording.statistic(f"|freq - pi| for a_{a + 1}, epsilon = {epsilon}", abs(float(freq[a] - pi[a])), t,
                             FALSE_ALARM / A)
         if abs(float(freq[a] - pi[a])) > t:
+            off, bound = distinct_digits(abs(float(freq[a] - pi[a])), t)
             raise AssertionError(f"epsilon = {epsilon}: a_{a + 1} drawn with frequency {float(freq[a]):.5f}, "
-                                 f"pi = {float(pi[a]):.5f}, Bernstein bound {t:.5f}")
+                                 f"pi = {float(pi[a]):.5f}: off by {off} > Bernstein bound {bound}")
 
 
 # --- returns ------------------------------------------------------------------------------------------
@@ -112,6 +122,8 @@ def test_returns_backward_equal_forward_sums(target, n, L, gamma, seed):
     powers = torch.where(t[None, :] >= t[:, None], torch.tensor(gamma, dtype=F64) ** (t[None, :] - t[:, None]).clamp(
         min=0).to(F64), 0.0)  # powers[t, k] = gamma^(k - t) for k >= t
     forward = rewards @ powers.T
+    # each g_t sums at most L terms gamma^k r of total size <= sum |r|: the backward recursion rounds twice per step,
+    # the forward sum rounds each power, product and addition (3 per term): 5 L u, within 4 L eps = 8 L u
     close("backward g_t = sum_k gamma^k r_{t+k+1}", g, forward, atol=4 * L * EPS * float(rewards.abs().sum(1).max()))
 
 
@@ -160,8 +172,9 @@ def _mc_converges(mdp, generate, returns, estimate, label: str):
         recording.statistic(f"{label}: max |v_hat - v_pi|, n = {n}", err_v, bound_v, alarm)
         points.append((n, err_q, bound_q))
         if err_q > bound_q or err_v > bound_v:
-            raise AssertionError(f"n = {n} episodes per pair: max |q_hat - q_pi| = {err_q:.4g} (bound {bound_q:.4g}), "
-                                 f"max |v_hat - v_pi| = {err_v:.4g} (bound {bound_v:.4g})")
+            (eq, bq), (ev, bv) = distinct_digits(err_q, bound_q), distinct_digits(err_v, bound_v)
+            raise AssertionError(f"n = {n} episodes per pair: max |q_hat - q_pi| = {eq} (bound {bq}), "
+                                 f"max |v_hat - v_pi| = {ev} (bound {bv})")
     if recording.current().examples <= 1:
         recording.series("mc_error", f"{label}: max |q_hat - q_pi|", "episodes per pair n", "error",
                          [(n, e) for n, e, _ in points], kind="loglog")
@@ -213,6 +226,7 @@ GYM_GAMMA = 0.9
 GYM_EPSILON = 0.2  # the epsilon-greedy policy of q*: stochastic, and it reaches the goal often
 GYM_EPISODES = {"gymnasium.FrozenLake4x4": 2000, "gymnasium.FrozenLake8x8": 1000, "gymnasium.CliffWalking": 4000,
                 "gymnasium.Taxi": 1000}
+GYM_TRUNCATION = 1e-13  # value iteration run until gamma^K <= this
 GYM_HORIZON_WITHOUT_LIMIT = 100  # CliffWalking has no TimeLimit: episodes of 100 steps, the table's H-step value
 
 
@@ -249,14 +263,23 @@ def test_mc_through_environment_step(target):
     R = (P * r).sum(-1)
     v_star = rb.optimal_values(P, R, GYM_GAMMA)
     scale = max(1.0, float(v_star.abs().max()))
-    K = math.ceil(math.log(1e-13) / math.log(GYM_GAMMA))
+    S, A = R.shape
+    K = math.ceil(math.log(GYM_TRUNCATION) / math.log(GYM_GAMMA))
+    sweep = (S + A + 2) * EPS * (float(R.abs().max()) + GYM_GAMMA * scale)  # one Bellman sweep's rounding
+    # the spec's v*, a posteriori: T is a gamma-contraction, |v - v*| <= |T v - v| / (1 - gamma)
+    e_star = (float((rb.bellman_optimality_operator(P, R, v_star, GYM_GAMMA) - v_star).abs().max()) + sweep) / \
+        (1 - GYM_GAMMA)
+    # VI from 0: gamma^K of |v*| plus its sweeps' rounding, which the contraction keeps below sweep / (1 - gamma);
+    # PI: its solves, and greedy choices that may give up a tie, q's rounding and the solves' error (both sides)
+    e_solve = solve_tolerance(S, GYM_GAMMA, scale)
+    greedy_slack = rb.TIE_RTOL * scale + 2 * (sweep + GYM_GAMMA * e_solve)
+    tolerance = {"value_iteration": GYM_TRUNCATION * scale + sweep / (1 - GYM_GAMMA) + e_star,
+                 "policy_iteration": e_solve + greedy_slack / (1 - GYM_GAMMA) + e_star}
     for op, call in (("value_iteration", lambda fn: fn(P, R, GYM_GAMMA, iterations=K)[0][-1]),
                      ("policy_iteration", lambda fn: fn(P, R, GYM_GAMMA)[0][-1])):
         for impl in REGISTRY.implementations_of(f"rl_basics.{op}", origins=("spec", "torch")):
-            # VI: gamma^K <= 1e-13 of |v_0 - v*| plus K (S + A + 2) eps of rounding (<= 3.2e-11 relative for Taxi's
-            # S = 500, K = 285); PI: solve_tolerance(500, 0.9) = 8.4e-12 relative: 1e-9 leaves a margin of >= 10x
             close(f"{name}: v* of {op} ({impl.name}) = v* of PI (spec)", call(impl.load()), v_star,
-                  atol=1e-9 * scale)
+                  atol=tolerance[op])
     pi = mc.epsilon_greedy(rb.action_values(P, R, v_star, GYM_GAMMA), GYM_EPSILON)
     H = env.horizon or GYM_HORIZON_WITHOUT_LIMIT
     zero = torch.zeros(P.shape[0], dtype=F64)
@@ -275,8 +298,9 @@ def test_mc_through_environment_step(target):
     recording.statistic(f"{name}: |MC through step - v_H(start)|, {n} episodes of <= {H} steps", error, bound,
                         FALSE_ALARM)
     if error > bound:
+        off, allowed = distinct_digits(error, bound)
         raise AssertionError(f"{name}: MC estimate {estimate:.5f} of v_H(start) = {float(v_H[env.start]):.5f} is "
-                             f"off by {error:.5f} > Hoeffding bound {bound:.5f}")
+                             f"off by {off} > the bound {allowed}")
 
 
 # --- first-visit and every-visit ----------------------------------------------------------------------
@@ -293,7 +317,10 @@ def test_first_and_every_visit_agree_without_repeats(target, S, A, n, gamma, see
     q_first, c_first = target(states, actions, rewards, gamma, S, A, visit="first")
     q_every, c_every = target(states, actions, rewards, gamma, S, A, visit="every")
     close("counts", c_first, c_every, atol=0.0)
-    close("first-visit = every-visit", q_first, q_every, atol=4 * L * EPS * float(rewards.abs().sum(1).max()))
+    # the same returns (sums of <= L discounted rewards, each side within 5 L u of exact: see the returns test),
+    # averaged over the same episodes perhaps in another order (n more roundings of numbers <= sum |r|)
+    close("first-visit = every-visit", q_first, q_every,
+          atol=4 * (L + n) * EPS * float(rewards.abs().sum(1).max()))
 
 
 @checks("monte_carlo.first_vs_every_visit", operation=f"{DOC}.mc_action_values")
@@ -345,12 +372,14 @@ def test_mc_basic_example_3x3(target):
 
 # --- control reaches an optimal (or best epsilon-greedy) policy --------------------------------------
 
+BEST_EPSILON_GREEDY_TOL = 1e-13  # the fixed-point iteration of mc.epsilon_greedy_optimal_values stops at this
 V_STAR_2x2 = torch.tensor([9.0, 10.0, 10.0, 10.0], dtype=F64)  # Ch. 2's 2 x 2 grid, gamma = 0.9
 
 
 def _assert_optimal(name: str, P, R, pi) -> None:
-    # a 4-state solve at gamma = 0.9 with |v*| = 10: solve_tolerance(4, 0.9, 10) = 6.8e-13, 1e-9 is > 1000x that
-    close(f"{name}: exact value of the final policy = v*", rb.state_values(P, R, pi, 0.9), V_STAR_2x2, atol=1e-9)
+    # v* is exact; the final policy's value is a 4-state solve at gamma = 0.9 (an optimal policy's is v*)
+    close(f"{name}: exact value of the final policy = v*", rb.state_values(P, R, pi, 0.9), V_STAR_2x2,
+          atol=solve_tolerance(4, 0.9, float(V_STAR_2x2.max())))
 
 
 @checks("monte_carlo.mc_control_optimal", operation=f"{DOC}.mc_basic")
@@ -373,13 +402,16 @@ def test_mc_epsilon_greedy_reaches_best_epsilon_greedy_policy(target):
     P, R = rb.grid_world(**GRID_2x2)
     epsilon = 0.1
     _, pi = target(P, R, 0.9, epsilon, episode_length=60, episodes=300, generator=_gen(3007))
-    # probabilities <= 1, each a few roundings (<= 1e-15): 1e-12 leaves a margin of ~1000x
-    close("the final policy is epsilon-greedy", pi, mc.epsilon_greedy(pi, epsilon), atol=1e-12)
-    best = mc.epsilon_greedy_optimal_values(P, R, 0.9, epsilon)
-    # both sides are 4-state solves at gamma = 0.9 (solve_tolerance(4, 0.9, 1) = 6.8e-14 relative each): 1e-9 relative
-    # leaves a margin of > 7000x
+    close("the final policy is epsilon-greedy", pi, mc.epsilon_greedy(pi, epsilon), atol=PROBABILITY_ATOL)
+    best = mc.epsilon_greedy_optimal_values(P, R, 0.9, epsilon, tol=BEST_EPSILON_GREEDY_TOL)
+    S, A = R.shape
+    scale = float(best.abs().max())
+    # the best value iterates a 0.9-contraction until a step is <= tol (1 - gamma): within gamma tol of its fixed
+    # point, plus its sweeps' rounding ((S + A + 2) eps per sweep, kept below that / (1 - gamma)); the final
+    # policy's exact value is a 4-state solve
+    e_best = 0.9 * BEST_EPSILON_GREEDY_TOL + (S + A + 2) * EPS * (float(R.abs().max()) + 0.9 * scale) / (1 - 0.9)
     close("exact value of the final policy = best in Pi_epsilon", rb.state_values(P, R, pi, 0.9), best,
-          atol=1e-9 * float(best.abs().max()))
+          atol=e_best + solve_tolerance(S, 0.9, scale))
 
 
 # --- contracts ----------------------------------------------------------------------------------------
