@@ -421,4 +421,10 @@ def _environment() -> dict:
             "numpy": v("numpy"), "scipy": v("scipy"), "hypothesis": v("hypothesis"), "platform": platform.platform(),
             "cpu": platform.processor() or platform.machine(), "cuda": torch.version.cuda if cuda else None,
             "gpu": torch.cuda.get_device_name() if cuda else None,
-            "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1"}
+            "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+            # the libraries the thirdparty adapters check (None: not installed, their rows are skips)
+            **{name: v(dist) for name, dist in THIRD_PARTY_DISTRIBUTIONS.items()}}
+
+
+THIRD_PARTY_DISTRIBUTIONS = {"transformers": "transformers", "diffusers": "diffusers", "gymnasium": "gymnasium",
+                             "trl": "trl", "open_clip": "open_clip_torch"}

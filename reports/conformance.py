@@ -136,6 +136,7 @@ class Report:
     mutants: RunResults | None = None
     kill: dict | None = None
     notes: list[str] = field(default_factory=list)
+    libraries: list[dict] = field(default_factory=list)  # library_summaries: the third-party results per library
 
     @property
     def failures(self) -> list[dict]:
@@ -163,7 +164,45 @@ def build_report(results: RunResults, registry, mutants: RunResults | None = Non
             ids = [c.id for c in doc.claims]
             killed = [kill["claims"][c]["killed"] for c in ids if c in kill["claims"]]
             doc.kill_rate = sum(killed) / len(killed) if killed else None
-    return Report(results, docs, totals(rows), rows, mutants, kill, list(results.notes) + list(notes or []))
+    return Report(results, docs, totals(rows), rows, mutants, kill, list(results.notes) + list(notes or []),
+                  library_summaries(rows, registry, results.environment))
+
+
+# The Python package each library is recorded under in the results' environment (its version).
+LIBRARY_VERSION_KEYS = {"torch": "torch", "scipy": "scipy", "open_clip": "open_clip"}
+
+
+def library_of(implementation: str, registry) -> str:
+    """The library a third-party implementation adapts: the first package it requires; torch when it requires
+    none (SDPA, torch.softmax)."""
+    for impl in registry.implementations.values():
+        if impl.name == implementation:
+            return impl.requires[0] if impl.requires else "torch"
+    return implementation.split(".", 1)[-1].split("_", 1)[0]  # not registered here: the adapter's own name
+
+
+def library_summaries(rows: list[dict], registry, environment: dict) -> list[dict]:
+    """Per library nobody here wrote: its version, adapters, counts, and its findings (the documented deviations
+    the tests measured, and any failures), for the summary of every output."""
+    libraries: dict[str, dict] = {}
+    for row in rows:
+        if row.get("origin") != "thirdparty":
+            continue
+        name = library_of(row["implementation"], registry)
+        lib = libraries.setdefault(name, {"library": name, "version": environment.get(
+            LIBRARY_VERSION_KEYS.get(name, name)), "implementations": [], "totals": None, "rows": []})
+        if row["implementation"] not in lib["implementations"]:
+            lib["implementations"].append(row["implementation"])
+        lib["rows"].append(row)
+    out = []
+    for lib in sorted(libraries.values(), key=lambda lib: lib["library"]):
+        lib_rows = lib.pop("rows")
+        lib["totals"] = totals(lib_rows)
+        lib["deviations"] = deviation_groups(lib_rows)
+        lib["failures"] = [{"nodeid": r["nodeid"], "implementation": r["implementation"], "claims": r["claims"],
+                            "message": r.get("message")} for r in lib_rows if outcome(r["status"]) == "fail"]
+        out.append(lib)
+    return out
 
 
 def _claim_views(registry, rows: list[dict]) -> dict[str, ClaimView]:
@@ -270,6 +309,7 @@ def deviation_groups(rows: list[dict]) -> list[dict]:
         if outcome(row["status"]) != "deviation":
             continue
         reason = str(row.get("reason") or row.get("message") or "no reason given")
+        reason = reason.removeprefix("documented deviation: ")  # the xfail reason's prefix: the heading says it
         key = (row["implementation"], tuple(row["claims"]), reason)
         g = groups.setdefault(key, {"implementation": key[0], "claims": list(key[1]), "reason": reason, "count": 0})
         g["count"] += 1
@@ -363,6 +403,7 @@ def to_json(report: Report) -> dict:
         "notes": report.notes,
         "totals": report.totals,
         "documents": documents,
+        "libraries": report.libraries,
         "kill_matrix": report.kill,
         "failures": [failure_record(r, report.results.run_for(r)) for r in report.failures],
     })

@@ -122,7 +122,8 @@ def _header(report: Report, title: str) -> str:
 
 
 def _nav(docs: list[DocumentView]) -> str:
-    links = ['<a href="#summary">Summary</a>'] + [f'<a href="#doc-{e(d.id)}">{e(d.id)}</a>' for d in docs]
+    links = ['<a href="#summary">Summary</a>', '<a href="#libraries">Libraries</a>']
+    links += [f'<a href="#doc-{e(d.id)}">{e(d.id)}</a>' for d in docs]
     links += ['<a href="#mutation">Mutation testing</a>', '<a href="#performance">Performance</a>']
     return "<nav>" + " ".join(links) + "</nav>"
 
@@ -139,7 +140,35 @@ def _summary(report: Report, docs: list[DocumentView]) -> str:
             f'<td{_cls(s["deviation"], "deviation")}>{s["deviation"]}</td><td{_cls(s["skipped"], "skip")}>'
             f'{s["skipped"]}</td><td{_cls(s["untested"], "untested")}>{s["untested"]}</td><td>{s["rows"]}</td>'
             f'<td>{e(format_rate(s["kill_rate"]) if report.kill else "—")}</td></tr>')
-    out.append("</table></section>")
+    out.append("</table>")
+    out.append(_libraries(report))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _libraries(report: Report) -> str:
+    """The libraries nobody here wrote, each with its findings: the documented deviations the tests measured."""
+    if not report.libraries:
+        return ""
+    out = ['<h3 id="libraries">Libraries nobody here wrote</h3>',
+           '<p class="note">Their findings are documented deviations: the claim fails for the library, as measured '
+           "by the property test, for the reason given. A failure here is a difference nobody has documented.</p>",
+           "<table><tr><th>library</th><th>version</th><th>adapters</th><th>passed</th><th>deviation</th>"
+           "<th>skipped</th><th>failed</th><th>findings</th></tr>"]
+    for lib in report.libraries:
+        t = lib["totals"]
+        failed = t["failed"] + t["error"]
+        findings = [f"<li><code>{e(g['implementation'])}</code> on {e(', '.join(g['claims']))} ({g['count']}): "
+                    f"{e(g['reason'])}</li>" for g in lib["deviations"]]
+        findings += [f"<li class=fail><code>{e(f['implementation'])}</code> FAIL on {e(', '.join(f['claims']))}: "
+                     f"{e(f['message'] or '')}</li>" for f in lib["failures"]]
+        out.append(
+            f"<tr><td><b>{e(lib['library'])}</b></td><td>{e(lib['version'] or '—')}</td>"
+            f"<td>{e(', '.join(lib['implementations']))}</td><td{_cls(t['passed'], 'pass')}>{t['passed']}</td>"
+            f"<td{_cls(t['deviation'], 'deviation')}>{t['deviation']}</td><td{_cls(t['skipped'], 'skip')}>"
+            f"{t['skipped']}</td><td{_cls(failed, 'fail')}>{failed}</td>"
+            f"<td>{'<ul>' + ''.join(findings) + '</ul>' if findings else '—'}</td></tr>")
+    out.append("</table>")
     return "\n".join(out)
 
 

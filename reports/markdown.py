@@ -63,6 +63,7 @@ def render_markdown(report: Report) -> str:
         if res.complete and report.notes:
             lines += [f"> {md(n)}" for n in report.notes] + [""]
 
+    lines += _libraries(report)
     for doc in report.documents:
         if doc.encoded:
             lines += _document(doc, report)
@@ -70,6 +71,22 @@ def render_markdown(report: Report) -> str:
     if pending:
         lines += ["Not yet encoded: " + ", ".join(code(p) for p in pending) + ".", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _libraries(report: Report) -> list[str]:
+    """The libraries nobody here wrote, each with its findings (the documented deviations the tests measured)."""
+    if not report.libraries:
+        return []
+    lines = ["## Libraries nobody here wrote", "", "| library | version | passed | deviation | skipped | failed | "
+             "findings |", "|---|---|---|---|---|---|---|"]
+    for lib in report.libraries:
+        t = lib["totals"]
+        findings = [f"{code(g['implementation'])} on {md(', '.join(g['claims']))} ({g['count']}): "
+                    f"{md(shorten(g['reason'], 160))}" for g in lib["deviations"]]
+        findings += [f"**FAIL** {code(f['implementation'])} on {md(', '.join(f['claims']))}" for f in lib["failures"]]
+        lines.append(f"| {md(lib['library'])} | {md(lib['version'] or '—')} | {t['passed']} | {t['deviation']} | "
+                     f"{t['skipped']} | {t['failed'] + t['error']} | {'<br>'.join(findings) or '—'} |")
+    return lines + [""]
 
 
 def _document(doc: DocumentView, report: Report) -> list[str]:

@@ -148,6 +148,18 @@ def test_json_counts_match_the_rows(rendered):
     assert len(data["failures"]) == 2 and data["run"]["complete"] is True
 
 
+def test_summary_lists_every_library_with_its_findings(rendered):
+    (torch,) = [lib for lib in rendered["json"]["libraries"] if lib["library"] == "torch"]
+    assert torch["version"] == "2.13.0+cpu" and torch["implementations"] == ["thirdparty.sdpa_is_causal"]
+    assert torch["totals"]["deviation"] == 1 and torch["failures"] == []
+    assert torch["deviations"] == [{"implementation": "thirdparty.sdpa_is_causal", "claims": [CAUSAL],
+                                    "reason": DEVIATION_REASON, "count": 1}]
+    summary = rendered["html"].split('<section id="summary">')[1].split("</section>")[0]
+    assert "Libraries nobody here wrote" in summary and html.escape(DEVIATION_REASON) in summary
+    libraries = rendered["md"].split("## Libraries nobody here wrote")[1].split("\n## ")[0]
+    assert "| torch | 2.13.0+cpu | 0 | 1 | 0 | 0 |" in libraries and "top-left" in libraries
+
+
 def test_kill_matrix_counts_only_caught_mutants(rendered):
     kill = rendered["json"]["kill_matrix"]
     assert kill["claims"][EXACT] == {"mutants": ["mutant.no_rescale"], "killed": True}
