@@ -273,6 +273,42 @@ def moonvit_encode(patches: torch.Tensor, grid_hw, params: dict, *, heads: int =
     return layer_norm(h, p["final_w"], p["final_b"]).to(patches.dtype)
 
 
+def moonvit_magnitudes(patches: torch.Tensor, grid_hw, params: dict, *, heads: int = 1):
+    """(mag, n): for every output entry the size of the terms the final LayerNorm cancels, as the error budget needs.
+
+    The residual stream h sums products and vectors: the patch embedding's |x_p| |W_p|, the bias, the position
+    table, and each block's |o| |W_o|, |m| |W_fc2| and biases. One rounding of each of those terms moves h by
+    eps x their sum; the final LayerNorm subtracts the mean (the terms cancel) and divides by std(h), so an output
+    entry moves by |final_w| x max_i (summed |terms| of h_i) / std(h). n: the float64 reference's longest reduction
+    (patch width, hidden widths, the longest image's keys).
+    """
+    grid = check_grid(grid_hw, patches.shape[0])
+    D = check_encoder_params(params, patches.shape[1], heads)
+    p = {k: v.detach().to(F64) for k, v in params.items() if isinstance(v, torch.Tensor)}
+    X = patches.detach().to(F64)
+    pos = torch.cat([pos_emb(p["pos"], gh, gw) for gh, gw in grid])
+    h = X @ p["patch_w"].T + p["patch_b"] + pos
+    size = X.abs() @ p["patch_w"].abs().T + p["patch_b"].abs() + pos.abs()
+    positions, cu = grid_positions(grid).to(h.device), cu_seqlens(grid).to(h.device)
+    T, dh = h.shape[0], D // heads
+    widths = [patches.shape[1], D]
+    for layer in params["layers"]:
+        L = {k: v.detach().to(F64) for k, v in layer.items()}
+        a = layer_norm(h, L["ln1_w"], L["ln1_b"])
+        q, k, v = (a @ L["qkv_w"].T + L["qkv_b"]).view(T, 3, heads, dh).unbind(1)
+        o, _ = varlen_attention(rope_2d(q, positions), rope_2d(k, positions), v, cu, cu)
+        o = o.reshape(T, D)
+        h = h + o @ L["o_w"].T + L["o_b"]
+        size = size + o.abs() @ L["o_w"].abs().T + L["o_b"].abs()
+        m = gelu_tanh(layer_norm(h, L["ln2_w"], L["ln2_b"]) @ L["fc1_w"].T + L["fc1_b"])
+        h = h + m @ L["fc2_w"].T + L["fc2_b"]
+        size = size + m.abs() @ L["fc2_w"].abs().T + L["fc2_b"].abs()
+        widths.append(L["fc1_w"].shape[0])
+    std = torch.sqrt(((h - h.mean(-1, keepdim=True)) ** 2).mean(-1, keepdim=True) + LN_EPS)
+    mag = p["final_w"].abs() * size.amax(-1, keepdim=True) / std + p["final_b"].abs()
+    return mag, max(widths) + max(gh * gw for gh, gw in grid)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The 2x2 patch merger and the projector
 # ---------------------------------------------------------------------------------------------------
