@@ -62,6 +62,9 @@ def test_incremental_estimate_with_general_steps(target, n, w1, seed):
     # w_{K+1} = prod_k (1 - alpha_k) w_1 + sum_k alpha_k prod_{j>k} (1 - alpha_j) x_k
     keep = torch.cat([torch.flip(torch.cumprod(torch.flip(1 - alpha, [0]), 0), [0])[1:], torch.ones(1, dtype=F64)])
     expected = torch.prod(1 - alpha) * w1 + (alpha * keep * x).sum()
+    # the recursion rounds ~3 times per step (u max(|w_1|, |x|) each; factors 1 - alpha_k <= 1 never amplify them);
+    # the unrolled form rounds each product of n factors (n u relative), the products with alpha and x and the sum
+    # (3 u per term): 4 n u on each side, 8 n eps in all
     close("w_{K+1} (unrolled)", w[-1], expected, atol=8 * n * EPS * max(1.0, abs(w1), float(x.abs().max())))
 
 
@@ -199,6 +202,8 @@ def test_sgd_is_the_running_mean(target, n, d, seed):
     x = torch.randn(n, d, generator=_gen(seed), dtype=F64)
     w = target(_grad, torch.full((d,), 7.0, dtype=F64), x, _harmonic(n))
     running = x.cumsum(0) / torch.arange(1, n + 1, dtype=F64)[:, None]
+    # SGD: ~4 roundings per step of numbers <= max(|w_1|, |x|), never amplified (factors 1 - 1/k); the running mean:
+    # a cumulative sum (k u of k max|x|) and a division
     close("SGD w_{k+1} = mean(x_1..x_k)", w[1:], running, atol=8 * n * EPS * max(7.0, float(x.abs().max())))
 
 
@@ -208,6 +213,7 @@ def test_bgd_reaches_the_mean_in_one_step(target, n, d, K, seed):
     x = torch.randn(n, d, generator=_gen(seed), dtype=F64)
     w = target(_grad, torch.full((d,), -4.0, dtype=F64), x, _harmonic(K))
     mean = x.mean(0).expand(K, d)
+    # one step from w_1 with the mean of n gradients (n roundings of numbers <= |w_1| + |x|) and the reference's mean
     close("BGD w_{k+1} = mean(x)", w[1:], mean, atol=8 * n * EPS * max(4.0, float(x.abs().max())))
 
 
@@ -221,6 +227,7 @@ def test_mbgd_is_the_mean_of_batch_means_and_not_bgd(target, n, d, K, seed):
     w = target(_grad, torch.zeros(d, dtype=F64), x, _harmonic(K), indices)
     batch_means = x[indices].mean(1)
     expected = batch_means.cumsum(0) / torch.arange(1, K + 1, dtype=F64)[:, None]
+    # the batch means (m <= n roundings each) and the K steps' running mean of them, on both sides
     tol = 8 * (K + n) * EPS * max(1.0, float(x.abs().max()))
     close("MBGD w_{k+1} = mean of the batch means", w[1:], expected, atol=tol)
     # m = n, drawn with replacement: a batch that is not a permutation of the data does not give the mean
