@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import hypothesis.strategies as st
 import torch
 
+from specs import budget
+
 from .strategies import randn
 
 F64 = torch.float64
@@ -68,5 +70,59 @@ def value_and_grads(fn, tensors: tuple, *args, **kwargs):
 
 def as64(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(x.detach().to(F64) for x in xs)
+
+
+# --- the conditioning of the contrastive losses: the sizes of the terms that cancel ------------------------------
+#
+# A loss and its feature gradients are compared with tolerances built from the sizes of what each output sums and
+# subtracts, not from the size of the output (design.md, "Tolerances"): a softmax entry p = exp(L - lse) computed in
+# a dtype carries the rounding of its exponent, whose terms have the size of the logits; p - 1 on the diagonal
+# subtracts terms of size 1 even where the result is e^-60; the gradient through x^ = x / |x| subtracts
+# x^ (x^ . dx^) from dx^ and divides by |x|. A magnitude below is that size, in units of one rounding: the budget's
+# floor is eps(dtype) times its largest entry (specs/budget.py), an identity's tolerance a count of roundings of it.
+# On top of that size, an output computed through reductions of lengths n rounds each term more often:
+# - a budget's floor takes the statistical growth, about sqrt(n) roundings per term (Higham, "Accuracy and
+#   Stability of Numerical Algorithms", §2.8: the worst case n needs every error to have one sign) - the floor only
+#   stands in for a naive baseline that was exact by luck, and k x the baseline's error carries the rest;
+# - a float64 identity has no baseline beside it, so it takes the worst case: Higham's gamma_n, n roundings, for
+#   each of its two sides.
+ELEMENTWISE_ROUNDINGS = 8  # normalisation (sqrt, division), the scale, exp / log, the final mean: a few per output
+
+
+def floor_magnitude(magnitude, *lengths: int):
+    """The budget's magnitude: the size of the terms times 1 + sum_n sqrt(n) roundings of reductions of length n."""
+    return magnitude * (1 + sum(math.sqrt(n) for n in lengths))
+
+
+def identity_atol(magnitude, *lengths: int) -> float:
+    """The tolerance of a float64 identity whose two sides each round terms of this magnitude (a number or a
+    tensor: its largest entry) through reductions of these lengths: gamma_n of every reduction and the elementwise
+    roundings, twice."""
+    size = float(torch.as_tensor(magnitude, dtype=F64).max())
+    return budget.rounding_atol(F64, size, 2 * (sum(lengths) + ELEMENTWISE_ROUNDINGS))
+
+
+def softmax_exponent_size(logit_bound: float, n: int) -> float:
+    """kappa, the relative error of a softmax entry p = exp(L_ij - lse_i) in roundings: its exponent subtracts
+    lse_i (|lse_i| <= the bound + ln n, over n entries) from L_ij, itself the rounded product of size <= the bound;
+    the subtraction's own rounding moves p by p |log p| <= 1 / e."""
+    return 2 * logit_bound + math.log(n) + 1
+
+
+def normalised_gradient_magnitude(x: torch.Tensor, mag_hat: torch.Tensor) -> torch.Tensor:
+    """The gradient through x^ = x / |x| (rows): dx = (dx^ - x^ (x^ . dx^)) / |x| subtracts two terms of the size
+    mag_hat of dx^'s own terms, and divides by the norm (a small row amplifies every rounding upstream)."""
+    x = x.detach().to(F64)
+    norm = x.norm(dim=-1, keepdim=True)
+    x_hat = x / norm
+    return (mag_hat + x_hat.abs() * (x_hat.abs() * mag_hat).sum(-1, keepdim=True)) / norm
+
+
+def logit_gradient_magnitudes(x: torch.Tensor, y: torch.Tensor, scale: float, A: torch.Tensor):
+    """Magnitudes of d/dx and d/dy for logits L = scale x^ y^^T whose gradient dl/dL has the error weights A
+    (entrywise: the terms each dl/dL_ij cancels, times their conditioning): dx^ = scale A y^, dy^ = scale A^T x^."""
+    x_hat, y_hat = (z / z.norm(dim=-1, keepdim=True) for z in (x.detach().to(F64), y.detach().to(F64)))
+    return (normalised_gradient_magnitude(x, scale * A @ y_hat.abs()),
+            normalised_gradient_magnitude(y, scale * A.T @ x_hat.abs()))
 
 

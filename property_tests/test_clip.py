@@ -23,12 +23,15 @@ from . import recording
 from .harness import checks, close, expect_rejection, within_budget
 from .strategies import randn
 from .strategies_clip import (
-    U64,
     FeatureCase,
     as64,
     feature_cases,
+    floor_magnitude,
+    identity_atol,
+    logit_gradient_magnitudes,
     logit_scales,
     random_orthogonal,
+    softmax_exponent_size,
     value_and_grads,
 )
 
@@ -37,26 +40,39 @@ F64 = torch.float64
 
 
 def loss_tolerance(s: float, N: int, D: int) -> float:
-    """Two float64 evaluations of the loss differ by at most ~2 x (rounding of each logit, s (D + 4) u, plus the
-    log-sum-exp's (N + 4) u (1 + s)): cross-entropy moves by at most 2 max |dL| when the logits move."""
-    return 8 * (1 + s) * (D + N + 8) * U64
+    """Two float64 evaluations of the loss: terms of the size of its softmax exponents (|L| <= s) through rows of N
+    logits, each a dot product of length D."""
+    return identity_atol(softmax_exponent_size(s, N), N, D)
 
 
-def _magnitudes(I, T, t: float):
-    """Sizes of the terms the loss and its feature gradients sum (the budget's floor, specs/budget.py)."""
+def contrastive_gradient_weights(L: torch.Tensor) -> torch.Tensor:
+    """The error weights of dl/dL = ((P_row - I) + (P_col - I)) / 2N, entrywise in roundings: each softmax entry is
+    off by kappa of its own size, and on the diagonal p - 1 cancels terms of size 1 (where every row is sharply
+    diagonal the gradient is ~e^-60, but a correct float32 p_ii rounds to 1 - eps / 2 as well as to 1)."""
+    N = L.shape[0]
+    kappa = softmax_exponent_size(float(L.abs().max()), N)
+    P = torch.softmax(L, dim=1) + torch.softmax(L, dim=0)
+    return (P * kappa + 2 * torch.eye(N, dtype=L.dtype)) / (2 * N)
+
+
+def clip_magnitudes(I, T, t: float):
+    """Sizes of the terms the loss and its feature gradients round, with their conditioning (before the roundings
+    of the reductions, strategies_clip): the loss cancels each row's log-sum-exp against its diagonal logit (kappa);
+    the gradients carry dl/dL's error weights through L = s I^ T^^T and the normalisation."""
     s = math.exp(t)
     I_hat, T_hat = C.normalize(I.double()), C.normalize(T.double())
-    G = C.logits_gradient(C.logits(I_hat, T_hat, torch.tensor(t, dtype=F64))).abs()
-    mag_I = s * (G @ T_hat.abs() + G.T.abs() @ T_hat.abs()) / I.double().norm(dim=-1, keepdim=True)
-    mag_T = s * (G.T @ I_hat.abs() + G.abs() @ I_hat.abs()) / T.double().norm(dim=-1, keepdim=True)
-    return 1 + s, mag_I, mag_T
+    L = C.logits(I_hat, T_hat, torch.tensor(t, dtype=F64))
+    mag_I, mag_T = logit_gradient_magnitudes(I, T, s, contrastive_gradient_weights(L))
+    return softmax_exponent_size(s, I.shape[0]), mag_I, mag_T
 
 
 def check_loss_and_grads(target, I, T, t, loss, grads, baseline):
     ref, ref_grads = value_and_grads(C.clip_loss, as64(I, T), t)
     base, base_grads = baseline
-    mag_loss, mag_I, mag_T = _magnitudes(I, T, t)
-    n = I.shape[0] + I.shape[1] + 8
+    N, D = I.shape
+    # rows of N logits, each a dot product of length D
+    mag_loss, mag_I, mag_T = (floor_magnitude(m, N, D) for m in clip_magnitudes(I, T, t))
+    n = N + D + 8
     within_budget("loss", loss, ref, base, magnitude=mag_loss, terms=n, dtype=I.dtype)
     for name, g, r, b, mag in zip(("d image_features", "d text_features"), grads, ref_grads, base_grads,
                                   (mag_I, mag_T)):
@@ -85,7 +101,7 @@ def test_transformers_clip_model_loss(target):
     I, T = out.image_embeds.detach(), out.text_embeds.detach()
     ref = C.clip_loss(*as64(I, T), t)
     base = eager.clip_loss(I, T, t)
-    mag_loss, _, _ = _magnitudes(I, T, t)
+    mag_loss = floor_magnitude(clip_magnitudes(I, T, t)[0], *I.shape)
     within_budget("CLIPModel loss", out.loss.detach(), ref, base, magnitude=mag_loss, terms=I.shape[0] + I.shape[1])
     within_budget("loss", target(I, T, t), ref, base, magnitude=mag_loss, terms=I.shape[0] + I.shape[1])
 
@@ -126,7 +142,7 @@ def test_closed_forms(target, N, D, t, seed):
     v = randn(seed, 1, D)
     same = v.expand(N, D).clone()
     close("loss of identical features (ln N)", target(same, 2 * same, t), torch.tensor(math.log(N), dtype=F64),
-          atol=loss_tolerance(s, N, D), rtol=1e-12)
+          atol=loss_tolerance(s, N, D))
     N = min(N, D)
     Q = random_orthogonal(D, seed + 1)[:N] * torch.exp(randn(seed + 2, N, 1))
     close("loss of orthonormal pairs ln(1 + (N-1) e^-s)", target(Q, Q, t),
@@ -148,6 +164,7 @@ def test_orthonormal_loss_vs_scale(target):
                      "loss (closed form ln(1 + (N - 1) e^-s), N = 8)", points, kind="loglog")
 
 
+PRINTED_7_DIGITS = 5e-7  # a value printed to 7 significant digits is within half a unit of the 7th
 KA_IMAGES = [[1, 0], [0.6, 0.8], [0, 1]]
 KA_TEXTS = [[0.8, 0.6], [0, 1], [1, 0]]
 
@@ -156,21 +173,22 @@ KA_TEXTS = [[0.8, 0.6], [0, 1], [1, 0]]
 def test_known_answers(target):
     f = lambda rows: target.tensor(torch.tensor(rows, dtype=F64))  # noqa: E731
     eye = f(torch.eye(4).tolist())
-    eps = torch.finfo(target.torch_dtype).eps
 
-    def atol(value: float, s: float) -> float:
-        # the catalogue prints 7 significant digits (5e-7 relative); the loss cancels the diagonal logit s against
-        # its row's log-sum-exp, so the dtype adds a few roundings of s (float32 at s = 14.3: 5.7e-8 measured)
-        return 5e-7 * abs(value) + 8 * (1 + s) * eps
+    def atol(value: float, s: float, N: int, D: int) -> float:
+        # the catalogue prints 7 significant digits (half a unit of the 7th: 5e-7 relative); in the target's dtype
+        # the loss cancels the diagonal logit s against its row's log-sum-exp (kappa, through rows of N logits that
+        # are dot products of length D; float32 at s = 14.3: 5.7e-8 measured)
+        kappa = floor_magnitude(softmax_exponent_size(s, N), N, D)
+        return PRINTED_7_DIGITS * abs(value) + budget.rounding_atol(target.torch_dtype, kappa)
 
     s0 = 1 / 0.07
     close("N = 4 orthonormal, s = 1/0.07", target(eye, eye, math.log(s0)), torch.tensor(1.874623e-6, dtype=F64),
-          atol=atol(1.874623e-6, s0))
+          atol=atol(1.874623e-6, s0, 4, 4))
     ones = f([[1.0, 2.0]] * 4)
     close("all-equal features, ln 4", target(ones, ones, math.log(s0)), torch.tensor(1.386294, dtype=F64),
-          atol=atol(1.386294, s0))
+          atol=atol(1.386294, s0, 4, 2))
     close("3-pair example, s = 10", target(f(KA_IMAGES), f(KA_TEXTS), math.log(10.0)),
-          torch.tensor(4.650514, dtype=F64), atol=atol(4.650514, 10.0))
+          torch.tensor(4.650514, dtype=F64), atol=atol(4.650514, 10.0, 3, 2))
 
 
 @checks("clip.logits_gradient", operation=CE, requires=("grad",), dtypes=("float64",))
@@ -178,9 +196,10 @@ def test_known_answers(target):
 def test_logits_gradient(target, N, scale, seed):
     L = randn(seed, N, N, scale=scale)
     _, (G,) = value_and_grads(target, (L,))
-    tol = 32 * (1 + float(L.abs().max())) * (N + 4) * U64 / N  # softmax entries off by u |L| relative
-    close("dl/dL", G, C.logits_gradient(L), atol=tol)
-    close("sum of dl/dL (each direction sums to 0)", G.sum(), torch.zeros((), dtype=F64), atol=N * N * tol)
+    weights = contrastive_gradient_weights(L)  # a softmax over a row or a column of N logits per entry
+    close("dl/dL", G, C.logits_gradient(L), atol=identity_atol(weights, N))
+    close("sum of dl/dL (each direction sums to 0)", G.sum(), torch.zeros((), dtype=F64),
+          atol=identity_atol(weights.sum(), N, N * N))
 
 
 # --- data parallel ----------------------------------------------------------------------------------------
@@ -191,31 +210,37 @@ def test_local_loss_sharding(target, W, case, t):
     I, T = FeatureCase(W * case.N, case.D, case.noise, case.seed).tensors(target)
     ref, ref_grads = value_and_grads(C.clip_loss, (I, T), t)
     pieces = [value_and_grads(target, (I, T), t, rank=r, world_size=W) for r in range(W)]
-    tol = loss_tolerance(math.exp(t), W * case.N, case.D)
-    close("mean of the local losses", torch.stack([p[0] for p in pieces]).mean(), ref, atol=tol)
+    N = W * case.N
+    mags = clip_magnitudes(I, T, t)
+    # rows of N logits, dot products of length D, and the sum over W ranks
+    close("mean of the local losses", torch.stack([p[0] for p in pieces]).mean(), ref,
+          atol=identity_atol(mags[0], N, case.D, W))
     for k, name in enumerate(("image", "text")):
         summed = sum(p[1][k] for p in pieces) / W
         close(f"summed local gradients of the {name} features / W", summed, ref_grads[k],
-              atol=tol * float(ref_grads[k].abs().max() + 1))
+              atol=identity_atol(mags[1 + k], N, case.D, W))
 
 
-def check_sharded(target, I, T, reference, args, losses, grads, magnitudes):
+def check_sharded(target, I, T, reference, args, losses, grads, magnitudes, lengths):
     """mean of the ranks' losses and their DDP-averaged gradients against the single-process spec; magnitudes:
-    the sizes of the terms the loss and the two gradients sum (the budget's floor)."""
+    the sizes of the terms the loss and the two gradients round, with their conditioning; lengths: the reductions
+    each goes through (for the loss, then for the gradients)."""
     ref, ref_grads = value_and_grads(reference, as64(I, T), *args)
-    if target.dtype == "float64":
-        tol = 64 * (1 + max(abs(a) for a in args if isinstance(a, float))) * (I.shape[0] + I.shape[1]) * U64
-        close("mean of the ranks' losses", losses.mean(), ref, atol=tol * (1 + float(ref.abs())))
-        for name, g, r in zip(("d image", "d text"), grads, ref_grads):
-            close(name, g, r, atol=tol * float(r.abs().max() + 1))
+    mag_loss, *mag_grads = magnitudes
+    loss_lengths, grad_lengths = lengths
+    if target.dtype == "float64":  # an identity: the ranks only split and reorder the float64 sums
+        close("mean of the ranks' losses", losses.mean(), ref, atol=identity_atol(mag_loss, *loss_lengths))
+        for name, g, r, mag in zip(("d image", "d text"), grads, ref_grads, mag_grads):
+            close(name, g, r, atol=identity_atol(mag, *grad_lengths))
         return
     naive = {"clip": eager.clip_loss, "siglip": eager.sigmoid_loss}[target.operation.document]
     base, base_grads = value_and_grads(naive, (I, T), *args)
     n = I.shape[0] + I.shape[1] + 8
-    mag_loss, *mag_grads = magnitudes
-    within_budget("mean of the ranks' losses", losses.mean(), ref, base, magnitude=mag_loss, terms=n, dtype=I.dtype)
+    within_budget("mean of the ranks' losses", losses.mean(), ref, base,
+                  magnitude=floor_magnitude(mag_loss, *loss_lengths), terms=n, dtype=I.dtype)
     for name, g, r, b, mag in zip(("d image", "d text"), grads, ref_grads, base_grads, mag_grads):
-        within_budget(name, g, r, b, k=budget.K_GRADIENT, magnitude=mag, terms=n, dtype=I.dtype)
+        within_budget(name, g, r, b, k=budget.K_GRADIENT, magnitude=floor_magnitude(mag, *grad_lengths), terms=n,
+                      dtype=I.dtype)
 
 
 def most_ranks(target) -> int:
@@ -239,7 +264,9 @@ def test_sharded_equals_single_process(target, case, t, data):
     W = data.draw(world_sizes(target), label="world size")
     I, T = FeatureCase(W * case.N, case.D, case.noise, case.seed).tensors(target)
     losses, d_image, d_text = target(I, T, t, world_size=W)
-    check_sharded(target, I, T, C.clip_loss, (t,), losses, (d_image, d_text), _magnitudes(I, T, t))
+    lengths = (I.shape[0], case.D, W)  # rows of N logits, dot products of length D, the sum over the ranks
+    check_sharded(target, I, T, C.clip_loss, (t,), losses, (d_image, d_text), clip_magnitudes(I, T, t),
+                  (lengths, lengths))
 
 
 # --- zero-shot classifier and the clamp -------------------------------------------------------------------
@@ -249,7 +276,7 @@ def test_sharded_equals_single_process(target, case, t, data):
 def test_zero_shot_classifier(target, C_, K, D, seed):
     e = randn(seed, C_, K, D) * torch.exp(2 * randn(seed + 1, C_, K, 1))
     W = target(e)
-    tol = 16 * (K + D) * U64
+    tol = identity_atol(1.0, K, D, D)  # entries <= 1: a norm over D, the mean over K templates, the norm again
     close("column norms", W.norm(dim=0), torch.ones(C_, dtype=F64), atol=tol)
     perm = torch.randperm(K, generator=torch.Generator().manual_seed(seed))
     close("templates permuted", target(e[:, perm]), W, atol=tol)
@@ -263,8 +290,9 @@ def test_logit_scale_clamp(target, values):
     t = target.tensor(torch.tensor(values, dtype=F64))
     out = target(t).double()
     s = torch.exp(out)
-    eps = torch.finfo(target.torch_dtype).eps
-    if bool((s < 1).any()) or bool((s > 100 * (1 + 4 * eps)).any()):  # ln 100 rounded to the dtype, then exp
+    # the clamp's bound ln 100 is itself rounded to the dtype (by at most eps ln 100 / 2), which exp makes relative
+    upper = 100 * math.exp(budget.rounding_atol(target.torch_dtype, math.log(100.0)))
+    if bool((s < 1).any()) or bool((s > upper).any()):
         raise AssertionError(f"exp(clamped logit_scale) leaves [1, 100]: {s.tolist()}")
     inside = (t.double() >= 0) & (t.double() <= float(torch.tensor(math.log(100.0)).to(t.dtype)))
     close("values already in [0, ln 100]", out[inside], t.double()[inside], atol=0)
