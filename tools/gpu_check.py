@@ -1,7 +1,7 @@
 """One call on a GPU machine: check every GPU implementation against the specs, measure the machine's ceilings,
 run the asv GPU benchmarks, and leave everything to commit. Needs no network.
 
-    python3 benchmarks/gpu_check.py --out DIR [--wheels .wheels] [--property-timeout 240] [--skip-asv]
+    python3 tools/gpu_check.py --out DIR [--wheels .wheels] [--property-timeout 240] [--skip-asv]
 
 1. Environment: GPU, torch, triton, CUDA versions (DIR/environment.json).
 2. Ceilings: device-to-device copy GB/s and dense bf16 matmul TFLOP/s, measured (benchmarks.common).
