@@ -105,14 +105,15 @@ def score_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def decision_rounding(dtype: torch.dtype, config: RouterConfig, E: int, bias_size: float,
-                      logit_error: float = 0.0) -> float:
+                      input_error: float = 0.0) -> float:
     """How far rounding may move one quantity the selection compares (a selection score c = s + b, or a group's
     top-2 sum of them) in a router working in ``dtype``: the affinity's roundings (sigmoid: 3; softmax: an E-term sum,
     the exp and the division), the bias's addition and the group sum's, of scores <= 1 plus |b|, for each of the two
-    scores a group sums; plus the error of the logits themselves (the affinity is at most 1-Lipschitz)."""
+    scores a group sums; plus the error of each score's inputs (logits computed in the score dtype, or a bias
+    rounded once more; the affinity is at most 1-Lipschitz)."""
     u = torch.finfo(score_dtype(dtype)).eps / 2
     affinity = E + 2 if config.scoring == "softmax" else 3
-    return 2 * ((affinity + 2) * u * (1 + bias_size) + logit_error)
+    return 2 * ((affinity + 2) * u * (1 + bias_size) + input_error)
 
 
 def well_separated(margin: float, rounding: float) -> bool:

@@ -68,8 +68,11 @@ def _route_inputs(target, case):
 
 
 def _rounding(target, case, bias, shift: float = 0.0) -> float:
-    """decision_rounding of this target's router on this case (its bias moved by ``shift``)."""
-    return decision_rounding(target.torch_dtype, case.config, case.E, float(bias.abs().max()) + abs(shift))
+    """decision_rounding of this target's router on this case, its bias moved by up to ``shift``: a moved bias is
+    rounded once more in its own dtype (float32), whatever the router's precision."""
+    size = float(bias.abs().max()) + abs(shift)
+    moved = torch.finfo(bias.dtype).eps / 2 * size if shift else 0.0
+    return decision_rounding(target.torch_dtype, case.config, case.E, size, input_error=moved)
 
 
 def _reordered_rtol(K: int, dtype: torch.dtype, softmax_E: int = 0) -> float:
