@@ -135,22 +135,24 @@ def log_ratio_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejecte
 # The losses
 # ---------------------------------------------------------------------------------------------------
 
-@spec(DOC, latex=r"\ell(h)=-\log\sigma(\beta h)=\mathrm{sp}(-\beta h)", source="§4 eq. 7")
+@spec(DOC, latex=r"\ell(h)=-\log\sigma(\beta h)=\mathrm{sp}(-\beta h)", source="§4 eq. 7",
+      convention="-log sigma, exact for every h: torch's softplus returns x itself above its threshold 20, off by "
+                 "log1p(e^-x) <= e^-20 = 2.1e-9 (measured: l(h) - l(-h) off by 6.2e-12 at beta h = 25.8)")
 def sigmoid_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
-    return F.softplus(-beta * h)
+    return -F.logsigmoid(beta * h)
 
 
 @spec(DOC, latex=r"\ell_{cDPO}(h)=(1-\epsilon)\,\mathrm{sp}(-\beta h)+\epsilon\,\mathrm{sp}(\beta h)",
       source="Mitchell 2023, 'A note on DPO with noisy preferences' (conservative DPO); catalogue/dpo.md")
 def cdpo_loss(h: torch.Tensor, beta: float, epsilon: float) -> torch.Tensor:
-    return (1 - epsilon) * F.softplus(-beta * h) + epsilon * F.softplus(beta * h)
+    return -(1 - epsilon) * F.logsigmoid(beta * h) - epsilon * F.logsigmoid(-beta * h)
 
 
 @spec(DOC,
       latex=r"\ell_{rob}(h)=\frac{(1-\epsilon)\,\mathrm{sp}(-\beta h)-\epsilon\,\mathrm{sp}(\beta h)}{1-2\epsilon}",
       source="Chowdhury et al. 2024, robust DPO (arXiv:2403.00409) eq. 8; TRL loss_type='robust'")
 def robust_loss(h: torch.Tensor, beta: float, epsilon: float) -> torch.Tensor:
-    return ((1 - epsilon) * F.softplus(-beta * h) - epsilon * F.softplus(beta * h)) / (1 - 2 * epsilon)
+    return (-(1 - epsilon) * F.logsigmoid(beta * h) + epsilon * F.logsigmoid(-beta * h)) / (1 - 2 * epsilon)
 
 
 @spec(DOC, latex=r"\ell_{IPO}(\bar h)=\Big(\bar h-\frac{1}{2\beta}\Big)^2",
@@ -311,13 +313,126 @@ def fused_linear_dpo_loss(hidden, weight, input_ids, completion_mask, ref_chosen
                                loss_type=loss_type, label_smoothing=label_smoothing)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Error analysis of the fused losses: the size of the terms each output sums (specs/budget.py), for the floors
+# ---------------------------------------------------------------------------------------------------
+
+def pair_loss_sensitivity(h: torch.Tensor, beta: float, loss_type: str, label_smoothing: float):
+    """(terms of l, l', terms of l', |l''|) at the margins h: what one rounding of each operation of l(h) and of its
+    derivative l'(h) can cost, with l'' the rate at which an error in h moves l'.
+
+    The softplus variants are l = a sp(-x) + b sp(x), x = beta h: (a, b) = (1, 0) for sigmoid, (1 - eps, eps) for
+    cDPO, (1 - eps, -eps) / (1 - 2 eps) for robust. A softplus sums max(x, 0) and log1p(e^-|x|) <= 1; the product
+    beta h rounds once, which moves l by |l'| |h|. l' = beta (b sigma(x) - a sigma(-x)) rounds in sigma (exp, 1 +, the
+    division) and in the product by beta: four roundings of each term; an error in h moves it by
+    |l''| = beta^2 (|a| + |b|) sigma(x) sigma(-x). IPO: l = (h - c)^2, c = 1 / (2 beta), l' = 2 (h - c), l'' = 2.
+    Hinge: l = relu(1 - x), l' = -beta or 0, l'' = 0 away from its kink at x = 1.
+    """
+    x = beta * h
+    if loss_type == "ipo":
+        c = 1 / (2 * beta)
+        loss = (h - c) ** 2
+        return 2 * (h - c).abs() * (h.abs() + c) + loss, 2 * (h - c), 2 * (h.abs() + 2 * c), torch.full_like(h, 2.0)
+    if loss_type == "hinge":
+        dl = torch.where(x < 1, -beta, 0.0)
+        return 1 + 2 * x.abs() + torch.relu(1 - x), dl, dl.abs(), torch.zeros_like(h)
+    eps = label_smoothing
+    a, b = {"sigmoid": (1.0, 0.0), "cdpo": (1 - eps, eps),
+            "robust": ((1 - eps) / (1 - 2 * eps), -eps / (1 - 2 * eps))}[loss_type]
+    s_pos, s_neg = torch.sigmoid(x), torch.sigmoid(-x)
+    slopes = beta * (abs(a) * s_neg + abs(b) * s_pos)
+    d2l = beta ** 2 * (abs(a) + abs(b)) * s_pos * s_neg
+    terms_l = abs(a) * (F.softplus(-x, threshold=math.inf) + 1) + abs(b) * (F.softplus(x, threshold=math.inf) + 1) \
+        + slopes * h.abs()
+    return terms_l + pair_loss(h, beta, loss_type, eps).abs(), beta * (b * s_pos - a * s_neg), \
+        4 * slopes + d2l * h.abs(), d2l
+
+
+def scored_token_magnitudes(rows: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0):
+    """The float64 logits of scored rows of hidden states (n, H), z = rows W^T / T, and the size of the terms whose
+    rounding moves what is computed from them: (z, p, lse, logp, zabs, lse_terms, a).
+
+    zabs = |rows| |W|^T / T + |z|: each logit's products and the division by T. lse = m + log sum_v exp(z_v - m) rounds
+    in the subtractions z_v - m and the logits themselves (weighted by p), exp and the sum (relative, once each), the
+    log (|lse - m|) and the final sum (|lse|): lse_terms. log p = z_y - lse moves with z_y's terms, lse's and the
+    difference (or, as log_softmax computes it, (z_y - m) - log s): a. The logits of the target and of the lse are
+    not assumed to round alike (a kernel may compute them in other tiles), so their errors are not assumed to cancel.
+    """
+    rows, W = rows.detach().to(F64), weight.detach().to(F64)
+    z = rows @ W.T / temperature
+    zabs = rows.abs() @ W.abs().T / temperature + z.abs()
+    lse = torch.logsumexp(z, -1)
+    p = torch.exp(z - lse[:, None])
+    m = z.amax(-1)
+    lse_terms = (p * ((z - m[:, None]).abs() + zabs)).sum(-1) + 2 + (lse - m).abs() + lse.abs()
+    z_y = z.gather(-1, targets[:, None]).squeeze(-1)
+    logp = z_y - lse
+    a = zabs.gather(-1, targets[:, None]).squeeze(-1) + (z_y - m).abs() + lse_terms + logp.abs()
+    return z, p, lse, logp, zabs, lse_terms, a
+
+
+def logits_gradient_magnitudes(rows, weight, targets, z, p, lse, zabs, lse_terms, g, g_err, temperature: float = 1.0):
+    """(mag_drows (n, H), mag_dW (V, H)) of d rows = dz W and dW = dz^T rows with dz = g (onehot - p) / T, from the
+    size of the error g_err of each row's g = d loss / d log p: g rounds (g_err); p = exp(z - lse) moves with its
+    logit's terms, lse's, the subtraction and exp; dz rounds in the product and the division; then each product of
+    the two matrix products rounds once."""
+    rows, W = rows.detach().to(F64), weight.detach().to(F64)
+    d = (F.one_hot(targets, W.shape[0]).to(F64) - p).abs()
+    p_terms = p * (zabs + lse_terms[:, None] + (z - lse[:, None]).abs() + 1)
+    E = (g_err[:, None] * d + g.abs()[:, None] * (p_terms + 2 * d)) / temperature
+    return E @ W.abs(), E.T @ rows.abs()
+
+
+def fused_pair_margins(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, *,
+                       loss_type: str = "sigmoid"):
+    """(h, H, tokens): each pair's margin h (h-bar for IPO) in float64, the size H of the terms whose rounding moves
+    it (each sequence's tokens' a, the sum over its tokens, the four log-probs of the difference, h itself), and the
+    scored tokens' pieces (seq, rows, targets, scored_token_magnitudes, counts) for the gradients."""
+    h64, W = hidden.detach().to(F64), weight.detach().to(F64)
+    N = h64.shape[0]
+    scored = completion_mask[:, 1:] != 0
+    seq, t = scored.nonzero(as_tuple=True)
+    rows, targets = h64[seq, t], input_ids[seq, t + 1].long()
+    z, p, lse, logp, zabs, lse_terms, a = scored_token_magnitudes(rows, W, targets)
+    logps = torch.zeros(N, dtype=F64).index_add(0, seq, logp)
+    terms = torch.zeros(N, dtype=F64).index_add(0, seq, a + logp.abs())  # each token, and one rounding per term
+    refs = torch.cat([ref_chosen_logps.detach().to(F64), ref_rejected_logps.detach().to(F64)])
+    counts = scored.to(F64).sum(-1).clamp(min=1.0)
+    if loss_type in AVERAGED:  # the division by the count rounds once more
+        logps, terms, refs = logps / counts, (terms + logps.abs()) / counts, refs / counts
+    else:
+        counts = torch.ones_like(counts)
+    lp_w, lp_l = logps.chunk(2)
+    r_w, r_l = refs.chunk(2)
+    margin = (lp_w - r_w) - (lp_l - r_l)
+    t_w, t_l = terms.chunk(2)
+    size = t_w + t_l + 2 * (lp_w.abs() + r_w.abs() + lp_l.abs() + r_l.abs()) + margin.abs()
+    return margin, size, (seq, rows, targets, (z, p, lse, logp, zabs, lse_terms, a), counts)
+
+
+def fused_magnitudes(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, *,
+                     beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0, **_):
+    """(mag_loss, mag_dhidden, mag_dweight, n): the loss moves by |l'(h)| u H and l's own roundings per pair (mean over
+    pairs); the gradient d loss / d log pi of a sequence is +-l'(h) / B (/ its count for IPO), off by |l''| u H and
+    l''s own roundings; then through dz = g (onehot - p) into d hidden and d weight (logits_gradient_magnitudes)."""
+    h, size, (seq, rows, targets, (z, p, lse, logp, zabs, lse_terms, a), counts) = fused_pair_margins(
+        hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, loss_type=loss_type)
+    B = h.shape[0]
+    terms_l, dl, terms_dl, d2l = pair_loss_sensitivity(h, beta, loss_type, label_smoothing)
+    mag_loss = float((dl.abs() * size + terms_l).sum() / B)
+    g = torch.cat([dl, -dl]) / (B * counts)
+    g_err = torch.cat([d2l * size + terms_dl + dl.abs()] * 2) / (B * counts)
+    mag_rows, mag_dW = logits_gradient_magnitudes(rows, weight, targets, z, p, lse, zabs, lse_terms, g[seq],
+                                                  g_err[seq])
+    n = hidden.shape[-1] + weight.shape[0] + hidden.shape[1]
+    return mag_loss, float(mag_rows.max()) if mag_rows.numel() else 0.0, float(mag_dW.max()), n
+
+
 def fused_loss_magnitudes(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, **kw):
-    """(mag_loss, n): one rounding of a logit z = h.w moves log p by u |h||w| (twice: target and log-sum-exp); the
-    loss moves by |dl/dlogp| times that, summed over the tokens, and beta <= 10 in the tests."""
-    zmag = hidden.detach().to(F64).abs() @ weight.detach().to(F64).abs().T
-    per_seq = (zmag.amax(-1)[:, :-1] * 2 + zmag.new_tensor(math.log(weight.shape[0]))).sum(-1)
-    H = hidden.shape[-1]
-    return float(per_seq.max()) * 2 * max(1.0, kw.get("beta", 0.1)), H + weight.shape[0] + hidden.shape[1]
+    """(mag_loss, n) of fused_magnitudes: the loss's floor alone."""
+    mag_loss, _, _, n = fused_magnitudes(hidden, weight, input_ids, completion_mask, ref_chosen_logps,
+                                         ref_rejected_logps, **kw)
+    return mag_loss, n
 
 
 REGISTRY.attach_magnitudes(f"{DOC}.fused_linear_dpo_loss", fused_loss_magnitudes)
@@ -332,7 +447,7 @@ SEQ, LOSS, FUSED = f"{DOC}.sequence_logps", f"{DOC}.dpo_loss", f"{DOC}.fused_lin
 claim(DOC, "sequence_logps_masked", kind="identity", operations=(SEQ,),
       statement="The completion log-prob equals the manual sum of next-token log-softmax over completion tokens "
                 "(shift by one); changing logits at prompt or padding positions, or appending padding, changes "
-                "nothing (float64: exact up to 1e-12 relative).",
+                "nothing (up to the rounding of each log-prob's terms and of the sum).",
       source="catalogue property 6; TRL _compute_loss (shift, mask, sum)")
 claim(DOC, "known_answers", kind="known-answer", operations=(LOSS,),
       statement="beta = 0.1: sigmoid loss 0.693147 / 0.644397 / 0.744397 / 0.474077 at h = 0 / 1 / -1 / 5 "
@@ -345,16 +460,18 @@ claim(DOC, "reference_point", kind="exact", operations=(LOSS,),
       source="catalogue property 1")
 claim(DOC, "gradient_matches_derivation", kind="identity", operations=(LOSS, FUSED),
       statement="The paper's closed-form gradient -beta sigma(r_l - r_w)(grad log pi_w - grad log pi_l) equals "
-                "autograd of the loss (1e-12), the reference log-probs receive no gradient, and on a tiny model's "
-                "parameters (hidden states and LM head) autograd equals central finite differences (1e-6).",
+                "autograd of the loss (up to rounding), the reference log-probs receive no gradient, and on a tiny "
+                "model's parameters (hidden states and LM head) autograd equals central finite differences (up to "
+                "their truncation error, measured by Richardson extrapolation, and rounding).",
       source="§4 'What does the DPO update do?'; catalogue property 4")
 claim(DOC, "shift_invariance", kind="identity", operations=(LOSS,),
       statement="Adding one constant to the chosen and rejected sequence log-probs (of the policy or of the "
-                "reference) leaves every pairwise loss unchanged: Z(x) cancels (float64: 1e-12 x |c|).",
+                "reference) leaves every pairwise loss unchanged: Z(x) cancels (up to rounding at the size of the "
+                "shifted log-probs).",
       source="§4 (Z cancels in eq. 6-7); catalogue property 2")
 claim(DOC, "swap_symmetry", kind="identity", operations=(LOSS,),
       statement="Swapping chosen and rejected negates h, and l(h) - l(-h) = -beta h for the sigmoid loss "
-                "(softplus identity, 1e-12).",
+                "(softplus identity, up to rounding at the size of |beta h|).",
       source="catalogue property 3")
 claim(DOC, "monotone_convex", kind="exact", operations=(LOSS,),
       statement="Every variant's loss is convex in h; sigmoid, robust and hinge are non-increasing in h, while cDPO "
@@ -363,13 +480,13 @@ claim(DOC, "monotone_convex", kind="exact", operations=(LOSS,),
       source="catalogue property 5")
 claim(DOC, "robust_unbiased", kind="identity", operations=(LOSS,),
       statement="The robust loss is unbiased under label flips with probability eps: (1 - eps) l_rob(h) + eps "
-                "l_rob(-h) = -log sigma(beta h) exactly (1e-12); cDPO is not.",
+                "l_rob(-h) = -log sigma(beta h) exactly (up to rounding); cDPO is not.",
       source="Chowdhury et al. 2024 Lemma 3.1; catalogue property 5")
 claim(DOC, "optimum_reward_identity", kind="identity", operations=(LOSS,),
       statement="On categorical toys, pi* proportional to pi_ref exp(r/beta) satisfies beta log(pi*/pi_ref) - r = "
-                "const over y (1e-9); the sigmoid loss is the Bradley-Terry negative log-likelihood of the "
+                "const over y; the sigmoid loss is the Bradley-Terry negative log-likelihood of the "
                 "implicit rewards; and the population DPO loss under Bradley-Terry preferences with reward r is "
-                "stationary at pi* (gradient 1e-9).",
+                "stationary at pi* (each up to rounding).",
       source="§4 eq. 4-7, Theorem 1; catalogue property 7")
 claim(DOC, "fused_matches_spec", kind="budget", operations=(FUSED,),
       statement="The batch loss from hidden states (every loss type, IPO length-averaged, any chunk size) and its "

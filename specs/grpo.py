@@ -25,7 +25,7 @@ import re
 import torch
 
 from .contracts import ArgumentError, check_tensor, expect_tensor
-from .dpo import check_mask, check_token_ids, selective_log_softmax
+from .dpo import check_mask, check_token_ids, logits_gradient_magnitudes, scored_token_magnitudes, selective_log_softmax
 from .registry import REGISTRY, claim, operation, spec
 
 DOC = "grpo"
@@ -277,14 +277,70 @@ def fused_linear_grpo_loss(hidden, weight, completion_ids, completion_mask, adva
                      epsilon_high=epsilon_high, loss_type=loss_type, max_completion_length=max_completion_length)
 
 
+def fused_token_magnitudes(hidden, weight, completion_ids, completion_mask, *, temperature: float = 1.0):
+    """(logps (N, T), a (N, T), scored tokens): the float64 log-probs at the scored positions (0 elsewhere), the size
+    a of the terms whose rounding moves each one (dpo.scored_token_magnitudes), and the scored tokens' pieces."""
+    h64 = hidden.detach().to(F64)
+    N, T = completion_mask.shape
+    seq, t = (completion_mask != 0).nonzero(as_tuple=True)
+    rows, targets = h64[seq, t], completion_ids[seq, t].long()
+    z, p, lse, logp, zabs, lse_terms, a = scored_token_magnitudes(rows, weight, targets, temperature)
+    logps = torch.zeros(N, T, dtype=F64).index_put((seq, t), logp)
+    sizes = torch.zeros(N, T, dtype=F64).index_put((seq, t), a)
+    return logps, sizes, (seq, t, rows, targets, (z, p, lse, logp, zabs, lse_terms, a))
+
+
+def fused_magnitudes(hidden, weight, completion_ids, completion_mask, advantages, old_logps=None, ref_logps=None, *,
+                     temperature: float = 1.0, beta: float = 0.04, epsilon_low: float = 0.2,
+                     epsilon_high: float | None = None, loss_type: str = "grpo", max_completion_length=None, **_):
+    """(mag_loss, mag_dhidden, mag_dweight, n). Per token, with w its aggregation weight (<= 1): the ratio
+    rho = exp(log pi - log pi_old) moves by rho u (a + |log pi| + |log pi_old| + 2) (off-policy; on-policy it is
+    exp(0) = 1 exactly), the surrogate by |A| times that; k3 = e^delta - delta - 1, delta = log pi_ref - log pi, by
+    |e^delta - 1| u (a + |log pi_ref| + |log pi|) and its own roundings u (e^delta + |delta| + 1). The gradient
+    g = d loss / d log pi = w (-rho A [unclipped] + beta (1 - e^delta)) moves by w (rho |A| (...) + beta e^delta (...)),
+    then through dz = g (onehot - p) / T into d hidden and d weight (dpo.logits_gradient_magnitudes)."""
+    logps, sizes, (seq, t, rows, targets, (z, p, lse, logp, zabs, lse_terms, a)) = fused_token_magnitudes(
+        hidden, weight, completion_ids, completion_mask, temperature=temperature)
+    m = completion_mask.to(F64)
+    A = advantages.detach().to(F64)[:, None].expand_as(logps)
+    lp = logps.clone().requires_grad_(True)
+    per_token = torch.zeros_like(logps, requires_grad=True)
+    kw = dict(beta=beta, epsilon_low=epsilon_low, epsilon_high=epsilon_high, loss_type=loss_type,
+              max_completion_length=max_completion_length)
+    (g,) = torch.autograd.grad(grpo_loss(lp, old_logps, ref_logps, advantages, completion_mask, **kw), lp)
+    _, _, _, L = check_loss_options(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, m.shape[1])
+    (w,) = torch.autograd.grad(aggregate(per_token, m, loss_type, L), per_token)
+    w = w.abs()
+    if old_logps is None:
+        rho, rho_err = torch.ones_like(logps), torch.full_like(logps, 2.0)
+    else:
+        old = torch.where(m > 0, old_logps.detach().to(F64), 0.0)
+        rho = torch.exp(logps - old)
+        rho_err = sizes + logps.abs() + old.abs() + 2
+    surrogate = rho * A.abs() * rho_err
+    value = clipped_surrogate(rho, A, epsilon_low, epsilon_low if epsilon_high is None else epsilon_high)
+    k3_terms, k3_grad_terms = torch.zeros_like(logps), torch.zeros_like(logps)
+    if beta != 0:
+        ref = torch.where(m > 0, ref_logps.detach().to(F64), 0.0)
+        delta = ref - logps
+        e = torch.exp(delta)
+        k3_terms = beta * ((e - 1).abs() * (sizes + ref.abs() + logps.abs()) + e + delta.abs() + 1)
+        k3_grad_terms = beta * (e * (sizes + ref.abs() + logps.abs() + 1) + 1)
+        value = value + beta * k3(logps, ref)
+    mag_loss = float((w * (surrogate + k3_terms + 2 * value.abs()) * m).sum())
+    g_err = w * (surrogate + k3_grad_terms) + 2 * g.abs()
+    mag_rows, mag_dW = logits_gradient_magnitudes(rows, weight, targets, z, p, lse, zabs, lse_terms, g[seq, t],
+                                                  g_err[seq, t], temperature)
+    n = hidden.shape[-1] + weight.shape[0] + hidden.shape[1]
+    return mag_loss, float(mag_rows.max()) if mag_rows.numel() else 0.0, float(mag_dW.max()), n
+
+
 def fused_loss_magnitudes(hidden, weight, completion_ids, completion_mask, advantages, old_logps=None,
-                          ref_logps=None, *, temperature=1.0, beta=0.04, **_):
-    """(mag_loss, n): a logit's rounding u |h||w| / T moves log pi by ~2x that; the loss moves by at most
-    (rho |A| (1 + eps) + beta (e^delta + 1)) times it per token (the weights <= 1 of every aggregation)."""
-    zmag = (hidden.detach().to(F64).abs() @ weight.detach().to(F64).abs().T).amax(-1) / temperature
-    A = advantages.detach().to(F64).abs().max()
-    return float((2 * zmag.max() + math.log(weight.shape[0])) * (3 * A + 4 * beta + 1)), (
-        hidden.shape[-1] + weight.shape[0] + hidden.shape[1])
+                          ref_logps=None, **kw):
+    """(mag_loss, n) of fused_magnitudes: the loss's floor alone."""
+    mag_loss, _, _, n = fused_magnitudes(hidden, weight, completion_ids, completion_mask, advantages, old_logps,
+                                         ref_logps, **kw)
+    return mag_loss, n
 
 
 REGISTRY.attach_magnitudes(f"{DOC}.fused_linear_grpo_loss", fused_loss_magnitudes)
@@ -388,11 +444,12 @@ ADV, LOGPS, LOSS, FUSED = f"{DOC}.group_advantages", f"{DOC}.token_logps", f"{DO
     f"{DOC}.fused_linear_grpo_loss"
 
 claim(DOC, "advantages_zero_sum", kind="identity", operations=(ADV,),
-      statement="Each group's advantages sum to 0 (float64: G eps max|A|); with eps = 0 their sample (population) "
-                "standard deviation is 1 for std = sample (population); a constant-reward group gets A = 0.",
+      statement="Each group's advantages sum to 0 (up to G^2 roundings of max|r| / std); with eps = 0 their sample "
+                "(population) standard deviation is 1 for std = sample (population); a constant-reward group gets "
+                "A = 0.",
       source="catalogue property 1")
 claim(DOC, "advantages_affine_invariant", kind="identity", operations=(ADV,),
-      statement="r -> a r + c with a > 0 leaves the normalised advantages unchanged (eps = 0: 1e-12 relative) and "
+      statement="r -> a r + c with a > 0 leaves the normalised advantages unchanged (eps = 0, up to rounding) and "
                 "scales Dr. GRPO's (std = none) by a.",
       source="catalogue property 2")
 claim(DOC, "advantages_known_answers", kind="known-answer", operations=(ADV,),
@@ -407,11 +464,12 @@ claim(DOC, "on_policy_reinforce", kind="identity", operations=(LOSS,),
       statement="On-policy (rho = 1), beta = 0: the grpo loss value is 0 (float64 rounding) while its gradient is "
                 "REINFORCE with the group baseline: d loss / d log pi_it = -A_i / (N |o_i|) (grpo), -A_i / (N "
                 "L_max) (dr_grpo), -A_i / sum|o| (bnpo, dapo), whose value is -sum_i A_i |o_i| / sum_i |o_i| "
-                "(1e-12).",
+                "(up to rounding).",
       source="catalogue properties 3-4 (TRL #2703, open-r1 #239)")
 claim(DOC, "clipping", kind="exact", operations=(LOSS,),
       statement="The gradient in log pi is exactly 0 where A > 0 and rho > 1 + eps_high or A < 0 and rho < 1 - "
-                "eps_low, and -rho A times the aggregation weight elsewhere (1e-12 relative).",
+                "eps_low, and -rho A times the aggregation weight elsewhere (up to rounding; ratios within their "
+                "rounding of the bound, where the gradient jumps, are excluded).",
       source="catalogue property 5; DAPO §3.1 (clip-higher)")
 claim(DOC, "surrogate_known_answers", kind="known-answer", operations=(LOSS,),
       statement="Per-token loss, eps = 0.2: (rho, A) = (1.5, 1) -> -1.2 (eps_high = 0.28: -1.28), (1.5, -1) -> 1.5, "
@@ -419,8 +477,8 @@ claim(DOC, "surrogate_known_answers", kind="known-answer", operations=(LOSS,),
                 "0.0048374, 0.7182818, 0.3678794.",
       source="catalogue/grpo.md, known answers")
 claim(DOC, "k3_nonnegative", kind="exact", operations=(LOSS,),
-      statement="k3 >= 0, = 0 exactly where log pi = log pi_ref, and d k3 / d log pi = 1 - exp(log pi_ref - "
-                "log pi) (1e-12).",
+      statement="k3 >= 0 (up to its rounding), = 0 exactly where log pi = log pi_ref, and d k3 / d log pi = 1 - "
+                "exp(log pi_ref - log pi) (up to rounding).",
       source="catalogue property 6")
 claim(DOC, "k3_unbiased", kind="statistical", operations=(LOSS,),
       statement="Over tokens sampled from pi on a categorical, the mean of k3 equals KL(pi || pi_ref) within a "
@@ -433,7 +491,7 @@ claim(DOC, "masked_tokens_never_matter", kind="exact", operations=(LOSS, FUSED),
                 "zero gradient.",
       source="catalogue property 7")
 claim(DOC, "temperature_scaled_logps", kind="identity", operations=(LOGPS,),
-      statement="Per-token log-probs are log softmax(logits / T) at the sampled ids (1e-12), equal to the "
+      statement="Per-token log-probs are log softmax(logits / T) at the sampled ids (up to rounding), equal to the "
                 "unscaled ones at T = 1, and exp of them sums to 1 over the vocabulary.",
       source="catalogue property 7 (TRL #4159, prime-rl PR #697)")
 claim(DOC, "format_reward", kind="exact", operations=(f"{DOC}.format_reward",),
