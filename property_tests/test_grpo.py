@@ -1,9 +1,9 @@
 """Property tests of the GRPO document (specs/grpo.py), one or more per claim.
 
 Every test runs against every implementation of the operation it names (the spec, the naive eager torch code, the
-fused chunked loss, trl's GRPOTrainer loss, a user's --impl). Exact identities are checked in float64 at a tolerance
-derived from the float64 epsilon; the fused losses against the float64 spec within the error budget; the k3
-estimator's mean with a Hoeffding bound.
+fused chunked loss, trl's GRPOTrainer loss, a user's --impl). Identities are checked at a tolerance derived from the
+size of the terms that cancel (budget.rounding_atol), exactly only where every correct algorithm is exact; the fused
+losses against the float64 spec within the error budget; the k3 estimator's mean with a Hoeffding bound.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 
-from specs import grpo
+from specs import budget, grpo
 
 from . import recording
 from .harness import checks, close, equal
@@ -25,7 +25,6 @@ from .test_dpo import check_fused, expect_rejection
 
 ADV, LOGPS, LOSS, FUSED = "grpo.group_advantages", "grpo.token_logps", "grpo.grpo_loss", "grpo.fused_linear_grpo_loss"
 F64 = torch.float64
-EPS64 = torch.finfo(F64).eps
 
 
 def _t(values) -> torch.Tensor:
@@ -51,20 +50,43 @@ def reward_batches(draw):
     return r.reshape(-1), G
 
 
+def _conditioning(r: torch.Tensor, G: int, std: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kappa, constant) per group: kappa = max|r| / std(r) (std = none: max|r|), the size of the terms that cancel in
+    A = (r - mean) / std relative to A's own scale; constant: the groups of equal rewards (A = 0 by convention)."""
+    r = r.to(F64).view(-1, G)
+    constant = (r == r[:, :1]).all(1)
+    if std == "none":
+        sigma = torch.ones(r.shape[0], dtype=F64)
+    else:
+        sigma = torch.where(constant, 1.0, r.std(1, correction=1 if std == "sample" else 0))
+    return r.abs().amax(1) / sigma, constant
+
+
 @checks("grpo.advantages_zero_sum", operation=ADV, dtypes=("float64", "float32"))
 @given(batch=reward_batches(), std=st.sampled_from(grpo.STDS))
 def test_advantages_zero_sum(target, batch, std):
     rewards, G = batch
     A = target(target.tensor(rewards), G, std=std).to(F64).view(-1, G)
     r = target.tensor(rewards).to(F64).view(-1, G)
-    u = torch.finfo(target.torch_dtype).eps
-    constant = (r == r[:, :1]).all(1)
+    dtype = target.torch_dtype
+    kappa, constant = _conditioning(r, G, std)
     equal("advantages of a constant-reward group", A[constant], torch.zeros_like(A[constant]))
-    scale = float(A.abs().max()) + 1
-    close("sum of each group's advantages", A.sum(1), torch.zeros(A.shape[0], dtype=F64), atol=4 * G * u * scale)
-    if std != "none" and bool((~constant).any()):
+    if not bool((~constant).any()):
+        return
+    # the group mean of G rewards is off by up to G u max|r|, and the G centred rewards carry G times that into their
+    # sum: G^2 roundings of max|r| / std, the terms that cancel (not of |A|: two near-equal rewards have |A| <= 1
+    # but |r| / std large); then the division and this sum round each A once more
+    kappa = float(kappa[~constant].max())
+    atol = (budget.rounding_atol(dtype, kappa, roundings=G * G)
+            + budget.rounding_atol(dtype, float(A.abs().max()), roundings=G))
+    close("sum of each group's advantages", A[~constant].sum(1), torch.zeros(int((~constant).sum()), dtype=F64),
+          atol=atol)
+    if std != "none":
         sd = A[~constant].std(dim=1, correction=1 if std == "sample" else 0)
-        close(f"{std} std of each group's advantages", sd, torch.ones_like(sd), atol=8 * G * u)
+        # the variance sums G squares (relative, G roundings), the square root, the division and the centring round
+        # once each; the mean's error (G u kappa relative to the std) enters the variance squared
+        atol = budget.rounding_atol(dtype, 1.0, roundings=G + 6) + budget.rounding_atol(dtype, kappa, roundings=G) ** 2
+        close(f"{std} std of each group's advantages", sd, torch.ones_like(sd), atol=atol)
 
 
 @checks("grpo.advantages_affine_invariant", operation=ADV, dtypes=("float64",))
@@ -73,29 +95,47 @@ def test_advantages_zero_sum(target, batch, std):
 def test_advantages_affine_invariant(target, batch, std, a, c):
     rewards, G = batch
     A = target(rewards, G, std=std)
-    A2 = target(a * rewards + c, G, std=std)
-    expected = A * (a if std == "none" else 1.0)
-    scale = (abs(c) + a * float(rewards.abs().max()) + 1) / (float(rewards.view(-1, G).std(1).min()) + 1e-300)
-    close(f"advantages of {a} r + {c}", A2, expected, atol=64 * G * EPS64 * min(scale, 1e6) * (a if std == "none"
-                                                                                           else 1.0))
+    moved = a * rewards + c
+    A2 = target(moved, G, std=std)
+    scale = a if std == "none" else 1.0
+    expected = A * scale
+    # each side: the mean's error G u kappa (kappa of its own rewards, in units of the first's std: for std = none
+    # the comparison is in units of a), the std's relative error (G + 6 roundings of |A|), and a r + c rounded once
+    # (kappa of the moved rewards); the mean's error also enters the std squared
+    kappa, constant = _conditioning(rewards, G, std)
+    kappa_moved, _ = _conditioning(moved, G, std)
+    kappa_moved = kappa_moved / (a if std == "none" else 1.0)
+    kappa = torch.where(constant, 0.0, kappa + kappa_moved)
+    A_max = float(A.abs().max())
+    atol = scale * (budget.rounding_atol(F64, float(kappa.max()), roundings=G + 1)
+                    + budget.rounding_atol(F64, A_max, roundings=G + 7)
+                    + budget.rounding_atol(F64, float(kappa.max()), roundings=G) ** 2 * A_max)
+    close(f"advantages of {a} r + {c}", A2, expected, atol=atol)
 
 
-# catalogue/grpo.md, known answers (six decimals)
-KA_ATOL = 1e-6
+# catalogue/grpo.md, known answers, given to six decimals: off by at most half a unit of the sixth
+KA_HALF_UNIT = 0.5e-6
 
 
 @checks("grpo.advantages_known_answers", operation=ADV, dtypes=("float64", "float32"))
 def test_advantages_known_answers(target):
-    def A(r, **kw):
-        return target(target.tensor(_t(r)), len(r), **kw)
+    dtype = target.torch_dtype
 
-    close("r = [1,0,0,1], sample std, eps = 1e-4 (TRL)", A([1, 0, 0, 1], eps=1e-4),
-          _t([0.865875, -0.865875, -0.865875, 0.865875]), atol=KA_ATOL)
-    close("r = [1,0,0,1], population std", A([1, 0, 0, 1], std="population"), _t([1, -1, -1, 1]), atol=KA_ATOL)
-    close("r = [1,0,0,0], sample std, eps = 1e-4 (TRL)", A([1, 0, 0, 0], eps=1e-4),
-          _t([1.499700, -0.499900, -0.499900, -0.499900]), atol=KA_ATOL)
-    close("r = [1,0,0,0], Dr. GRPO (std none)", A([1, 0, 0, 0], std="none"), _t([0.75, -0.25, -0.25, -0.25]),
-          atol=KA_ATOL)
+    def check(name, r, expected, **kw):
+        G = len(r)
+        kappa, _ = _conditioning(_t(r), G, kw.get("std", "sample"))
+        # six decimals, and the advantages' rounding in the target's dtype: the mean's G roundings of kappa, the
+        # std's G + 6 of |A| (the eps added to it rounds once more)
+        atol = (KA_HALF_UNIT + budget.rounding_atol(dtype, float(kappa.max()), roundings=G)
+                + budget.rounding_atol(dtype, max(abs(x) for x in expected), roundings=G + 7))
+        close(name, target(target.tensor(_t(r)), G, **kw), _t(expected), atol=atol)
+
+    check("r = [1,0,0,1], sample std, eps = 1e-4 (TRL)", [1, 0, 0, 1], [0.865875, -0.865875, -0.865875, 0.865875],
+          eps=1e-4)
+    check("r = [1,0,0,1], population std", [1, 0, 0, 1], [1, -1, -1, 1], std="population")
+    check("r = [1,0,0,0], sample std, eps = 1e-4 (TRL)", [1, 0, 0, 0], [1.499700, -0.499900, -0.499900, -0.499900],
+          eps=1e-4)
+    check("r = [1,0,0,0], Dr. GRPO (std none)", [1, 0, 0, 0], [0.75, -0.25, -0.25, -0.25], std="none")
 
 
 @checks("grpo.groups_never_mix", operation=ADV, dtypes=("float64", "float32"))
@@ -114,10 +154,15 @@ def test_groups_never_mix(target, batch, std, data):
     equal(f"advantages outside group {k}", A_moved[others], A[others])
     perm = torch.arange(rewards.numel())
     perm[k * G:(k + 1) * G] = k * G + torch.randperm(G, generator=torch.Generator().manual_seed(k))
-    # the mean and std are order-independent only up to the summation order: compare at the float rounding
-    u = torch.finfo(target.torch_dtype).eps
-    close(f"advantages of group {k} permuted", target(x[perm], G, std=std), A[perm],
-          atol=8 * G * u * (float(A.abs().max()) + 1))
+    # the mean and std are order-independent only up to the summation order: both orders' means are off by up to
+    # G u kappa (kappa = max|r| / std of the group), their stds by G + 6 roundings of |A|
+    kappa, _ = _conditioning(x, G, std)
+    A_max = float(A.abs().max())
+    dtype = target.torch_dtype
+    atol = (budget.rounding_atol(dtype, float(kappa[k]), roundings=G)
+            + budget.rounding_atol(dtype, A_max, roundings=G + 7)
+            + budget.rounding_atol(dtype, float(kappa[k]), roundings=G) ** 2 * A_max)
+    close(f"advantages of group {k} permuted", target(x[perm], G, std=std), A[perm], atol=atol)
 
 
 # --- the loss ------------------------------------------------------------------------------------------------
@@ -134,9 +179,9 @@ def _logps_case(seed: int, N: int, T: int, *, spread: float = 3.0):
 
 
 @checks("grpo.on_policy_reinforce", operation=LOSS, requires=("grad",), dtypes=("float64",))
-@given(seed=st.integers(0, 2**31), N=st.integers(1, 6), T=st.integers(1, 9),
-       loss_type=st.sampled_from(grpo.AGGREGATIONS), explicit_old=st.booleans())
-def test_on_policy_reinforce(target, seed, N, T, loss_type, explicit_old):
+@pytest.mark.parametrize("loss_type", grpo.AGGREGATIONS)  # each aggregation every run, not by the luck of the draw
+@given(seed=st.integers(0, 2**31), N=st.integers(1, 6), T=st.integers(1, 9), explicit_old=st.booleans())
+def test_on_policy_reinforce(target, loss_type, seed, N, T, explicit_old):
     logps, mask, A = _logps_case(seed, N, T)
     lp = logps.clone().requires_grad_(True)
     L_max = T + 3
@@ -148,19 +193,26 @@ def test_on_policy_reinforce(target, seed, N, T, loss_type, explicit_old):
     weight = {"grpo": 1 / (N * lengths), "dr_grpo": torch.full((N,), 1 / (N * L_max), dtype=F64),
               "bnpo": torch.full((N,), 1 / float(lengths.sum()), dtype=F64)}
     weight["dapo"] = weight["bnpo"]
-    # each entry is A_i times a weight <= 1 (the ratio exp(0) = 1 is exact): a handful of roundings of size
-    # <= max |A|, far below 1e-12 max |A| (~4500 eps)
-    close(f"{loss_type}: d loss / d log pi (REINFORCE with the group baseline)", g,
-          -(A * weight[loss_type])[:, None] * m, atol=1e-12 * float(A.abs().max()))
+    expected = -(A * weight[loss_type])[:, None] * m
+    # rho = exp(0) = 1 exactly; the backward rounds the aggregation's two divisions and the product by A, and the
+    # expected value its product of the counts, the division and the product by A: six roundings of each entry
+    close(f"{loss_type}: d loss / d log pi (REINFORCE with the group baseline)", g, expected,
+          atol=budget.rounding_atol(F64, float(expected.abs().max()), roundings=6))
     value = {"grpo": -A.mean(), "dr_grpo": -(A * lengths).sum() / (N * L_max),
              "bnpo": -(A * lengths).sum() / lengths.sum()}
     value["dapo"] = value["bnpo"]
+    # the loss sums up to N T per-token terms -A_i and divides (grpo: T per sequence, then the mean of N); the
+    # expected value sums N products: N T + N + 2 roundings of max|A| covers both
     close(f"{loss_type}: the on-policy loss value", loss.detach().reshape(1), value[loss_type].reshape(1),
-          atol=8 * T * EPS64 * float(A.abs().max()))
+          atol=budget.rounding_atol(F64, float(A.abs().max()), roundings=N * T + N + 2))
     if loss_type == "grpo":  # centred advantages: the value is 0 while the gradient is not
         Ac = A - A.mean()
         zero = target(logps.clone(), old, None, Ac, mask, beta=0.0, loss_type="grpo")
-        close("grpo loss with group-centred advantages", zero.reshape(1), _t([0.0]), atol=8 * N * EPS64)
+        # the mean of A is off by N u max|A|, which the centred advantages sum N times (N^2 u max|A|, divided by
+        # N in the loss); each centred advantage rounds once more (|Ac| <= 2 max|A|), and the loss's T + N + 2
+        # roundings are of entries up to 2 max|A|
+        close("grpo loss with group-centred advantages", zero.reshape(1), _t([0.0]),
+              atol=budget.rounding_atol(F64, float(A.abs().max()), roundings=2 * N + T + 3))
 
 
 @checks("grpo.clipping", operation=LOSS, requires=("grad",), dtypes=("float64",))
@@ -173,25 +225,33 @@ def test_clipping(target, seed, N, T, eps):
     rho = torch.exp(torch.randn(N, T, generator=gen, dtype=F64) * 0.4)
     old = logps - torch.log(rho)
     rho = torch.exp(logps - old)  # the ratio the implementation sees (old rounded)
+    # rho rounds at the size of the terms of its argument (exp(log pi) / exp(log pi_old) would too)
+    rho_terms = rho * (logps.abs() + old.abs() + 2)
+    Ab = A[:, None].expand(N, T)
+    m = mask.bool()
+    # the gradient jumps at the clip bound that applies to the sign of A: the claim has nothing to say about a
+    # ratio within its rounding of the bound
+    bound = torch.where(Ab > 0, 1 + eps_hi, 1 - eps_lo)
+    assume(not bool((m & ((rho - bound).abs() <= budget.eps(F64) * rho_terms)).any()))
     lp = logps.clone().requires_grad_(True)
     loss = target(lp, old, None, A, mask, beta=0.0, epsilon_low=eps_lo, epsilon_high=eps_hi, loss_type="bnpo")
     (g,) = torch.autograd.grad(loss, lp)
-    Ab = A[:, None].expand(N, T)
-    m = mask.bool()
     clipped = m & (((Ab > 0) & (rho > 1 + eps_hi)) | ((Ab < 0) & (rho < 1 - eps_lo)))
     equal("gradient where the ratio is clipped", g[clipped], torch.zeros_like(g[clipped]))
     free = m & ~clipped
     expected = -(rho * Ab) / float(mask.sum())
-    # rho = exp(log pi - log pi_old) and the product and quotient each round a few times, relative eps each, on
-    # entries <= max |expected|: 1e-12 of that (plus 1e-12 absolute) is ~4500 eps
+    # both sides: rho's rounding, then the product by A and the division by the token count, once each
     close("gradient -rho A / sum|o| where it is not", g[free], expected[free],
-          atol=1e-12 * float(expected.abs().max() + 1))
+          atol=budget.rounding_atol(F64, float((rho_terms * Ab.abs() / float(mask.sum()) + 2 * expected.abs())
+                                               .max()), roundings=2))
 
 
-# per-token known answers: (rho, A, eps_high) -> loss with eps_low = 0.2; k3 at delta = log pi_ref - log pi
+# per-token known answers: (rho, A, eps_high) -> loss with eps_low = 0.2, exact; k3 at delta = log pi_ref - log pi,
+# given to seven decimals (off by at most half a unit of the seventh)
 KA_SURROGATE = [((1.5, 1.0, 0.2), -1.2), ((1.5, 1.0, 0.28), -1.28), ((1.5, -1.0, 0.2), 1.5), ((0.5, 1.0, 0.2), -0.5),
                 ((0.5, -1.0, 0.2), 0.8), ((1.1, 1.0, 0.2), -1.1)]
 KA_K3 = [(0.1, 0.0051709), (-0.1, 0.0048374), (1.0, 0.7182818), (-1.0, 0.3678794)]
+KA_K3_HALF_UNIT = 0.5e-7
 
 
 def _one_token(target, logp, old=None, ref=None, A=0.0, **kw):
@@ -201,14 +261,29 @@ def _one_token(target, logp, old=None, ref=None, A=0.0, **kw):
 
 @checks("grpo.surrogate_known_answers", operation=LOSS, dtypes=("float64", "float32"))
 def test_surrogate_known_answers(target):
+    dtype = target.torch_dtype
     for (rho, A, eps_hi), expected in KA_SURROGATE:
-        loss = _one_token(target, -1.0, -1.0 - math.log(rho), None, A, beta=0.0, epsilon_low=0.2,
-                          epsilon_high=eps_hi)
+        old = -1.0 - math.log(rho)
+        loss = _one_token(target, -1.0, old, None, A, beta=0.0, epsilon_low=0.2, epsilon_high=eps_hi)
+        # log pi_old rounded to the dtype, and rho's rounding at the size of the terms of its argument, times |A|;
+        # then the product by A (or by the clip bound) and the loss's sign and division by one token
+        atol = budget.rounding_atol(dtype, rho * abs(A) * (1.0 + abs(old) + 2) + abs(expected), roundings=2)
         close(f"per-token loss at rho = {rho}, A = {A}, eps_high = {eps_hi}", loss.reshape(1), _t([expected]),
-              atol=1e-6)
+              atol=atol)
     for delta, expected in KA_K3:
         loss = _one_token(target, -2.0, -2.0, -2.0 + delta, 0.0, beta=1.0)
-        close(f"k3 at delta = {delta}", loss.reshape(1), _t([expected]), atol=1e-6)
+        # log pi_ref = -2 + delta rounded to the dtype moves k3 by |e^delta - 1| times it; k3 = e^delta - delta - 1
+        # rounds at the size of its terms
+        terms = abs(math.expm1(delta)) * (2 + abs(delta) + 2) + math.exp(delta) + abs(delta) + 1
+        close(f"k3 at delta = {delta}", loss.reshape(1), _t([expected]),
+              atol=KA_K3_HALF_UNIT + budget.rounding_atol(dtype, terms, roundings=2))
+
+
+def _k3_terms(logps: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The size of the terms whose rounding moves k3 = e^delta - delta - 1, delta = log pi_ref - log pi: delta's
+    subtraction (times the slope |e^delta - 1|), exp, and the two differences."""
+    delta = ref - logps
+    return torch.expm1(delta).abs() * (ref.abs() + logps.abs()) + torch.exp(delta) + delta.abs() + 1
 
 
 @checks("grpo.k3_nonnegative", operation=LOSS, requires=("grad",), dtypes=("float64",))
@@ -218,20 +293,26 @@ def test_k3_nonnegative(target, seed, N, spread):
     logps = -torch.rand(N, 1, generator=gen, dtype=F64) * 4
     ref = logps + torch.randn(N, 1, generator=gen, dtype=F64) * spread
     ref[0] = logps[0]  # one token where pi = pi_ref
+    # k3 >= 0 up to its rounding (e^delta - delta - 1 of a tiny delta may round below 0); at delta = 0 every
+    # correct algorithm gives exp(0) - 0 - 1 = 0 exactly
+    floor = budget.eps(F64) * _k3_terms(logps, ref)
     for i in range(N):
         value = float(target(logps[i:i + 1], None, ref[i:i + 1], torch.zeros(1, dtype=F64),
                              torch.ones(1, 1, dtype=torch.int64), beta=1.0))
-        if value < 0 or (i == 0 and value != 0):
-            raise AssertionError(f"k3 at log pi = {float(logps[i]):.6g}, log pi_ref = {float(ref[i]):.6g} is "
-                                 f"{value:.6g}: it must be >= 0, and exactly 0 where they are equal")
+        if value < -float(floor[i]) or (i == 0 and value != 0):
+            lp_text, ref_text = budget.distinct_digits(float(logps[i]), float(ref[i]))
+            raise AssertionError(f"k3 at log pi = {lp_text}, log pi_ref = {ref_text} is {value:.6g}: it must be >= 0 "
+                                 f"(up to its rounding {float(floor[i]):.3g}), and exactly 0 where they are equal")
     lp = logps.clone().requires_grad_(True)
     loss = target(lp, None, ref, torch.zeros(N, dtype=F64), torch.ones(N, 1, dtype=torch.int64), beta=1.0,
                   loss_type="grpo")
     (g,) = torch.autograd.grad(loss, lp)
-    # exp(log pi_ref - log pi) rounds at relative eps (its argument is formed exactly or to one rounding), then
-    # 1 - ., the division by N and the product by N: a few eps of max(exp(.), 1); 1e-12 of it is ~4500 eps
-    close("d k3 / d log pi = 1 - exp(log pi_ref - log pi)", g * N, 1 - torch.exp(ref - logps),
-          atol=1e-12 * float(torch.exp(ref - logps).max() + 1))
+    # both sides round e^delta at the size of delta's terms, then 1 - e^delta; the backward divides by N and this
+    # test multiplies by N
+    e = torch.exp(ref - logps)
+    terms = e * (ref.abs() + logps.abs() + 1) + 1 + e + 2 * (1 - e).abs()
+    close("d k3 / d log pi = 1 - exp(log pi_ref - log pi)", g * N, 1 - e,
+          atol=budget.rounding_atol(F64, float(terms.max()), roundings=2))
 
 
 K3_EXAMPLES = 4
@@ -257,7 +338,9 @@ def test_k3_unbiased(target, seed, K):
     def mean_and_bound(m: int) -> tuple[float, float]:
         mean = float(target(logp[:, :m], None, ref[:, :m], torch.zeros(1, dtype=F64),
                             torch.ones(1, m, dtype=torch.int64), beta=1.0, loss_type="bnpo"))
-        return mean, float(values.max() - values.min()) * math.sqrt(math.log(2 / K3_FALSE_ALARM) / (2 * m))
+        # the float64 mean of m terms rounds each partial sum once (m roundings of max|k3|), beside Hoeffding's
+        rounding = budget.rounding_atol(F64, float(values.abs().max()), roundings=m)
+        return mean, float(values.max() - values.min()) * math.sqrt(math.log(2 / K3_FALSE_ALARM) / (2 * m)) + rounding
 
     mean, bound = mean_and_bound(n)
     # the report's picture: the error of prefixes of the same samples, and the bound, against the sample size
@@ -333,23 +416,42 @@ def test_fused_masked_tokens_never_matter(target, case, loss_type):
 
 # --- per-token log-probs at a temperature --------------------------------------------------------------------
 
+def _logp_terms(z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log softmax(z) at the ids, the size of the terms whose rounding moves it): the division by the temperature
+    (|z| of the target, and of every logit weighted by p in the lse), lse = m + log sum exp(z - m) (the subtractions
+    weighted by p, exp and the sum, the log, the final sum: dpo.scored_token_magnitudes), the difference, and the
+    V - 1 partial sums of the lse's sum, which a check without a baseline must allow for."""
+    lse = torch.logsumexp(z, -1, keepdim=True)
+    p = torch.exp(z - lse)
+    m = z.amax(-1, keepdim=True)
+    z_y = z.gather(-1, ids[..., None])
+    logp = z_y - lse
+    size = (z_y.abs() + (z_y - m).abs() + (p * (z.abs() + (z - m).abs())).sum(-1, keepdim=True) + (lse - m).abs()
+            + lse.abs() + 2 + logp.abs() + z.shape[-1])
+    return logp.squeeze(-1), size.squeeze(-1)
+
+
 @checks("grpo.temperature_scaled_logps", operation=LOGPS, dtypes=("float64", "float32"))
 @given(case=sequence_cases(max_V=40), temperature=st.sampled_from([0.3, 0.6, 1.0, 1.7]))
 def test_temperature_scaled_logps(target, case, temperature):
     logits, ids = target.tensor(case.logits()), case.ids()
     out = target(logits, ids, temperature=temperature)
     z = logits.to(F64) / temperature
-    manual = z.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(z, -1)
-    u = torch.finfo(target.torch_dtype).eps
-    mag = 4 * (z.abs().amax(-1) + math.log(case.V) + 1)
-    close("log softmax(logits / T) at the ids", out, manual, atol=float(4 * u * mag.max()))
+    manual, size = _logp_terms(z, ids)
+    dtype = target.torch_dtype
+    # the target in its dtype and this float64 reference, each within its own rounding of the same terms
+    close("log softmax(logits / T) at the ids", out, manual,
+          atol=budget.rounding_atol(dtype, float(size.max())) + budget.rounding_atol(F64, float(size.max())))
     if temperature == 1.0:
         equal("T = 1 equals the unscaled call", out, target(logits, ids))
-    # all V ids of one position: the probabilities sum to 1
+    # all V ids of one position: the probabilities sum to 1, each off by its log-prob's rounding (relative), then
+    # exp and the float64 sum of V terms round once each
     row = logits[:1, :1].expand(1, case.V, case.V)
     every = target(row.contiguous(), torch.arange(case.V)[None], temperature=temperature)
+    logp_row, size_row = _logp_terms(row.to(F64) / temperature, torch.arange(case.V)[None])
     close("sum over the vocabulary of exp(log pi)", every.to(F64).exp().sum(-1), _t([1.0]),
-          atol=4 * case.V * u * 4)
+          atol=budget.rounding_atol(dtype, float((logp_row.exp() * size_row).sum()))
+          + budget.rounding_atol(F64, 1.0, roundings=case.V + 1))
 
 
 # --- rule-based rewards --------------------------------------------------------------------------------------
@@ -399,6 +501,29 @@ def test_accuracy_reward(target):
 
 # --- the fused loss from hidden states -------------------------------------------------------------------------
 
+def _clear_of_clip_bound(target, hidden, weight, ids, mask, A, old, *, temperature=1.0, epsilon_low=0.2,
+                         epsilon_high=None):
+    """old log-probs (float64) with every scored token's ratio at least twice its rounding away from the clip bound
+    that applies to the sign of its advantage (1 + eps_high for A > 0, 1 - eps_low for A < 0), moved away from it
+    where it was closer.
+
+    The gradient of the clipped surrogate jumps there, from -rho A to 0: a correct algorithm whose log-probs round
+    (in the target's dtype, at the size a of their terms, plus the difference log pi - log pi_old) to the other side
+    of the bound is right, and the budget cannot hold it. The claim is about gradients where they are defined; the
+    ratios still fall on both sides of the bounds. Rounding old to the dtype afterwards moves the ratio by at most
+    half that distance.
+    """
+    logps, sizes, _ = grpo.fused_token_magnitudes(hidden, weight, ids, mask, temperature=temperature)
+    eps_hi = epsilon_low if epsilon_high is None else epsilon_high
+    A = A.to(F64)[:, None].expand_as(logps)
+    bound = torch.where(A > 0, math.log1p(eps_hi), math.log1p(-epsilon_low))
+    band = budget.eps(target.torch_dtype) * (sizes + logps.abs() + old.abs() + 2)
+    log_rho = logps - old
+    side = torch.where(log_rho >= bound, 1.0, -1.0)
+    near = (mask != 0) & ((log_rho - bound).abs() < 2 * band)
+    return torch.where(near, logps - (bound + side * 2 * band), old)
+
+
 @checks("grpo.fused_matches_spec", operation=FUSED, requires=("grad",), dtypes=("float64", "float32", "bfloat16"))
 @pytest.mark.parametrize("loss_type", grpo.AGGREGATIONS)
 @settings(max_examples=10)  # x 4 aggregations
@@ -410,12 +535,16 @@ def test_fused_matches_spec(target, loss_type, case, temperature, beta, eps_high
     A = target.tensor(randn(case.seed + 4, case.N))
     # the old and reference policies: the current one moved a little (ratios around the clip range)
     ref_logps = grpo.token_logps(hidden.double() @ weight.double().T, ids, temperature=temperature)
-    old = None if on_policy else target.tensor(ref_logps + 0.3 * randn(case.seed + 5, case.N, case.T))
+    old = None
+    if not on_policy:
+        old = ref_logps + 0.3 * randn(case.seed + 5, case.N, case.T)
+        old = target.tensor(_clear_of_clip_bound(target, hidden, weight, ids, mask, A, old, temperature=temperature,
+                                                 epsilon_high=eps_high))
     ref = target.tensor(ref_logps + 0.5 * randn(case.seed + 6, case.N, case.T))
     extra = {}
     if target.provides("chunk_size"):
         extra["chunk_size"] = data.draw(st.integers(1, max(1, case.N * case.T // 2)), label="chunk_size")
-    check_fused(target, grpo.fused_linear_grpo_loss, grpo.fused_loss_magnitudes, hidden, weight, ids, mask, A, old,
+    check_fused(target, grpo.fused_linear_grpo_loss, grpo.fused_magnitudes, hidden, weight, ids, mask, A, old,
                 ref, extra=extra, temperature=temperature, beta=beta, epsilon_high=eps_high, loss_type=loss_type,
                 max_completion_length=case.T + 2)
 
@@ -431,7 +560,7 @@ def test_error_vs_chunk_size(target):
     A = target.tensor(randn(case.seed + 4, case.N))
     points = []
     for chunk in (1, 5, 16, 64, 4096):
-        loss, _, _ = check_fused(target, grpo.fused_linear_grpo_loss, grpo.fused_loss_magnitudes, hidden, weight,
+        loss, _, _ = check_fused(target, grpo.fused_linear_grpo_loss, grpo.fused_magnitudes, hidden, weight,
                                  ids, mask, A, None, None, extra={"chunk_size": chunk}, beta=0.0)
         ref = grpo.fused_linear_grpo_loss(hidden.double(), weight.double(), ids, mask, A, beta=0.0)
         points.append((chunk, abs(float(loss.detach()) - float(ref))))
@@ -448,9 +577,10 @@ def test_deepseekmath_defaults(target):
     ids, mask = case.ids(), case.mask()
     A = target.tensor(randn(case.seed + 4, case.N))
     logps = grpo.token_logps(hidden.double() @ weight.double().T, ids)
-    old = target.tensor(logps + 0.4 * randn(case.seed + 5, case.N, case.T))
+    old = logps + 0.4 * randn(case.seed + 5, case.N, case.T)
+    old = target.tensor(_clear_of_clip_bound(target, hidden, weight, ids, mask, A, old))
     ref = target.tensor(logps + 0.8 * randn(case.seed + 6, case.N, case.T))
-    check_fused(target, _deepseekmath, grpo.fused_loss_magnitudes, hidden, weight, ids, mask, A, old, ref)
+    check_fused(target, _deepseekmath, grpo.fused_magnitudes, hidden, weight, ids, mask, A, old, ref)
 
 
 def _deepseekmath(*args, **kwargs):
