@@ -12,7 +12,7 @@ _KERNEL = dict(origin="triton", requires=("triton",), devices=("cpu", "cuda"), i
 _FWD = frozenset({"lse", "gqa", "causal"})
 
 for _impl in (
-    Implementation("flash_attention.attention", "triton.flash", f"{_M}.attention_backward:flash_attention",
+    Implementation("flash_attention.attention", "triton.flash", f"{_M}.flash_attention:flash_attention",
                    provides=_FWD | {"grad"},
                    notes="FA2 forward kernel (online softmax, deferred normalisation) and backward kernels (P "
                          "recomputed from lse; dK, dV per key block over the GQA group, dQ per query block, no "
@@ -21,7 +21,7 @@ for _impl in (
                    f"{_M}.attention_backward:attention_backward", provides=_FWD,
                    notes="the FA2 backward kernels: D = rowsum(dO o O), then dK/dV and dQ launches", **_KERNEL),
     Implementation("flash_attention.varlen_attention", "triton.flash",
-                   f"{_M}.attention_backward:flash_varlen_attention", provides=_FWD | {"grad"},
+                   f"{_M}.flash_attention:flash_varlen_attention", provides=_FWD | {"grad"},
                    notes="the FA2 kernels over a table of (sequence, block) programs built from cu_seqlens, "
                          "forward and backward", **_KERNEL),
     Implementation("flash_attention.softmax", "triton.softmax", f"{_M}.softmax:softmax", provides=frozenset({"lse"}),

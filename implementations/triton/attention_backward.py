@@ -44,9 +44,7 @@ from .attention import (
     _mma,
     _pow2,
     _round_to_bf16,
-    attention,
     tuned,
-    varlen_attention,
 )
 
 
@@ -398,50 +396,3 @@ def varlen_attention_backward(q, k, v, o, lse, do, cu_seqlens_q, cu_seqlens_k, *
     _launch(q, k, v, do, lse, delta, dq, dk, dv, cu_q, cu_k, (key_table, query_table), grids, strides, H // Hkv,
             0, 0, D, Dv, tau, causal, True, block_q, block_k, num_warps, num_stages, interpret)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
-
-
-# --- autograd: the forward kernel with this backward ----------------------------------------------------
-
-class _FlashAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale, block_q, block_k):
-        o, lse = attention(q, k, v, causal=causal, scale=scale, block_q=block_q, block_k=block_k)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.args = dict(causal=causal, scale=scale)
-        ctx.mark_non_differentiable(lse)
-        return o, lse
-
-    @staticmethod
-    def backward(ctx, do, _dlse):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(q, k, v, o, lse, do, **ctx.args)
-        return dq, dk, dv, None, None, None, None
-
-
-class _FlashVarlenAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, block_q, block_k):
-        o, lse = varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, block_q=block_q,
-                                  block_k=block_k)
-        ctx.save_for_backward(q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k)
-        ctx.args = dict(causal=causal, scale=scale)
-        ctx.mark_non_differentiable(lse)
-        return o, lse
-
-    @staticmethod
-    def backward(ctx, do, _dlse):
-        q, k, v, o, lse, cu_q, cu_k = ctx.saved_tensors
-        dq, dk, dv = varlen_attention_backward(q, k, v, o, lse, do, cu_q, cu_k, **ctx.args)
-        return dq, dk, dv, None, None, None, None, None, None
-
-
-def flash_attention(q, k, v, *, causal: bool = False, scale: float | None = None, block_q: int | None = None,
-                    block_k: int | None = None):
-    """The Triton forward, differentiable through the Triton backward: (o, lse) as the operation returns them."""
-    return _FlashAttention.apply(q, k, v, causal, scale, block_q, block_k)
-
-
-def flash_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = False, scale: float | None = None,
-                           block_q: int | None = None, block_k: int | None = None):
-    """Packed attention through the Triton forward and backward kernels."""
-    return _FlashVarlenAttention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, block_q, block_k)
