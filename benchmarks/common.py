@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 import torch
 from asv_runner.benchmarks.mark import skip_benchmark_if
 
+from implementations import load_all
 from specs.budget import K_FORWARD, BudgetCheck, check_within_budget
 from specs.contracts import ConformanceError
-from specs.registry import REGISTRY, Implementation, load_all
+from specs.registry import REGISTRY, Implementation
 
 load_all()
 

@@ -40,9 +40,13 @@ if "OMP_NUM_THREADS" not in os.environ:
 
 from hypothesis import settings  # noqa: E402
 
-from implementations import guard, user  # noqa: E402
+from implementations import (  # noqa: E402
+    guard,
+    load_all,  # noqa: E402
+    user,
+)
 from specs.contracts import ConformanceError, ContractViolation  # noqa: E402
-from specs.registry import REGISTRY, load_all  # noqa: E402
+from specs.registry import REGISTRY  # noqa: E402
 
 from . import profiles, recording  # noqa: E402
 from .harness import Target  # noqa: E402

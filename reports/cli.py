@@ -42,7 +42,7 @@ def load_registry():
     from specs.registry import REGISTRY, Registry
 
     try:
-        from specs import load_all
+        from implementations import load_all
 
         return load_all(), []
     except Exception as exc:  # a broken spec module must not hide the results of all the others

@@ -116,7 +116,7 @@ def format_kill_matrix(matrix: dict) -> str:
 
 def registered_claims() -> list[str]:
     """Every claim in the registry: each must have a mutant its property kills."""
-    from specs import load_all
+    from implementations import load_all
 
     return list(load_all().claims)
 

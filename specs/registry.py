@@ -281,8 +281,12 @@ def claim(document: str, name: str, *, statement: str, source: str, kind: str, o
 _LOADED = False
 
 
-def load_all() -> Registry:
-    """Import every spec module and every implementation family's declarations (idempotent)."""
+def load_specs() -> Registry:
+    """Import every spec module, so that each document's operations and claims are registered (idempotent).
+
+    The implementations are declared by the composition root above the documents (``implementations.load_all``):
+    the documents never import the code that implements them.
+    """
     global _LOADED
     if _LOADED:
         return REGISTRY
@@ -293,12 +297,5 @@ def load_all() -> Registry:
     for info in pkgutil.iter_modules(specs.__path__):
         if info.name in REGISTRY.documents:
             importlib.import_module(f"specs.{info.name}")
-    import implementations
-
-    # A family (torch/, triton/, thirdparty/) declares in its __init__; a document's implementations in a family
-    # may live in a subpackage (implementations/torch/edm/) whose __init__ declares them: walk every package.
-    for info in pkgutil.walk_packages(implementations.__path__, "implementations."):
-        if info.ispkg:
-            importlib.import_module(info.name)
     _LOADED = True
     return REGISTRY

@@ -42,10 +42,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.common import check_against_spec, cuda_ms, measured_ceilings, seeded_normal  # noqa: E402
+from implementations import load_all  # noqa: E402
 from implementations.torch.attention import autograd_backward  # noqa: E402
 from specs.budget import K_FORWARD, K_GRADIENT  # noqa: E402
 from specs.flash_attention import attention as attention_spec  # noqa: E402
-from specs.registry import REGISTRY, load_all  # noqa: E402
+from specs.registry import REGISTRY  # noqa: E402
 
 # (label, B, H, Hkv, S, D): realistic but quick for the float64 spec on the host
 DEVICE = "cuda"  # --dry-run-cpu: the checks' code paths on the CPU (Triton interpreted) at toy sizes

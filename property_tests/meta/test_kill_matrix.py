@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from implementations import load_all
 from reports.kill_matrix import format_kill_matrix, kill_matrix
-from specs import load_all
 
 ROOT = Path(__file__).resolve().parents[2]
 

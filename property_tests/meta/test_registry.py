@@ -8,8 +8,8 @@ import pkgutil
 from pathlib import Path
 
 import property_tests
+from implementations import load_all
 from property_tests.mutants import load_mutants
-from specs import load_all
 from specs.__main__ import operations_table
 
 ROOT = Path(__file__).resolve().parents[2]
