@@ -1,8 +1,11 @@
-"""Exact oracles and statistical bounds shared by the diffusion property tests (edm, score_sde).
+"""Exact oracles, statistical bounds and tolerance helpers shared by the diffusion property tests (edm, score_sde).
 
 Gaussian and Gaussian-mixture data have closed-form denoisers, scores and CDFs (specs/edm.py ideal_denoiser,
 specs/score_sde.py gaussian_score); the bounds below turn a sample into a pass/fail decision with a stated false-alarm
 probability, each under assumptions that hold here (i.i.d. samples; exactly Gaussian where a chi-square bound is used).
+within_tolerance checks element by element against a tolerance the caller derived from the terms that cancel;
+sensitivities measure how far a sampler carries an error made at one step to its output, so that a sampler's floor is
+the rounding of every step's terms carried to the end.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from specs.budget import distinct_digits
 from specs.edm import ideal_denoiser
 
 F64 = torch.float64
@@ -52,6 +56,53 @@ class Mixture1D:
         for m, s, w in zip(self.means, self.stds, self.weights):
             out += w * torch.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
         return out
+
+
+def within_tolerance(name: str, got, want, tol) -> float:
+    """|got - want| <= tol element by element (tol: a number or a tensor broadcastable to want, derived by the caller
+    from the terms that cancel); NaN never passes. The message shows the worst element with the digits that tell its
+    two values apart, and its difference against its tolerance. Returns max |got - want|."""
+    g, w = (torch.as_tensor(v).detach().to(device="cpu", dtype=F64) for v in (got, want))
+    g, w = torch.broadcast_tensors(g, w)
+    t = torch.as_tensor(tol).detach().to(device="cpu", dtype=F64).expand_as(w)
+    diff = (g - w).abs()
+    bad = ~(diff <= t)
+    if bool(bad.any()):
+        excess = torch.where(bad, diff / t, torch.zeros_like(diff)).nan_to_num(math.inf)  # the worst relative excess
+        i = tuple(int(k) for k in torch.unravel_index(excess.reshape(-1).argmax(), w.shape))
+        got_i, want_i = distinct_digits(float(g[i]), float(w[i]))
+        diff_i, tol_i = distinct_digits(float(diff[i]), float(t[i]))
+        raise AssertionError(f"{name}: {int(bad.sum())} of {w.numel()} elements off by more than their tolerance; "
+                             f"worst at {i}: got {got_i}, want {want_i} (|diff| {diff_i} > tolerance {tol_i})")
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def within_relative(name: str, got, want, rtol) -> float:
+    """|got - want| <= rtol |want| element by element (rtol: a number or a tensor like want)."""
+    w = torch.as_tensor(want).detach().to(device="cpu", dtype=F64)
+    return within_tolerance(name, got, w, torch.as_tensor(rtol, dtype=F64) * w.abs())
+
+
+def sensitivities(states, states_perturbed, out, out_perturbed):
+    """d x_N / d x_i per element at each step's state x_i, for samplers whose elements evolve independently (the
+    mixture denoiser and the Gaussian score act element by element): each element is a scalar trajectory and
+    d x_N / d x_i = (d x_N / d x_0) / (d x_i / d x_0), both measured by a second float64 run from a perturbed start
+    (additive noise does not change the derivatives; Langevin's batch-wide step couples elements only through batch
+    means). Where an element's x_i did not move, the largest ratio stands in."""
+    d_out = (out_perturbed - out).reshape(-1)
+    sens = []
+    for x, xp in zip(states, states_perturbed):
+        dx = (xp - x).reshape(-1)
+        moved = dx != 0
+        ratio = d_out / torch.where(moved, dx, 1.0)
+        sens.append(torch.where(moved, ratio, ratio[moved].abs().max() if bool(moved.any()) else 1.0))
+    return sens
+
+
+def perturbed_start(x_T: torch.Tensor) -> torch.Tensor:
+    """x_T moved by 1e-7 of its size: the finite differences are then off by ~1e-7 relative (the trajectory's
+    curvature) and ~1e-9 (float64 rounding of the states, divided by the step), far below the factors they weigh."""
+    return x_T + 1e-7 * x_T.abs().max()
 
 
 def gaussian_denoiser(sigma_data: float = 0.5):
