@@ -996,7 +996,9 @@ claim(DOC, "churn", kind="statistical", operations=(_op("churn"), _op("stochasti
       source="EDM Algorithm 2; catalogue properties 6-7")
 claim(DOC, "ancestral_split", kind="identity", operations=(_op("ancestral_split"),),
       statement="sigma_down^2 + sigma_up^2 = sigma_to^2, sigma_up <= sigma_to, eta = 0 gives sigma_up = 0, eta = 1 the "
-                "DDPM posterior std sigma_to sqrt(1 - sigma_to^2 / sigma_from^2) (float64 1e-12).",
+                "DDPM posterior std sigma_to sqrt(1 - sigma_to^2 / sigma_from^2); within the error budget of the "
+                "formula evaluated in the same dtype, element by element in units of its conditioning (sigma_up "
+                "subtracts sigma_to^2 from sigma_from^2: ill-conditioned as sigma_to -> sigma_from).",
       source="k-diffusion get_ancestral_step; catalogue property 10")
 claim(DOC, "flow_shift", kind="identity", operations=(_op("flow_shift"),),
       statement="Shifting by s1 then s2 equals shifting by s1 s2; the exponential form with mu = ln s equals the "
