@@ -67,9 +67,10 @@ def close_within(name: str, out: torch.Tensor, ref: torch.Tensor, bound: torch.T
     if bool(over.any()):
         i = tuple(over.nonzero()[0].tolist())
         got, spec = budget.distinct_digits(out64[i].item(), ref64[i].item())
+        gap, allowed = budget.distinct_digits(float(diff[i]), float(bound.expand_as(diff)[i]))
         raise ConformanceError(f"{name}: {int(over.sum())} of {out64.numel()} elements differ by more than their "
                                f"rounding bound (max diff {float(diff.max()):.3g}); first: {i}: got {got}, spec "
-                               f"{spec}, |diff| {float(diff[i]):.3g} > bound {float(bound.expand_as(diff)[i]):.3g}")
+                               f"{spec}, |diff| {gap} > bound {allowed}")
     return float(diff.max()) if diff.numel() else 0.0
 
 
