@@ -315,8 +315,8 @@ claim(DOC, "local_loss_sharding", kind="identity", operations=(LOCAL,),
 claim(DOC, "distributed_equals_single", kind="identity", operations=(SHARDED,),
       statement="Data-parallel CLIP on W ranks (all-gather with gradient, local loss, labels offset by b r): the "
                 "mean of the ranks' losses is the single-process loss on the concatenated batch, and the ranks' "
-                "feature gradients (averaged over ranks as DDP does) are its gradients; float64 to 1e-12, float32 "
-                "within the budget of the float64 reference.",
+                "feature gradients (averaged over ranks as DDP does) are its gradients; float64 within the rounding "
+                "of the terms summed, float32 within the budget of the float64 reference.",
       source="catalogue/clip.md (distributed; open_clip #616, #894); design.md (Distributed)")
 claim(DOC, "zero_shot_classifier", kind="identity", operations=(f"{DOC}.zero_shot_classifier",),
       statement="The zero-shot classifier's columns have unit norm, are invariant to the order of the templates "

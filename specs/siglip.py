@@ -281,14 +281,14 @@ claim(DOC, "softplus_form", kind="identity", operations=(LOSS,),
       source="catalogue/siglip.md property 1; open_clip chunk_size path")
 claim(DOC, "chunked_equals_full", kind="identity", operations=(CHUNK,),
       statement="Chunking over image rows with any chunk size, the last chunk possibly shorter, gives the "
-                "unchunked loss and gradients: float64 to 1e-12, other dtypes within the budget of the float64 "
-                "spec against the naive full-matrix baseline.",
+                "unchunked loss and gradients: float64 within the rounding of the terms summed, other dtypes "
+                "within the budget of the float64 spec against the naive full-matrix baseline.",
       source="catalogue/siglip.md property 1; open_clip tests/test_siglip_chunked_loss.py")
 claim(DOC, "sharded_equals_single", kind="identity", operations=(SHARDED,),
       statement="The multi-device scheme (local block with positives, then negative-only blocks of every other "
                 "device): the mean of the devices' losses is the single-device loss on the concatenated batch, "
-                "and the devices' feature gradients averaged over devices are its gradients (float64 to 1e-12, "
-                "float32 within budget), for both exchange schedules.",
+                "and the devices' feature gradients averaged over devices are its gradients (float64 within the "
+                "rounding of the terms summed, float32 within budget), for both exchange schedules.",
       source="catalogue/siglip.md property 2; SigLIP §3.1")
 claim(DOC, "every_block_once", kind="exact", operations=(SHARDED,),
       statement="Each device receives every other device's text block exactly once (bidir and shift schedules): "
