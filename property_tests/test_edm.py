@@ -445,8 +445,9 @@ def test_ode_forms_agree(target, kind, seed):
     want = edm.ode_derivative_from_score(score_x, x, sigma, s, sigma_dot, s_dot)
     mag = (sigma_dot / sigma + s_dot.abs() / s) * x.abs() + sigma_dot * s / sigma * D.abs()
     within_tolerance(f"D-form = eq. 4 ({kind})", got, want, CLAIM_RTOL_F64 * mag)
-    if kind == "edm":
-        close("dx/dsigma = (x - D) / sigma", got, (x - D) / sigma, atol=0, rtol=CLAIM_RTOL_F64)
+    if kind == "edm":  # relative to the terms x / sigma and D / sigma, which cancel where D ~ x (measured 1.8e-15 on
+        # a result of 1.1e-4: 1.7e-11 relative to the result)
+        within_tolerance("dx/dsigma = (x - D) / sigma", got, (x - D) / sigma, CLAIM_RTOL_F64 * mag)
 
 
 # --- A.7: equivalences, and where they fail ----------------------------------------------------------------
