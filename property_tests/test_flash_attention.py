@@ -106,18 +106,28 @@ def test_exact_attention(target, causal, data):
     _check_attention(target, q, k, v, o, lse, causal=causal)
 
 
+TILE_ROUNDINGS = 3  # per key tile, of the online softmax's rescaled accumulators: an exp (alpha), a product, a sum
+
+
+def _tiled_magnitudes(q, k, v, *, causal: bool, block_k: int):
+    """attention_magnitudes plus the online rescale: each key tile rounds the accumulators o~ (terms of size P|V|) and
+    ell TILE_ROUNDINGS times, in an accumulator at least as precise as float32 (FlashAttention's; lse's dtype),
+    expressed in units of q's epsilon, the dtype of the budget's floor."""
+    mag_o, mag_lse, n = fa.attention_magnitudes(q, k, v, causal=causal)
+    tiles = math.ceil(k.shape[2] / block_k)
+    per_tile = TILE_ROUNDINGS * tiles * budget.eps(torch.promote_types(q.dtype, torch.float32)) / budget.eps(q.dtype)
+    p_abs_v = fa.attention(*as64(q, k, v.abs()), causal=causal)[0]
+    return mag_o + per_tile * p_abs_v, mag_lse + per_tile, n
+
+
 @checks("flash_attention.tiled_any_block_size", operation=ATT, requires=("block_sizes",),
         dtypes=("float64", "float32", "bfloat16"))
 @causal_modes
 @given(data=st.data())
 def test_tiled_any_block_size(target, causal, data):
     shape = data.draw(attention_shapes(target, max_len=70), label="shape")
-    # Any block size is an identity in float64. In lower precision each key tile adds one rounding of the
-    # rescaled accumulator: one-key tiles in float32 gave 3x the naive error (Sk = 16, measured), so there the
-    # tiles are at least 16 wide, as FlashAttention's are.
-    smallest = 1 if target.dtype == "float64" else 16
-    block_q = data.draw(st.integers(smallest, 40), label="block_q")
-    block_k = data.draw(st.integers(smallest, 40), label="block_k")
+    block_q = data.draw(st.integers(1, 40), label="block_q")
+    block_k = data.draw(st.integers(1, 40), label="block_k")
     assume(math.ceil(shape.Sq / block_q) * math.ceil(shape.Sk / block_k) <= 256)  # keep Python tile loops short
     q, k, v = shape.tensors(target)
     o, lse = target(q, k, v, causal=causal, block_q=block_q, block_k=block_k)
@@ -125,12 +135,16 @@ def test_tiled_any_block_size(target, causal, data):
         o_ref, lse_ref = fa.attention(q, k, v, causal=causal)
         mag_o, mag_lse, n = fa.attention_magnitudes(q, k, v, causal=causal)
         # Each side is within n roundings of its terms' sizes (n: the reductions' lengths); the tiled one adds
-        # three roundings (an exp, a product, a sum) of its rescaled accumulator per key tile.
-        roundings = 2 * n + 3 * math.ceil(shape.Sk / block_k)
+        # TILE_ROUNDINGS of its rescaled accumulator per key tile.
+        roundings = 2 * n + TILE_ROUNDINGS * math.ceil(shape.Sk / block_k)
         close_within("o", o, o_ref, rounding_bound(torch.float64, mag_o, roundings))
         close_within("lse", lse, lse_ref, rounding_bound(torch.float64, mag_lse, roundings))
-    else:
-        _check_attention(target, q, k, v, o, lse, causal=causal)
+    else:  # one-key tiles round the accumulator three times per key where the naive P V rounds once
+        o_ref, lse_ref = fa.attention(*as64(q, k, v), causal=causal)
+        o_base, lse_base = target.baseline(q, k, v, causal=causal)
+        mag_o, mag_lse, n = _tiled_magnitudes(q, k, v, causal=causal, block_k=block_k)
+        within_budget("o", o, o_ref, o_base, magnitude=mag_o, terms=n)
+        within_budget("lse", lse, lse_ref, lse_base, magnitude=mag_lse, terms=n, dtype=lse_floor_dtype(q))
 
 
 BLOCK_SWEEP = (8, 16, 32, 64, 128)
@@ -145,10 +159,10 @@ def test_error_vs_block_size(target):
     q, k, v = shape.tensors(target)
     o_ref, _ = fa.attention(*as64(q, k, v))
     o_base, _ = target.baseline(q, k, v)
-    mag_o, _, terms = fa.attention_magnitudes(q, k, v)
     points = []
     for block in (b for b in BLOCK_SWEEP if b <= n):
         o, _ = target(q, k, v, block_q=block, block_k=block)
+        mag_o, _, terms = _tiled_magnitudes(q, k, v, causal=False, block_k=block)
         points.append((block, within_budget("o", o, o_ref, o_base, magnitude=mag_o, terms=terms).err))
     recording.series("error_vs_block_size", f"{target.name} {target.dtype}", "block size (block_q = block_k)",
                      "max |o - spec|", points)
