@@ -12,8 +12,10 @@ _COMMON = dict(
 )
 
 settings.register_profile("ci", derandomize=True, database=None, max_examples=20, **_COMMON)
-settings.register_profile("dev", max_examples=8, **_COMMON)
-settings.register_profile("thorough", max_examples=400, **_COMMON)
+# derandomize=False said explicitly: a profile inherits the settings in force when it is registered, and where the
+# environment variable CI is set hypothesis' own default is derandomized, which would turn these into the ci profile
+settings.register_profile("dev", derandomize=False, max_examples=8, **_COMMON)
+settings.register_profile("thorough", derandomize=False, max_examples=400, **_COMMON)
 settings.register_profile("mutants", derandomize=True, database=None, max_examples=20,
                           phases=(Phase.explicit, Phase.generate), **_COMMON)
 
