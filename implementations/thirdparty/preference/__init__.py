@@ -22,6 +22,12 @@ _FLOAT32_TILES = Deviation(
     "trl's fused LM head (trl.kernels.chunked_logprob) computes the logits and log-softmax in float32 tiles for "
     "float64 inputs: the loss comes back with float32 accuracy (measured, 4-sequence cases, V = 11: DPO sigmoid off "
     "by 8.0e-8, IPO by 5.9e-6 at a loss of 36.6; GRPO by 9.3e-9; the naive float64 code is exact to 1e-15)")
+# The same float32 tiles seen through the gradient: against central differences of the float64 loss the float32
+# rounding of the hidden states' gradient shows where the loss's slope is large and hides where it is small, so
+# whether an example exceeds the float64 tolerance depends on the drawn case (measured: d/d hidden 9.97e-10 off
+# against 2.5e-10 allowed, sigmoid loss, N = 2, V = 2): not strict.
+_FLOAT32_TILES_GRADIENT = Deviation(_FLOAT32_TILES.reason + "; its gradients likewise (measured: d/d hidden 9.97e-10 "
+                                   "off against a float64 tolerance of 2.5e-10)", strict=False)
 _DPO_ACCEPTS = Deviation(
     "DPOTrainer.compute_loss does not validate its batch: an odd batch (chunk(2) splits it unevenly), a token id "
     "outside the vocabulary and a completion mask of 2s were accepted and returned a finite loss",
@@ -63,7 +69,8 @@ for _impl in (
     Implementation("dpo.fused_linear_dpo_loss", "thirdparty.trl_float64", f"{_M}:dpo_loss", "thirdparty",
                    devices=("cpu",), dtypes=("float64",), requires=_NEEDS, provides=_GRAD,
                    notes=_DPO_NOTES + "; float64 inputs",
-                   deviations={"dpo.fused_matches_spec": _FLOAT32_TILES, "dpo.dpo_contract": _DPO_ACCEPTS}),
+                   deviations={"dpo.fused_matches_spec": _FLOAT32_TILES, "dpo.dpo_contract": _DPO_ACCEPTS,
+                               "dpo.gradient_matches_derivation": _FLOAT32_TILES_GRADIENT}),
     Implementation("grpo.fused_linear_grpo_loss", "thirdparty.trl", f"{_M}:grpo_loss", "thirdparty",
                    devices=("cpu",), dtypes=_F32, requires=_NEEDS, provides=_GRAD,
                    notes=_GRPO_NOTES + "; the KL is DeepSeekMath's k3 (use_bias_correction_kl=False)",
