@@ -456,6 +456,10 @@ def attention_backward_magnitudes(q, k, v, o, lse, do, *, causal: bool = False, 
     dP_mag = dO.abs() @ V.abs().transpose(-1, -2)
     D_mag = backward_D(dO.abs(), O.abs())
     dS_mag = P * (dP_mag + D_mag[..., None]) + (P * (dP - D_[..., None])).abs() * S_mag
+    # A safe softmax differentiated through its max (S - max S without detaching the max, as autograd does for such
+    # code) adds the row's sum of dS, exactly 0, to the max key's dS: its rounding is the size of the row's terms.
+    at_max = (P == P.amax(-1, keepdim=True)) & (P > 0)
+    dS_mag = dS_mag + at_max * dS_mag.sum(-1, keepdim=True)
     g = H // Hkv
     mag_dq = tau * dS_mag @ K.abs()
     mag_dk = (tau * dS_mag.transpose(-1, -2) @ Q.abs()).reshape(B, Hkv, g, Sk, D).sum(2)
