@@ -25,8 +25,8 @@ import functools
 
 import torch
 
+from eqspec.budget import K_FORWARD, K_GRADIENT
 from implementations.torch.attention import autograd_backward
-from specs.budget import K_FORWARD, K_GRADIENT
 from specs.flash_attention import attention, attention_flops
 
 from .common import (

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 import torch
 from asv_runner.benchmarks.mark import skip_benchmark_if
 
+from eqspec.budget import K_FORWARD, BudgetCheck, check_within_budget
+from eqspec.contracts import ConformanceError
+from eqspec.registry import REGISTRY, Implementation
 from implementations import load_all
-from specs.budget import K_FORWARD, BudgetCheck, check_within_budget
-from specs.contracts import ConformanceError
-from specs.registry import REGISTRY, Implementation
 
 load_all()
 
@@ -128,7 +128,7 @@ def check_against_spec(impl_fn: Callable, operation: str, inputs: Sequence, *, l
     """Run ``impl_fn(*inputs, **call_kwargs)`` once and raise unless it is right.
 
     Right means: it keeps the operation's output contract (shape, dtype, device), and every output it returns is
-    within the error budget of specs.budget: max |out - spec| <= k x the error of the operation's naive baseline
+    within the error budget of eqspec.budget: max |out - spec| <= k x the error of the operation's naive baseline
     (same dtype, same device, same inputs) + the floor. The spec is evaluated in float64 on ``reference_device``
     (the CPU unless told otherwise: a GPU's float64 is fast at realistic sizes) from the same, already rounded
     inputs. The floor comes from the operation's error analysis (``Operation.magnitudes``: the

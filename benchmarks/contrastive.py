@@ -10,7 +10,7 @@ measured once in setup_cache (benchmarks.common.measure_grid).
 
 Before anything is measured, setup checks the implementation at n = 600 (not a multiple of the chunk: the last
 chunk is partial) against the float64 spec: the loss within 2x and both feature gradients within 3x the naive
-float32 baseline's error (specs/budget.py). A wrong loss fails its setup instead of being timed.
+float32 baseline's error (eqspec/budget.py). A wrong loss fails its setup instead of being timed.
 
 `version` is pinned for the reason given in benchmarks/attention.py.
 """
@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from specs.budget import K_FORWARD, K_GRADIENT, check_within_budget
-from specs.registry import REGISTRY
+from eqspec.budget import K_FORWARD, K_GRADIENT, check_within_budget
+from eqspec.registry import REGISTRY
 
 from .common import (
     cached_entry,

@@ -18,8 +18,8 @@ import functools
 
 import torch
 
+from eqspec.budget import check_within_budget
 from specs import edm, score_sde
-from specs.budget import check_within_budget
 
 from .common import SEEDS, cuda_ms, gpu_benchmark, implementation_or_skip, require_cuda, warm_up_or_skip
 

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from specs.budget import check_within_budget
+from eqspec.budget import check_within_budget
 from specs.moe_routing import MOONLIGHT, moe, moe_magnitudes
 
 from .common import (

@@ -23,8 +23,8 @@ import functools
 
 import torch
 
+from eqspec.budget import K_FORWARD, K_GRADIENT, check_within_budget
 from specs import dpo, grpo
-from specs.budget import K_FORWARD, K_GRADIENT, check_within_budget
 
 from .common import (
     SEEDS,

@@ -14,7 +14,7 @@ import functools
 
 import torch
 
-from specs.budget import K_FORWARD
+from eqspec.budget import K_FORWARD
 
 from .common import (
     cached_entry,

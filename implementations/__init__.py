@@ -17,7 +17,7 @@ def load_all():
     live in a subpackage (implementations/torch/diffusion/) whose __init__ declares them: walk every package.
     """
     global _LOADED
-    from specs.registry import REGISTRY, load_specs
+    from specs import REGISTRY, load_specs
 
     if not _LOADED:
         load_specs()

@@ -14,7 +14,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EQSPEC_IMPL_TIMEOUT", "120"))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import entry_points
 
-from specs.registry import REGISTRY, Implementation, load_target
+from eqspec.registry import REGISTRY, Implementation, load_target
 
 ENV_VAR = "EQSPEC_IMPL"
 ENTRY_POINT_GROUP = "eqspec.implementations"

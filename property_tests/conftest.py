@@ -6,6 +6,8 @@ Options (``python -m pytest property_tests --help``, group "eqspec"):
   --origin ORIGIN             run only implementations of this origin (e.g. thirdparty)
   --device / --dtype          restrict the run
   --mutants                   run the tests against the mutants instead (the kill matrix)
+  --generated-mutants         run them against the generated mutants (property_tests/mutation/); narrowed by
+                              --mutation-module MODULE and --mutation-sample N (per module, drawn with --mutation-seed)
   --results PATH              where the result rows go (default reports/out/results.json, mutants.json)
   --impl-timeout SECONDS      deadline of one implementation call (default 120, or EQSPEC_IMPL_TIMEOUT)
 
@@ -40,13 +42,13 @@ if "OMP_NUM_THREADS" not in os.environ:
 
 from hypothesis import settings  # noqa: E402
 
+from eqspec.contracts import ConformanceError, ContractViolation  # noqa: E402
+from eqspec.registry import REGISTRY  # noqa: E402
 from implementations import (  # noqa: E402
     guard,
     load_all,  # noqa: E402
     user,
 )
-from specs.contracts import ConformanceError, ContractViolation  # noqa: E402
-from specs.registry import REGISTRY  # noqa: E402
 
 from . import profiles, recording  # noqa: E402
 from .harness import Target  # noqa: E402
@@ -66,6 +68,13 @@ def pytest_addoption(parser):
     group.addoption("--device", action="append", choices=DEVICES, default=None, help="restrict to these devices")
     group.addoption("--dtype", action="append", default=None, help="restrict to these dtypes (e.g. bfloat16)")
     group.addoption("--mutants", action="store_true", help="run the property tests against the mutants")
+    group.addoption("--generated-mutants", action="store_true",
+                    help="run the property tests against the generated mutants (property_tests/mutation/)")
+    group.addoption("--mutation-module", action="append", default=None, metavar="MODULE",
+                    help="only the generated mutants of this spec module, e.g. dpo (repeatable)")
+    group.addoption("--mutation-sample", type=int, default=None, metavar="N",
+                    help="N generated mutants per spec module, drawn with --mutation-seed (default: all)")
+    group.addoption("--mutation-seed", type=int, default=0, metavar="SEED", help="the draw of --mutation-sample")
     group.addoption("--results", default=None, metavar="PATH", help="result rows (JSON) output path")
     group.addoption("--impl-timeout", type=float, default=guard.DEFAULT_TIMEOUT_S, metavar="SECONDS",
                     help="deadline for one call of an implementation")
@@ -75,16 +84,30 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "eqspec(claims, operation, requires, dtypes): claims a property test checks")
     load_all()
     config._eqspec_user = user.collect(config.getoption("--impl"))
-    mutants = config.getoption("--mutants")
-    if mutants:
+    mutants = mutant_mode(config)
+    if mutants == "hand":
         from .mutants import load_mutants
 
         config._eqspec_mutants = load_mutants()
+    elif mutants == "generated":
+        from . import mutation
+
+        chosen = [m for m in mutation.all_mutants()
+                  if not config.getoption("--mutation-module") or m.module in config.getoption("--mutation-module")]
+        chosen = mutation.sample(chosen, config.getoption("--mutation-sample"), config.getoption("--mutation-seed"))
+        config._eqspec_mutants = mutation.implementations(chosen)
     if config.getoption("--hypothesis-profile", default=None) is None:
         settings.load_profile("mutants" if mutants else os.environ.get("EQSPEC_PROFILE", profiles.DEFAULT))
     guard.set_timeout(config.getoption("--impl-timeout"))
     if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) owns the results
         config._eqspec_results = Results(config)
+
+
+def mutant_mode(config) -> str | None:
+    """"hand" (--mutants), "generated" (--generated-mutants) or None (the implementations)."""
+    if config.getoption("--generated-mutants"):
+        return "generated"
+    return "hand" if config.getoption("--mutants") else None
 
 
 def pytest_report_header(config):
@@ -101,7 +124,9 @@ def pytest_report_header(config):
 # --- parametrizing `target` over implementations ------------------------------------------------------
 
 def _candidates(config, operation: str, claims: tuple[str, ...]):
-    if config.getoption("--mutants"):
+    if mutant_mode(config) == "generated":  # every test of the operation may catch a bug nobody aimed at
+        return [m for m in config._eqspec_mutants if m.operation == operation]
+    if mutant_mode(config):
         return [m for m in config._eqspec_mutants if m.operation == operation and set(m.targets) & set(claims)]
     impls = REGISTRY.implementations_of(operation)
     only, origins = config.getoption("--only-impl"), config.getoption("--origin")
@@ -149,7 +174,7 @@ def pytest_collection_modifyitems(config, items):
     kept = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if config.getoption("--mutants") and not isinstance(params.get("target"), Target):
+        if mutant_mode(config) and not isinstance(params.get("target"), Target):
             continue  # a test with no mutant aimed at its claims
         _mark_deviation(item)
         _count_examples(item)
@@ -157,6 +182,29 @@ def pytest_collection_modifyitems(config, items):
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+    if mutant_mode(config) == "generated":
+        _group_by_mutant(items)
+
+
+def _group_by_mutant(items) -> None:
+    """Each generated mutant's tests one after another on one worker (``--dist loadgroup``), so that the first kill
+    skips the rest: a mutant has to be caught once, and most are caught by their first test."""
+    def mutant(item):
+        return item.callspec.params["target"].impl.name.split("~")[0]
+
+    items.sort(key=mutant)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(mutant(item)))
+
+
+_KILLED: set[str] = set()  # generated mutants this process has seen caught
+
+
+def pytest_runtest_setup(item):
+    if mutant_mode(item.config) == "generated":
+        name = item.callspec.params["target"].impl.name.split("~")[0]
+        if name in _KILLED:
+            pytest.skip(f"{name} already killed")
 
 
 def _mark_deviation(item) -> None:
@@ -235,6 +283,9 @@ def _repro(item, config, exc: BaseException | None) -> str:
         parts += ["--impl", value]
     if config.getoption("--mutants"):
         parts.append("--mutants")
+    target = item.callspec.params.get("target") if hasattr(item, "callspec") else None
+    if config.getoption("--generated-mutants") and isinstance(target, Target):
+        parts += ["--generated-mutants", "--mutation-module", target.impl.name.split(".")[1]]
     seed = config.getoption("--hypothesis-seed", default=None)
     if seed is not None:
         parts.append(f"--hypothesis-seed={seed}")
@@ -261,6 +312,8 @@ def pytest_runtest_makereport(item, call):
         row.update(implementation=target.name, origin=target.impl.origin, device=target.device, dtype=target.dtype)
         if target.impl.origin == "mutant":
             row["targets"] = list(target.impl.targets)
+            if mutant_mode(item.config) == "generated":
+                row["mutation"] = target.impl.notes
     if call.when == "call":
         rec = recording.stop()
         if rec is not None:
@@ -271,6 +324,8 @@ def pytest_runtest_makereport(item, call):
             row["message"] = str(exc).strip()[:2000]
             row["falsifying_example"] = _falsifying_example(exc)
             row["repro"] = _repro(item, item.config, exc)
+            if isinstance(target, Target) and target.impl.origin == "mutant" and row["failure_kind"] != "harness":
+                _KILLED.add(target.impl.name.split("~")[0])
     report.user_properties.append(("eqspec", row))
 
 
@@ -292,14 +347,16 @@ class Results:
     """Rows written as tests finish (.jsonl, survives an aborted run), then the whole run as one JSON file."""
 
     def __init__(self, config):
-        default = "reports/out/mutants.json" if config.getoption("--mutants") else "reports/out/results.json"
+        default = {"hand": "reports/out/mutants.json", "generated": "reports/out/mutation.json"}.get(
+            mutant_mode(config), "reports/out/results.json")
         self.path = Path(config.getoption("--results") or config.rootpath / default)
         self.lines = self.path.with_suffix(".jsonl")
         self.rows: list[dict] = []
         self.started = time.time()
         self.header = {
             "schema": 1, "suite": _suite(config.rootpath), "environment": _environment(),
-            "run": {"profile": None, "mode": "mutants" if config.getoption("--mutants") else "suite",
+            "run": {"profile": None,
+                    "mode": {"hand": "mutants", "generated": "generated-mutants"}.get(mutant_mode(config), "suite"),
                     "command": shlex.join(["python", "-m", "pytest", *config.invocation_params.args]),
                     "impl_args": config.getoption("--impl"), "only_impl": config.getoption("--only-impl"),
                     "started": _now(), "finished": None, "complete": False},

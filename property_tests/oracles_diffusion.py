@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specs.budget import distinct_digits
+from eqspec.budget import distinct_digits
 from specs.edm import ideal_denoiser
 
 F64 = torch.float64

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from specs.budget import BudgetCheck
+from eqspec.budget import BudgetCheck
 
 
 @dataclass

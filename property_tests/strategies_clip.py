@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import hypothesis.strategies as st
 import torch
 
-from specs import budget
+from eqspec import budget
 
 from .strategies import randn
 
@@ -79,7 +79,7 @@ def as64(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
 # a dtype carries the rounding of its exponent, whose terms have the size of the logits; p - 1 on the diagonal
 # subtracts terms of size 1 even where the result is e^-60; the gradient through x^ = x / |x| subtracts
 # x^ (x^ . dx^) from dx^ and divides by |x|. A magnitude below is that size, in units of one rounding: the budget's
-# floor is eps(dtype) times its largest entry (specs/budget.py), an identity's tolerance a count of roundings of it.
+# floor is eps(dtype) times its largest entry (eqspec/budget.py), an identity's tolerance a count of roundings of it.
 # On top of that size, an output computed through reductions of lengths n rounds each term more often:
 # - a budget's floor takes the statistical growth, about sqrt(n) roundings per term (Higham, "Accuracy and
 #   Stability of Numerical Algorithms", §2.8: the worst case n needs every error to have one sign) - the floor only

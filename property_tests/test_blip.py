@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 
+from eqspec import budget
 from specs import blip as BL
-from specs import budget
 
 from .harness import checks, close, equal, expect_rejection, within_budget
 from .strategies import randn

@@ -2,7 +2,7 @@
 
 Identities are checked in float64 at a tolerance derived from the float64 unit roundoff u and the operation
 count; budgets compare an implementation's float32 (or float64) result with the float64 spec against the naive
-same-precision baseline (specs/budget.py). The data-parallel loss runs on a kept world of gloo processes
+same-precision baseline (eqspec/budget.py). The data-parallel loss runs on a kept world of gloo processes
 (implementations/torch/contrastive/distributed.py): it is started once per test session, not per example.
 """
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 
+from eqspec import budget
 from implementations.torch.contrastive import eager
-from specs import budget
 from specs import clip as C
 
 from . import recording

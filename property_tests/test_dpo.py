@@ -8,7 +8,6 @@ losses against the float64 spec within the error budget.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import hypothesis.strategies as st
@@ -16,7 +15,8 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 
-from specs import budget, dpo
+from eqspec import budget
+from specs import dpo
 
 from . import harness, recording
 from .harness import checks, close, equal, within_budget
@@ -24,7 +24,7 @@ from .strategies import randn
 from .strategies_preference import sequence_cases
 
 # These documents' errors name the argument in their first word (e.g. "sigma_next: must ...").
-expect_rejection = functools.partial(harness.expect_rejection, named_in_first_word=True)
+expect_rejection = harness.expect_rejection
 
 SEQ, LOSS, FUSED = "dpo.sequence_logps", "dpo.dpo_loss", "dpo.fused_linear_dpo_loss"
 F64 = torch.float64

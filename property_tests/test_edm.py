@@ -7,7 +7,6 @@ claims state their bound and false-alarm probability and use fixed seeds.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import hypothesis.strategies as st
@@ -15,8 +14,8 @@ import pytest
 import torch
 from hypothesis import given
 
+from eqspec.budget import distinct_digits, rounding_atol
 from specs import edm
-from specs.budget import distinct_digits, rounding_atol
 
 from . import harness, recording
 from .harness import checks, close, equal, within_budget
@@ -36,7 +35,7 @@ from .oracles_diffusion import (
 from .strategies import randn
 
 # These documents' errors name the argument in their first word (e.g. "sigma_next: must ...").
-expect_rejection = functools.partial(harness.expect_rejection, named_in_first_word=True)
+expect_rejection = harness.expect_rejection
 
 F64 = torch.float64
 

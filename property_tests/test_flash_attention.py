@@ -16,10 +16,10 @@ import torch
 from hypothesis import assume, given
 from torch.utils.flop_counter import FlopCounterMode
 
+from eqspec import budget
+from eqspec.contracts import ConformanceError
 from implementations.torch.attention import autograd_backward, naive_attention
-from specs import budget
 from specs import flash_attention as fa
-from specs.contracts import ConformanceError
 
 from . import recording
 from .harness import checks, close, equal, expect_rejection, finite_pattern, ours, within_budget

@@ -15,7 +15,8 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 
-from specs import budget, grpo
+from eqspec import budget
+from specs import grpo
 
 from . import recording
 from .harness import checks, close, equal

@@ -18,11 +18,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eqspec.budget import distinct_digits
+from eqspec.registry import REGISTRY
 from specs import monte_carlo as mc
 from specs import rl_basics as rb
-from specs.budget import distinct_digits
 from specs.mdp import EPS, F64, solve_tolerance
-from specs.registry import REGISTRY
 
 from . import recording
 from .harness import checks, close, rejection_test

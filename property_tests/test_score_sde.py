@@ -6,7 +6,6 @@ exactly Gaussian: the statistical checks use exact z and chi-square bounds, not 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import hypothesis.strategies as st
@@ -14,8 +13,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 
+from eqspec.budget import distinct_digits, rounding_atol
 from specs import score_sde as sde_spec
-from specs.budget import distinct_digits, rounding_atol
 
 from . import harness, recording
 from .harness import checks, close, equal, within_budget
@@ -31,7 +30,7 @@ from .oracles_diffusion import (
 from .strategies import randn
 
 # These documents' errors name the argument in their first word (e.g. "sigma_next: must ...").
-expect_rejection = functools.partial(harness.expect_rejection, named_in_first_word=True)
+expect_rejection = harness.expect_rejection
 
 F64 = torch.float64
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 
+from eqspec import budget
 from implementations.torch.contrastive import eager
-from specs import budget
 from specs import siglip as S
 
 from . import recording

@@ -15,8 +15,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eqspec.budget import distinct_digits
 from specs import stochastic_approximation as sa
-from specs.budget import distinct_digits
 from specs.mdp import EPS, F64
 
 from . import recording

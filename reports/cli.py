@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_registry():
     """The registry with every spec module; if one fails to import, the documents alone and the reason."""
-    from specs.registry import REGISTRY, Registry
+    from eqspec.registry import REGISTRY, Registry
 
     try:
         from implementations import load_all

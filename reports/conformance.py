@@ -98,8 +98,8 @@ class DocumentView:
     papers: tuple[str, ...] = ()
     post: str = ""
     catalogue: str = ""
-    specs: list = field(default_factory=list)  # specs.registry.Spec
-    operations: list = field(default_factory=list)  # specs.registry.Operation
+    specs: list = field(default_factory=list)  # eqspec.registry.Spec
+    operations: list = field(default_factory=list)  # eqspec.registry.Operation
     claims: list[ClaimView] = field(default_factory=list)
     implementations: list[str] = field(default_factory=list)  # the matrix columns
     origins: dict[str, str] = field(default_factory=dict)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .clip import check_scalar, check_scalar_result
-from .contracts import ArgumentError, ContractViolation, check_dim, check_same, check_tensor, expect_tuple
-from .registry import claim, operation, spec
+from eqspec.contracts import ArgumentError, ContractViolation, check_scalar_result, expect_tuple
+from eqspec.registry import claim, operation, spec
+
+from .validators import check_dim, check_same, check_scalar, check_tensor, check_unit_interval
 
 DOC = "blip"
 F64 = torch.float64
@@ -30,12 +31,6 @@ TEMP_INIT, TEMP_MIN, TEMP_MAX = 0.07, 0.001, 0.5  # blip_pretrain.py: temp.clamp
 HARD_NEGATIVE_FLOOR = 1e-4  # blip_pretrain.py L160: softmax(sim) + 1e-4
 LABEL_SMOOTHING = 0.1  # med.py L912-915
 IGNORE_INDEX = -100
-
-
-def check_unit_interval(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ArgumentError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,7 +57,7 @@ def soft_targets(sim_m: torch.Tensor, alpha: float) -> torch.Tensor:
     check_tensor("sim_m", sim_m, rank=2)
     B, K = sim_m.shape
     if K < B:
-        raise ArgumentError(f"sim_m must have at least as many columns as rows (B = {B} pairs first), got {K}")
+        raise ArgumentError("sim_m", f"sim_m must have at least as many columns as rows (B = {B} pairs first), got {K}")
     a = check_unit_interval("alpha", alpha)
     onehot = torch.zeros(B, K, dtype=F64, device=sim_m.device)
     onehot[torch.arange(B), torch.arange(B)] = 1.0
@@ -76,11 +71,12 @@ def check_itc_args(v, w, v_m, w_m, queue_v, queue_t):
     check_same(names, (v, w, v_m, w_m, queue_v, queue_t), "dtype")
     for name, x in zip(names[1:4], (w, v_m, w_m)):
         if x.shape != v.shape:
-            raise ArgumentError(f"{name} must have image_feat's shape (B, D) = {tuple(v.shape)}, got {tuple(x.shape)}")
+            raise ArgumentError(name,
+                                f"{name} must have image_feat's shape (B, D) = {tuple(v.shape)}, got {tuple(x.shape)}")
     for name, x in zip(names[4:], (queue_v, queue_t)):
         check_dim(name, x, 1, v.shape[1], "feature dim D, as image_feat.shape[1]")
     if queue_v.shape != queue_t.shape:
-        raise ArgumentError(f"text_queue must have image_queue's shape, got {tuple(queue_t.shape)} and "
+        raise ArgumentError("text_queue", f"text_queue must have image_queue's shape, got {tuple(queue_t.shape)} and "
                             f"{tuple(queue_v.shape)}")
 
 
@@ -147,7 +143,8 @@ def momentum_update(theta_m: torch.Tensor, theta: torch.Tensor, m: float) -> tor
     check_tensor("theta_m", theta_m)
     check_tensor("theta", theta)
     if theta.shape != theta_m.shape:
-        raise ArgumentError(f"theta must have theta_m's shape {tuple(theta_m.shape)}, got {tuple(theta.shape)}")
+        raise ArgumentError("theta",
+                            f"theta must have theta_m's shape {tuple(theta_m.shape)}, got {tuple(theta.shape)}")
     m = check_unit_interval("m", m)
     return (m * theta_m.to(F64) + (1 - m) * theta.to(F64)).to(theta_m.dtype)
 
@@ -180,9 +177,9 @@ def enqueue(queue: torch.Tensor, ptr: int, feats: torch.Tensor):
     K, B = queue.shape[0], feats.shape[0]
     check_dim("feats", feats, 1, queue.shape[1], "feature dim D, as queue.shape[1]")
     if K % B:
-        raise ArgumentError(f"feats.shape[0] (batch B = {B}) must divide the queue size K = {K}")
+        raise ArgumentError("feats.shape[0]", f"feats.shape[0] (batch B = {B}) must divide the queue size K = {K}")
     if isinstance(ptr, bool) or not isinstance(ptr, int) or not 0 <= ptr < K or ptr % B:
-        raise ArgumentError(f"ptr must be a multiple of B = {B} in [0, {K}), got {ptr!r}")
+        raise ArgumentError("ptr", f"ptr must be a multiple of B = {B} in [0, {K}), got {ptr!r}")
     new = queue.clone()
     new[ptr:ptr + B] = feats.detach().to(queue.dtype)
     return new, (ptr + B) % K
@@ -211,7 +208,7 @@ def check_weights_result(result, sim, ids=None, *, provides=frozenset(), **kwarg
 def hard_negative_weights(sim: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     check_tensor("sim", sim, rank=2)
     if sim.shape[0] != sim.shape[1]:
-        raise ArgumentError(f"sim must be square (B anchors x B candidates), got {tuple(sim.shape)}")
+        raise ArgumentError("sim", f"sim must be square (B anchors x B candidates), got {tuple(sim.shape)}")
     p = torch.softmax(sim.to(F64), dim=1)
     if ids is None:
         weights = p + HARD_NEGATIVE_FLOOR
@@ -232,7 +229,7 @@ def check_itm_args(itm_logits) -> int:
     check_tensor("itm_logits", itm_logits, rank=2)
     n, classes = itm_logits.shape
     if classes != 2 or n % 3:
-        raise ArgumentError(f"itm_logits must have shape (3B, 2) (B positives, then B + B negatives), "
+        raise ArgumentError("itm_logits", f"itm_logits must have shape (3B, 2) (B positives, then B + B negatives), "
                             f"got {tuple(itm_logits.shape)}")
     return n // 3
 
@@ -268,10 +265,10 @@ def check_lm_args(logits, input_ids, pad_token_id, smoothing):
     check_tensor("logits", logits, rank=3)
     check_tensor("input_ids", input_ids, rank=2, floating=False)
     if tuple(input_ids.shape) != tuple(logits.shape[:2]):
-        raise ArgumentError(f"input_ids must have shape (B, T) = {tuple(logits.shape[:2])} of logits, "
+        raise ArgumentError("input_ids", f"input_ids must have shape (B, T) = {tuple(logits.shape[:2])} of logits, "
                             f"got {tuple(input_ids.shape)}")
     if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int):
-        raise ArgumentError(f"pad_token_id must be an integer, got {pad_token_id!r}")
+        raise ArgumentError("pad_token_id", f"pad_token_id must be an integer, got {pad_token_id!r}")
     check_unit_interval("smoothing", smoothing)
 
 
@@ -299,7 +296,7 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int, *,
     z, y = logits[:, :-1].to(F64), input_ids[:, 1:]
     keep = y != pad_token_id
     if not bool(keep.any()):
-        raise ArgumentError("input_ids must hold at least one non-pad token after the first position")
+        raise ArgumentError("input_ids", "input_ids must hold at least one non-pad token after the first position")
     log_p = F.log_softmax(z[keep], dim=-1)
     q = smoothed_target(y[keep], z.shape[-1], float(smoothing))
     return (-(q * log_p).sum(-1).mean()).to(logits.dtype)
@@ -330,14 +327,14 @@ def check_capfilt_result(result, captions, match_prob, human, *, provides=frozen
 )
 def capfilt(captions: list, match_prob: torch.Tensor, human: torch.Tensor) -> list:
     if not isinstance(captions, (list, tuple)) or not all(isinstance(c, str) for c in captions):
-        raise ArgumentError("captions must be a list of str")
+        raise ArgumentError("captions", "captions must be a list of str")
     check_tensor("match_prob", match_prob, rank=1)
     check_dim("match_prob", match_prob, 0, len(captions), "one probability per caption")
     if not isinstance(human, torch.Tensor) or human.dtype != torch.bool or tuple(human.shape) != (len(captions),):
-        raise ArgumentError(f"human must be a bool tensor of shape ({len(captions)},)")
+        raise ArgumentError("human", f"human must be a bool tensor of shape ({len(captions)},)")
     p = match_prob.to(F64)
     if bool(((p < 0) | (p > 1) | torch.isnan(p)).any()):
-        raise ArgumentError("match_prob must hold probabilities in [0, 1]")
+        raise ArgumentError("match_prob", "match_prob must hold probabilities in [0, 1]")
     return [c for c, keep in zip(captions, (human | (p > 0.5)).tolist()) if keep]
 
 

@@ -17,8 +17,10 @@ import math
 
 import torch
 
-from .contracts import ArgumentError, ContractViolation, check_same, check_tensor, expect_tuple
-from .registry import claim, operation, spec
+from eqspec.contracts import ArgumentError, ContractViolation, check_scalar_result, expect_tuple
+from eqspec.registry import claim, operation, spec
+
+from .validators import check_pair, check_scalar, check_tensor, check_world
 
 DOC = "clip"
 F64 = torch.float64
@@ -29,50 +31,6 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP §2.5: "clipped to prevent scaling the
 # ---------------------------------------------------------------------------------------------------
 # Argument checks shared by the contrastive documents (siglip and blip use them too)
 # ---------------------------------------------------------------------------------------------------
-
-def check_pair(image_features, text_features, names=("image_features", "text_features")) -> tuple[int, int]:
-    """Two (N, D) feature matrices of one dtype and device; returns N, D."""
-    a, b = names
-    check_tensor(a, image_features, rank=2)
-    check_tensor(b, text_features, rank=2)
-    if image_features.shape != text_features.shape:
-        raise ArgumentError(f"{b} must have the shape of {a} (N pairs x D), got {tuple(text_features.shape)} "
-                            f"and {tuple(image_features.shape)}")
-    check_same((a, b), (image_features, text_features), "dtype")
-    check_same((a, b), (image_features, text_features), "device")
-    return image_features.shape
-
-
-def check_scalar(name: str, value) -> torch.Tensor:
-    """A finite real number or a one-element floating tensor (kept in the graph), as a float64 0-d tensor."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or not value.is_floating_point():
-            raise ArgumentError(f"{name} must be a number or a one-element floating tensor, got shape "
-                                f"{tuple(value.shape)} {value.dtype}")
-        if not bool(torch.isfinite(value).all()):
-            raise ArgumentError(f"{name} must be finite, got {value.item()}")
-        return value.to(F64).reshape(())
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ArgumentError(f"{name} must be a finite real number, got {value!r}")
-    return torch.tensor(float(value), dtype=F64)
-
-
-def check_world(n: int, world_size, name: str = "world_size") -> int:
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ArgumentError(f"{name} must be a positive integer, got {world_size!r}")
-    if n % world_size:
-        raise ArgumentError(f"{name} ({world_size}) must divide the batch size N = {n} (equal local batches)")
-    return world_size
-
-
-def check_scalar_result(result, *args, provides=frozenset(), **kwargs) -> None:
-    if not isinstance(result, torch.Tensor) or result.numel() != 1:
-        raise ContractViolation(f"the loss must be a one-element tensor, got {type(result).__name__} "
-                                f"{tuple(getattr(result, 'shape', ()))}")
-    ref = next((a for a in args if isinstance(a, torch.Tensor)), None)
-    if ref is not None and ref.is_floating_point() and result.dtype != ref.dtype:
-        raise ContractViolation(f"the loss must be in the inputs' dtype {ref.dtype}, got {result.dtype}")
-
 
 # ---------------------------------------------------------------------------------------------------
 # The loss
@@ -107,7 +65,7 @@ def cross_entropy(L: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def contrastive_loss(L: torch.Tensor) -> torch.Tensor:
     check_tensor("L", L, rank=2)
     if L.shape[0] != L.shape[1]:
-        raise ArgumentError(f"L must be square (N images x N texts), got shape {tuple(L.shape)}")
+        raise ArgumentError("L", f"L must be square (N images x N texts), got shape {tuple(L.shape)}")
     L64 = L.to(F64)
     y = torch.arange(L.shape[0], device=L.device)
     return (0.5 * (cross_entropy(L64, y) + cross_entropy(L64.T, y))).to(L.dtype)
@@ -193,7 +151,7 @@ def local_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_
     N, _ = check_pair(image_features, text_features)
     W = check_world(N, world_size)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < W:
-        raise ArgumentError(f"rank must be an integer in [0, world_size) = [0, {W}), got {rank!r}")
+        raise ArgumentError("rank", f"rank must be an integer in [0, world_size) = [0, {W}), got {rank!r}")
     t = check_scalar("logit_scale", logit_scale)
     I_hat, T_hat = normalize(image_features.to(F64)), normalize(text_features.to(F64))
     b = N // W

@@ -1,6 +1,6 @@
 """The twelve seed documents. A document with no spec module yet is listed as "not yet encoded"."""
 
-from .registry import REGISTRY, Document
+from eqspec.registry import REGISTRY, Document
 
 for _doc in (
     Document("flash_attention", "FlashAttention: online softmax and tiled exact attention",

@@ -23,8 +23,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .contracts import ArgumentError, check_same, check_tensor, expect_tensor
-from .registry import REGISTRY, claim, operation, spec
+from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.registry import REGISTRY, claim, operation, spec
+
+from .validators import check_mask, check_same, check_tensor, check_token_ids
 
 DOC = "dpo"
 F64 = torch.float64
@@ -43,34 +45,12 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Te
     return torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
 
-def check_mask(name: str, mask: object, shape: tuple[int, ...]) -> torch.Tensor:
-    """A 0/1 mask (bool, integer or float) of the given shape, returned as float64 0/1 values."""
-    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(shape):
-        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ArgumentError(f"{name} must be a tensor of shape {tuple(shape)}, got {got}")
-    m = mask.to(device="cpu", dtype=F64)
-    if not bool(((m == 0) | (m == 1)).all()):
-        raise ArgumentError(f"{name} must hold only 0 and 1 (1 = a completion token)")
-    return mask.to(F64)
-
-
-def check_token_ids(name: str, ids: object, shape: tuple[int, ...], vocab: int) -> torch.Tensor:
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64):
-        raise ArgumentError(f"{name} must be an int32 or int64 tensor, got "
-                            f"{ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__}")
-    if tuple(ids.shape) != tuple(shape):
-        raise ArgumentError(f"{name} must have shape {tuple(shape)}, got {tuple(ids.shape)}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-        raise ArgumentError(f"{name} must hold token ids in [0, {vocab}) (the vocabulary), got "
-                            f"[{int(ids.min())}, {int(ids.max())}]")
-    return ids.long()
-
-
 def check_sequence_args(logits, input_ids, completion_mask) -> None:
     check_tensor("logits", logits, rank=3)
     N, T, V = logits.shape
     if T < 2:
-        raise ArgumentError(f"logits.shape[1] (sequence length T) must be at least 2 (prompt + completion), got {T}")
+        raise ArgumentError("logits.shape[1]",
+                            f"logits.shape[1] (sequence length T) must be at least 2 (prompt + completion), got {T}")
     check_token_ids("input_ids", input_ids, (N, T), V)
     check_mask("completion_mask", completion_mask, (N, T))
 
@@ -169,12 +149,12 @@ def hinge_loss(h: torch.Tensor, beta: float) -> torch.Tensor:
 
 def check_loss_options(beta, loss_type, label_smoothing) -> tuple[float, str, float]:
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ArgumentError(f"beta must be a positive finite number, got {beta!r}")
+        raise ArgumentError("beta", f"beta must be a positive finite number, got {beta!r}")
     if loss_type not in LOSS_TYPES:
-        raise ArgumentError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        raise ArgumentError("loss_type", f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
             0 <= label_smoothing < 0.5):
-        raise ArgumentError(f"label_smoothing must be a number in [0, 0.5), got {label_smoothing!r}")
+        raise ArgumentError("label_smoothing", f"label_smoothing must be a number in [0, 0.5), got {label_smoothing!r}")
     return float(beta), loss_type, float(label_smoothing)
 
 
@@ -201,8 +181,6 @@ def check_pair_args(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected
 
 
 def check_dpo_loss_result(result, chosen_logps, *args, provides=frozenset(), **_) -> None:
-    from .contracts import expect_tuple
-
     losses, rc, rr = expect_tuple(result, ("losses", "chosen_rewards", "rejected_rewards"), "dpo_loss")
     for name, x in (("losses", losses), ("chosen_rewards", rc), ("rejected_rewards", rr)):
         expect_tensor(name, x, tuple(chosen_logps.shape), (chosen_logps.dtype,), chosen_logps.device, "dpo_loss")
@@ -256,18 +234,20 @@ def check_fused_args(hidden, weight, input_ids, completion_mask, ref_chosen_logp
     check_same(("hidden", "weight"), (hidden, weight), "device")
     N, T, H = hidden.shape
     if weight.shape[1] != H:
-        raise ArgumentError(f"weight.shape[1] (hidden size) must be {H}, as hidden.shape[2], got shape "
+        raise ArgumentError("weight.shape[1]",
+                            f"weight.shape[1] (hidden size) must be {H}, as hidden.shape[2], got shape "
                             f"{tuple(weight.shape)}")
     if N % 2:
-        raise ArgumentError(f"hidden.shape[0] must be even (the batch is [chosen; rejected]), got {N}")
+        raise ArgumentError("hidden.shape[0]",
+                            f"hidden.shape[0] must be even (the batch is [chosen; rejected]), got {N}")
     if T < 2:
-        raise ArgumentError(f"hidden.shape[1] (sequence length T) must be at least 2, got {T}")
+        raise ArgumentError("hidden.shape[1]", f"hidden.shape[1] (sequence length T) must be at least 2, got {T}")
     check_token_ids("input_ids", input_ids, (N, T), weight.shape[0])
     check_mask("completion_mask", completion_mask, (N, T))
     for name, x in (("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
         check_tensor(name, x, rank=1)
         if x.shape[0] != N // 2:
-            raise ArgumentError(f"{name} must have shape ({N // 2},) (one per pair), got {tuple(x.shape)}")
+            raise ArgumentError(name, f"{name} must have shape ({N // 2},) (one per pair), got {tuple(x.shape)}")
 
 
 def check_fused_result(result, hidden, *args, provides=frozenset(), **_) -> None:
@@ -314,7 +294,7 @@ def fused_linear_dpo_loss(hidden, weight, input_ids, completion_mask, ref_chosen
 
 
 # ---------------------------------------------------------------------------------------------------
-# Error analysis of the fused losses: the size of the terms each output sums (specs/budget.py), for the floors
+# Error analysis of the fused losses: the size of the terms each output sums (eqspec/budget.py), for the floors
 # ---------------------------------------------------------------------------------------------------
 
 def pair_loss_sensitivity(h: torch.Tensor, beta: float, loss_type: str, label_smoothing: float):

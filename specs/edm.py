@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 import torch
 
-from .contracts import ArgumentError, check_tensor
-from .registry import claim, operation, spec
+from eqspec.contracts import ArgumentError
+from eqspec.registry import claim, operation, spec
+
+from .validators import as64, check_choice, check_count, check_real, check_tensor
 
 DOC = "edm"
 F64 = torch.float64
@@ -41,53 +43,6 @@ GAMMA_MAX = math.sqrt(2.0) - 1.0
 # ---------------------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------------------
-
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ArgumentError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
-def check_count(name: str, n: object, minimum: int = 1) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ArgumentError(f"{name} must be an integer >= {minimum}, got {n!r}")
-    return n
-
-
-def check_real(name: str, v: object, *, low: float = -math.inf, high: float = math.inf,
-               allow_inf: bool = False) -> float:
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or (
-            not allow_inf and math.isinf(v)) or not low <= v <= high:
-        raise ArgumentError(f"{name} must be a real number in [{low:g}, {high:g}], got {v!r}")
-    return float(v)
-
-
-def as64(name: str, v: object, like: torch.Tensor | None = None, *, positive: bool = False,
-         nonnegative: bool = False) -> torch.Tensor:
-    """A number or a tensor (broadcastable to ``like``) as float64 on like's device, checked."""
-    device = like.device if like is not None else None
-    if isinstance(v, torch.Tensor):
-        check_tensor(name, v)
-        t = v.detach().to(device=device if device is not None else v.device, dtype=F64)
-    elif isinstance(v, (int, float)) and not isinstance(v, bool):
-        t = torch.tensor(float(v), dtype=F64, device=device)
-    else:
-        raise ArgumentError(f"{name} must be a number or a floating-point torch.Tensor, got {type(v).__name__}")
-    if torch.isnan(t).any():
-        raise ArgumentError(f"{name} must not be NaN")
-    if positive and not bool((t > 0).all()):
-        raise ArgumentError(f"{name} must be > 0, got min {float(t.min()):g}")
-    if nonnegative and not bool((t >= 0).all()):
-        raise ArgumentError(f"{name} must be >= 0, got min {float(t.min()):g}")
-    if like is not None:
-        try:
-            torch.broadcast_shapes(t.shape, like.shape)
-        except RuntimeError:
-            raise ArgumentError(f"{name} of shape {tuple(t.shape)} does not broadcast to {tuple(like.shape)}") from None
-    return t
-
 
 def _x(name: str, x: object) -> torch.Tensor:
     return check_tensor(name, x).to(F64)
@@ -133,7 +88,7 @@ def sigma_inv(sigma, kind: str = "edm", beta_d: float = VP_BETA_D, beta_min: flo
 
 
 def check_schedule_result(result, t, *, kind="edm", provides=frozenset(), **_) -> None:
-    from .contracts import expect_tensor, expect_tuple
+    from eqspec.contracts import expect_tensor, expect_tuple
 
     for name, v in zip(("sigma", "s", "sigma_dot", "s_dot"), expect_tuple(result, ("sigma", "s", "sigma_dot", "s_dot"),
                                                                         "edm.schedule")):
@@ -155,7 +110,7 @@ def schedule(t: torch.Tensor, *, kind: str = "edm", beta_d: float = VP_BETA_D, b
     check_choice("kind", kind, SCHEDULES)
     T = _x("t", t)
     if bool((T < 0).any()) or (kind == "fm" and bool((T >= 1).any())):
-        raise ArgumentError(f"t must be >= 0{' and < 1 for kind fm' if kind == 'fm' else ''}")
+        raise ArgumentError("t", f"t must be >= 0{' and < 1 for kind fm' if kind == 'fm' else ''}")
     one, zero = torch.ones_like(T), torch.zeros_like(T)
     if kind == "vp":
         sigma, s = vp_sigma_s(T, beta_d, beta_min)
@@ -199,7 +154,7 @@ def rho_steps(N: int, sigma_min: float, sigma_max: float, rho: float) -> torch.T
 
 
 def check_steps_result(result, N, *, dtype=torch.float64, provides=frozenset(), **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("t_steps", result, (N + 1,), (dtype,), torch.device("cpu"), "edm.time_steps")
 
@@ -219,7 +174,7 @@ def check_steps_result(result, N, *, dtype=torch.float64, provides=frozenset(), 
 )
 def time_steps(N: int, *, kind: str = "edm", sigma_min: float | None = None, sigma_max: float | None = None,
                rho: float = EDM_RHO, epsilon_s: float = VP_EPS_S, dtype: torch.dtype = torch.float64):
-    check_count("N", N)
+    check_count("N", N, 1)
     check_choice("kind", kind, KINDS)
     check_real("rho", rho, low=1e-3, allow_inf=False)
     if kind == "edm":
@@ -248,7 +203,7 @@ def time_steps(N: int, *, kind: str = "edm", sigma_min: float | None = None, sig
 # ---------------------------------------------------------------------------------------------------
 
 def check_precond_result(result, sigma, **_) -> None:
-    from .contracts import expect_tensor, expect_tuple
+    from eqspec.contracts import expect_tensor, expect_tuple
 
     names = ("c_skip", "c_out", "c_in", "c_noise", "weight")
     for name, v in zip(names, expect_tuple(result, names, "edm.preconditioning")):
@@ -273,7 +228,7 @@ def preconditioning(sigma: torch.Tensor, *, kind: str = "edm", sigma_data: float
     sd = check_real("sigma_data", sigma_data, low=1e-300)
     S = _x("sigma", sigma)
     if not bool((S > 0).all()):
-        raise ArgumentError("sigma must be > 0 (the preconditioning divides by it)")
+        raise ArgumentError("sigma", "sigma must be > 0 (the preconditioning divides by it)")
     one = torch.ones_like(S)
     if kind == "edm":
         c_skip = sd**2 / (S**2 + sd**2)
@@ -302,7 +257,7 @@ def normal_quantile(u: torch.Tensor) -> torch.Tensor:
 
 
 def check_training_sigma_result(result, u, **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("sigma", result, tuple(u.shape), (u.dtype,), u.device, "edm.training_sigma")
 
@@ -323,7 +278,7 @@ def training_sigma(u: torch.Tensor, *, kind: str = "edm", P_mean: float = P_MEAN
     check_choice("kind", kind, KINDS)
     U = _x("u", u)
     if not bool(((U > 0) & (U < 1)).all()):
-        raise ArgumentError("u must lie in the open interval (0, 1)")
+        raise ArgumentError("u", "u must lie in the open interval (0, 1)")
     if kind == "edm":
         sigma = torch.exp(P_mean + P_std * normal_quantile(U))
     elif kind == "ve":
@@ -350,7 +305,7 @@ def denoiser(F: Callable, x: torch.Tensor, sigma: torch.Tensor, *, kind: str = "
 
 
 def check_loss_result(result, F, y, n, sigma, **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("loss", result, (y.shape[0],), (y.dtype,), y.device, "edm.denoiser_loss")
 
@@ -369,10 +324,11 @@ def check_loss_result(result, F, y, n, sigma, **_) -> None:
 def denoiser_loss(F: Callable, y: torch.Tensor, n: torch.Tensor, sigma: torch.Tensor, *, kind: str = "edm",
                   sigma_data: float = SIGMA_DATA):
     if not callable(F):
-        raise ArgumentError(f"F must be callable F(x_in, c_noise), got {type(F).__name__}")
+        raise ArgumentError("F", f"F must be callable F(x_in, c_noise), got {type(F).__name__}")
     Y, Nn, S = _x("y", y), _x("n", n), _x("sigma", sigma)
     if Y.shape != Nn.shape or Y.dim() < 1 or S.shape != (Y.shape[0],):
-        raise ArgumentError(f"y and n must share a shape (B, ...) and sigma have shape (B,); got y {tuple(Y.shape)}, "
+        raise ArgumentError("y",
+                            f"y and n must share a shape (B, ...) and sigma have shape (B,); got y {tuple(Y.shape)}, "
                             f"n {tuple(Nn.shape)}, sigma {tuple(S.shape)}")
     weight = preconditioning(S, kind=kind, sigma_data=sigma_data)[4]
     D = denoiser(lambda a, c: F(a, c).to(F64), Y + Nn, S, kind=kind, sigma_data=sigma_data)
@@ -403,7 +359,7 @@ def prediction_target(x0, eps, sigma, s, *, prediction: str):
 
 
 def check_to_denoised_result(result, pred, x, sigma, s, **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("denoised", result, tuple(x.shape), (x.dtype,), x.device, "edm.to_denoised")
 
@@ -427,12 +383,12 @@ def to_denoised(pred: torch.Tensor, x: torch.Tensor, sigma, s, *, prediction: st
     check_choice("prediction", prediction, PREDICTIONS)
     P, X = _x("pred", pred), _x("x", x)
     if P.shape != X.shape:
-        raise ArgumentError(f"pred must have x's shape {tuple(X.shape)}, got {tuple(P.shape)}")
+        raise ArgumentError("pred", f"pred must have x's shape {tuple(X.shape)}, got {tuple(P.shape)}")
     S, s_ = as64("sigma", sigma, X, positive=True), as64("s", s, X, positive=True)
     if prediction == "v" and not torch.allclose(s_**2 * (1 + S**2), torch.ones_like(S), rtol=1e-6, atol=0):
-        raise ArgumentError("s must be 1 / sqrt(1 + sigma^2) for a v-prediction (alpha^2 + sigma_vp^2 = 1)")
+        raise ArgumentError("s", "s must be 1 / sqrt(1 + sigma^2) for a v-prediction (alpha^2 + sigma_vp^2 = 1)")
     if prediction == "flow" and not torch.allclose(s_ * (1 + S), torch.ones_like(S), rtol=1e-6, atol=0):
-        raise ArgumentError("s must be 1 / (1 + sigma) for a flow-matching velocity (s = 1 - t, s sigma = t)")
+        raise ArgumentError("s", "s must be 1 / (1 + sigma) for a flow-matching velocity (s = 1 - t, s sigma = t)")
     if prediction == "epsilon":
         D = X / s_ - S * P
     elif prediction == "x0":
@@ -462,7 +418,7 @@ def ode_derivative_from_score(score_x, x, sigma, s, sigma_dot, s_dot):
 
 
 def check_ode_result(result, denoised, x, *args, **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("dx_dt", result, tuple(x.shape), (x.dtype,), x.device, "edm.ode_derivative")
 
@@ -481,7 +437,7 @@ def check_ode_result(result, denoised, x, *args, **_) -> None:
 def ode_derivative(denoised: torch.Tensor, x: torch.Tensor, sigma, s, sigma_dot, s_dot):
     D, X = _x("denoised", denoised), _x("x", x)
     if D.shape != X.shape:
-        raise ArgumentError(f"denoised must have x's shape {tuple(X.shape)}, got {tuple(D.shape)}")
+        raise ArgumentError("denoised", f"denoised must have x's shape {tuple(X.shape)}, got {tuple(D.shape)}")
     S, s_ = as64("sigma", sigma, X, positive=True), as64("s", s, X, positive=True)
     Sd, sd = as64("sigma_dot", sigma_dot, X), as64("s_dot", s_dot, X)
     return ((Sd / S + sd / s_) * X - Sd * s_ / S * D).to(x.dtype)
@@ -493,18 +449,19 @@ def ode_derivative(denoised: torch.Tensor, x: torch.Tensor, sigma, s, sigma_dot,
 
 def check_sampler_args(denoiser_fn, x_T, t_steps, name: str = "t_steps") -> torch.Tensor:
     if not callable(denoiser_fn):
-        raise ArgumentError(f"denoiser must be callable denoiser(y, sigma) -> D, got {type(denoiser_fn).__name__}")
+        raise ArgumentError("denoiser",
+                            f"denoiser must be callable denoiser(y, sigma) -> D, got {type(denoiser_fn).__name__}")
     check_tensor("x_T", x_T)
     check_tensor(name, t_steps, rank=1)
     T = t_steps.detach().to(device="cpu", dtype=F64)
     if T.numel() < 2 or not bool((T[1:] < T[:-1]).all()) or bool((T < 0).any()):
-        raise ArgumentError(f"{name} must be a strictly decreasing 1-D tensor of >= 2 non-negative times, "
+        raise ArgumentError(name, f"{name} must be a strictly decreasing 1-D tensor of >= 2 non-negative times, "
                             f"got {T.tolist()[:8]}")
     return T
 
 
 def check_sample_result(result, denoiser_fn, x_T, *args, **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("x_0", result, tuple(x_T.shape), (x_T.dtype,), x_T.device, "edm sampler")
 
@@ -547,7 +504,7 @@ def heun_sampler(denoiser: Callable, x_T: torch.Tensor, t_steps: torch.Tensor, *
 
 
 def check_churn_result(result, x, t, eps, **_) -> None:
-    from .contracts import ContractViolation, expect_tensor, expect_tuple
+    from eqspec.contracts import ContractViolation, expect_tensor, expect_tuple
 
     x_hat, t_hat = expect_tuple(result, ("x_hat", "t_hat"), "edm.churn")
     expect_tensor("x_hat", x_hat, tuple(x.shape), (x.dtype,), x.device, "edm.churn")
@@ -571,9 +528,9 @@ def churn(x: torch.Tensor, t: float, eps: torch.Tensor, *, S_churn: float, N: in
           S_tmax: float = math.inf, S_noise: float = 1.0):
     X, E = _x("x", x), _x("eps", eps)
     if E.shape != X.shape:
-        raise ArgumentError(f"eps must have x's shape {tuple(X.shape)}, got {tuple(E.shape)}")
+        raise ArgumentError("eps", f"eps must have x's shape {tuple(X.shape)}, got {tuple(E.shape)}")
     t = check_real("t", t, low=0.0)
-    check_count("N", N)
+    check_count("N", N, 1)
     S_churn = check_real("S_churn", S_churn, low=0.0)
     S_tmin, S_tmax = check_real("S_tmin", S_tmin, allow_inf=True), check_real("S_tmax", S_tmax, allow_inf=True)
     S_noise = check_real("S_noise", S_noise, low=0.0)
@@ -606,7 +563,8 @@ def stochastic_sampler(denoiser: Callable, x_T: torch.Tensor, sigmas: torch.Tens
     N = len(T) - 1
     check_tensor("noise", noise)
     if tuple(noise.shape) != (N, *x_T.shape):
-        raise ArgumentError(f"noise must have shape (N, *x_T.shape) = {(N, *x_T.shape)}, got {tuple(noise.shape)}")
+        raise ArgumentError("noise",
+                            f"noise must have shape (N, *x_T.shape) = {(N, *x_T.shape)}, got {tuple(noise.shape)}")
     t = T.tolist()
 
     def D(x, sigma):
@@ -626,7 +584,7 @@ def stochastic_sampler(denoiser: Callable, x_T: torch.Tensor, sigmas: torch.Tens
 
 
 def check_prior_result(result, t0, **_) -> None:
-    from .contracts import ContractViolation
+    from eqspec.contracts import ContractViolation
 
     if isinstance(result, bool) or not isinstance(result, (int, float)):
         raise ContractViolation(f"edm.prior_std must return a Python float, got {type(result).__name__}")
@@ -655,12 +613,12 @@ def prior_std(t0: float, *, kind: str = "edm") -> float:
 def _step_args(pred_name, pred, x):
     P, X = _x(pred_name, pred), _x("x", x)
     if P.shape != X.shape:
-        raise ArgumentError(f"{pred_name} must have x's shape {tuple(X.shape)}, got {tuple(P.shape)}")
+        raise ArgumentError(pred_name, f"{pred_name} must have x's shape {tuple(X.shape)}, got {tuple(P.shape)}")
     return P, X
 
 
 def check_step_result(result, pred, x, *args, **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("x_next", result, tuple(x.shape), (x.dtype,), x.device, "edm step")
 
@@ -693,7 +651,8 @@ def _alpha_bars(x, alpha_bar, alpha_bar_prev):
     a = as64("alpha_bar", alpha_bar, x, positive=True)
     a_prev = as64("alpha_bar_prev", alpha_bar_prev, x, positive=True)
     if bool((a >= 1).any()) or bool((a_prev > 1).any()) or bool((a_prev < a).any()):
-        raise ArgumentError("alpha_bar must lie in (0, 1) and alpha_bar_prev in [alpha_bar, 1] (less noise)")
+        raise ArgumentError("alpha_bar",
+                            "alpha_bar must lie in (0, 1) and alpha_bar_prev in [alpha_bar, 1] (less noise)")
     return a, a_prev
 
 
@@ -715,7 +674,7 @@ def ddim_step(eps_hat: torch.Tensor, x: torch.Tensor, alpha_bar, alpha_bar_prev,
     a, a_prev = _alpha_bars(X, alpha_bar, alpha_bar_prev)
     eta = check_real("eta", eta, low=0.0)
     if eta > 0 and noise is None:
-        raise ArgumentError("noise must be given (a tensor of x's shape) when eta > 0")
+        raise ArgumentError("noise", "noise must be given (a tensor of x's shape) when eta > 0")
     x0_hat = (X - torch.sqrt(1 - a) * E) / torch.sqrt(a)
     var = ddim_variance(a, a_prev, eta)
     x_prev = torch.sqrt(a_prev) * x0_hat + torch.sqrt((1 - a_prev - var).clamp(min=0)) * E
@@ -767,7 +726,7 @@ def flow_euler_step(v_hat: torch.Tensor, x: torch.Tensor, t, t_next):
 
 
 def check_shift_result(result, sigma, shift, **_) -> None:
-    from .contracts import expect_tensor
+    from eqspec.contracts import expect_tensor
 
     expect_tensor("sigma_shifted", result, tuple(sigma.shape), (sigma.dtype,), sigma.device, "edm.flow_shift")
 
@@ -785,7 +744,7 @@ def flow_shift(sigma: torch.Tensor, shift: float):
     S = _x("sigma", sigma)
     shift = check_real("shift", shift, low=1e-300)
     if bool(((S < 0) | (S > 1)).any()):
-        raise ArgumentError("sigma must lie in [0, 1] (flow-matching time)")
+        raise ArgumentError("sigma", "sigma must lie in [0, 1] (flow-matching time)")
     return (shift * S / (1 + (shift - 1) * S)).to(sigma.dtype)
 
 
@@ -796,7 +755,7 @@ def dynamic_shift(sigma, mu: float):
 
 
 def check_split_result(result, sigma_from, sigma_to, **_) -> None:
-    from .contracts import expect_tensor, expect_tuple
+    from eqspec.contracts import expect_tensor, expect_tuple
 
     for name, v in zip(("sigma_down", "sigma_up"), expect_tuple(result, ("sigma_down", "sigma_up"),
                                                                 "edm.ancestral_split")):
@@ -818,7 +777,8 @@ def check_split_result(result, sigma_from, sigma_to, **_) -> None:
 def ancestral_split(sigma_from: torch.Tensor, sigma_to: torch.Tensor, *, eta: float = 1.0):
     F_, T_ = _x("sigma_from", sigma_from), _x("sigma_to", sigma_to)
     if F_.shape != T_.shape or not bool((F_ > 0).all()) or not bool(((T_ >= 0) & (T_ <= F_)).all()):
-        raise ArgumentError("sigma_from and sigma_to must share a shape with 0 <= sigma_to <= sigma_from, "
+        raise ArgumentError("sigma_from",
+                            "sigma_from and sigma_to must share a shape with 0 <= sigma_to <= sigma_from, "
                             "sigma_from > 0")
     eta = check_real("eta", eta, low=0.0)
     up = torch.minimum(T_, eta * torch.sqrt(T_**2 * (F_**2 - T_**2) / F_**2))
@@ -827,7 +787,7 @@ def ancestral_split(sigma_from: torch.Tensor, sigma_to: torch.Tensor, *, eta: fl
 
 
 def check_timesteps_result(result, num_train_timesteps, N, **_) -> None:
-    from .contracts import expect_tensor, expect_tuple
+    from eqspec.contracts import expect_tensor, expect_tuple
 
     for name, v in zip(("timesteps", "prev_timesteps"), expect_tuple(result, ("timesteps", "prev_timesteps"),
                                                                     "edm.sampling_timesteps")):
@@ -856,10 +816,10 @@ SPACINGS = ("linspace", "leading", "trailing")
 )
 def sampling_timesteps(num_train_timesteps: int, N: int, *, spacing: str = "leading"):
     T = check_count("num_train_timesteps", num_train_timesteps, 2)
-    check_count("N", N)
+    check_count("N", N, 1)
     check_choice("spacing", spacing, SPACINGS)
     if N > T:
-        raise ArgumentError(f"N must not exceed num_train_timesteps ({T}), got {N}")
+        raise ArgumentError("N", f"N must not exceed num_train_timesteps ({T}), got {N}")
     import numpy as np  # the float arithmetic of numpy's linspace and arange decides ties (see the convention)
 
     if spacing == "linspace":

@@ -18,8 +18,10 @@ import math
 
 import torch
 
-from .contracts import ArgumentError, check_dim, check_same, check_tensor, expect_tensor, expect_tuple
-from .registry import REGISTRY, Implementation, claim, operation, spec
+from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.registry import REGISTRY, Implementation, claim, operation, spec
+
+from .validators import check_dim, check_same, check_tensor
 
 DOC = "flash_attention"
 F64 = torch.float64
@@ -88,7 +90,8 @@ def check_online_softmax_result(result, x, block_sizes, *, provides=frozenset({"
 def _check_partition(block_sizes, n: int) -> list[int]:
     sizes = [int(b) for b in block_sizes]
     if not sizes or any(b <= 0 for b in sizes) or sum(sizes) != n:
-        raise ArgumentError(f"block_sizes must be positive integers summing to x.shape[-1] = {n}, got {block_sizes}")
+        raise ArgumentError("block_sizes",
+                            f"block_sizes must be positive integers summing to x.shape[-1] = {n}, got {block_sizes}")
     return sizes
 
 
@@ -126,7 +129,7 @@ def check_scale(scale, head_dim: int) -> float:
     if scale is None:
         return 1.0 / math.sqrt(head_dim)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ArgumentError(f"scale must be a finite real number or None, got {scale!r}")
+        raise ArgumentError("scale", f"scale must be a finite real number or None, got {scale!r}")
     return float(scale)
 
 
@@ -142,7 +145,8 @@ def check_attention_args(q, k, v, scale) -> tuple[int, int, int, int, int, int, 
     check_dim("k", k, 3, D, "head dim D, as q.shape[3]")
     Hkv, Sk = k.shape[1], k.shape[2]
     if H % Hkv:
-        raise ArgumentError(f"k.shape[1] (KV heads Hkv = {Hkv}) must divide q.shape[1] (query heads H = {H})")
+        raise ArgumentError("k.shape[1]",
+                            f"k.shape[1] (KV heads Hkv = {Hkv}) must divide q.shape[1] (query heads H = {H})")
     check_dim("v", v, 0, B, "batch, as q.shape[0]")
     check_dim("v", v, 1, Hkv, "KV heads, as k.shape[1]")
     check_dim("v", v, 2, Sk, "key length Sk, as k.shape[2]")
@@ -223,7 +227,7 @@ def tiled_attention(q, k, v, *, causal: bool = False, scale: float | None = None
     B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
     for name, b in (("block_q", block_q), ("block_k", block_k)):
         if not isinstance(b, int) or b <= 0:
-            raise ArgumentError(f"{name} must be a positive integer, got {b!r}")
+            raise ArgumentError(name, f"{name} must be a positive integer, got {b!r}")
     Q, K, V = _f64(q, k, v)
     K, V = repeat_kv(K, H), repeat_kv(V, H)
     dev = q.device
@@ -277,7 +281,7 @@ def merge(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torc
     check_tensor("lse_a", lse_a)
     check_tensor("lse_b", lse_b)
     if o_a.shape != o_b.shape or lse_a.shape != lse_b.shape or tuple(o_a.shape[:-1]) != tuple(lse_a.shape):
-        raise ArgumentError(f"o_a, o_b must share a shape (..., Dv) and lse_a, lse_b the shape (...); got "
+        raise ArgumentError("o_a", f"o_a, o_b must share a shape (..., Dv) and lse_a, lse_b the shape (...); got "
                             f"{tuple(o_a.shape)}, {tuple(o_b.shape)}, {tuple(lse_a.shape)}, {tuple(lse_b.shape)}")
     Oa, La, Ob, Lb = _f64(o_a, lse_a, o_b, lse_b)
     L = torch.logaddexp(La, Lb)
@@ -325,7 +329,7 @@ def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: floa
     check_tensor("do", do, rank=4)
     check_tensor("lse", lse, rank=3)
     if tuple(o.shape) != (B, H, Sq, Dv) or tuple(do.shape) != (B, H, Sq, Dv) or tuple(lse.shape) != (B, H, Sq):
-        raise ArgumentError(f"o and do must have shape {(B, H, Sq, Dv)} and lse {(B, H, Sq)}; got "
+        raise ArgumentError("o", f"o and do must have shape {(B, H, Sq, Dv)} and lse {(B, H, Sq)}; got "
                             f"o {tuple(o.shape)}, do {tuple(do.shape)}, lse {tuple(lse.shape)}")
     Q, K, V, O, L, dO = _f64(q, k, v, o, lse, do)
     K, V = repeat_kv(K, H), repeat_kv(V, H)
@@ -351,14 +355,14 @@ def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: floa
 
 def check_cu_seqlens(name: str, cu: object, total: int, batch: int | None = None) -> list[int]:
     if not isinstance(cu, torch.Tensor) or cu.dim() != 1 or cu.dtype not in (torch.int32, torch.int64):
-        raise ArgumentError(f"{name} must be a 1-D int32 tensor [0, cumsum(lengths)], got "
+        raise ArgumentError(name, f"{name} must be a 1-D int32 tensor [0, cumsum(lengths)], got "
                             f"{type(cu).__name__ if not isinstance(cu, torch.Tensor) else (cu.dtype, tuple(cu.shape))}")
     values = [int(c) for c in cu.tolist()]
     if len(values) < 2 or values[0] != 0 or any(b < a for a, b in zip(values, values[1:])) or values[-1] != total:
-        raise ArgumentError(f"{name} must start at 0, never decrease and end at the number of packed tokens "
+        raise ArgumentError(name, f"{name} must start at 0, never decrease and end at the number of packed tokens "
                             f"({total}); got {values}")
     if batch is not None and len(values) != batch + 1:
-        raise ArgumentError(f"{name} must have {batch + 1} entries (as cu_seqlens_q), got {len(values)}")
+        raise ArgumentError(name, f"{name} must have {batch + 1} entries (as cu_seqlens_q), got {len(values)}")
     return values
 
 
@@ -379,7 +383,8 @@ def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k):
     check_dim("v", v, 0, k.shape[0], "packed key tokens, as k.shape[0]")
     check_dim("v", v, 1, k.shape[1], "KV heads, as k.shape[1]")
     if q.shape[1] % k.shape[1]:
-        raise ArgumentError(f"k.shape[1] (KV heads {k.shape[1]}) must divide q.shape[1] (query heads {q.shape[1]})")
+        raise ArgumentError("k.shape[1]",
+                            f"k.shape[1] (KV heads {k.shape[1]}) must divide q.shape[1] (query heads {q.shape[1]})")
     cq = check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
     ck = check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], batch=len(cq) - 1)
     return cq, ck
@@ -418,7 +423,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = Fals
 
 
 # ---------------------------------------------------------------------------------------------------
-# Error analysis: the size of the terms each output sums (specs/budget.py uses it for the budget's floor)
+# Error analysis: the size of the terms each output sums (eqspec/budget.py uses it for the budget's floor)
 # ---------------------------------------------------------------------------------------------------
 # One rounding of a term t moves the output by about u |t| (Higham, §3.1): an output summing terms t_j is
 # conditioned by sum_j |t_j|, not by its own size, which can cancel to 0 (dQ with a single key). Scores are
@@ -497,7 +502,7 @@ def unmasked_pairs(Sq: int, Sk: int, causal: bool) -> int:
 
 def check_flops_result(result, *args, provides=frozenset(), **kwargs) -> None:
     if isinstance(result, bool) or not isinstance(result, (int, float)) or result < 0:
-        raise ArgumentError(f"attention_flops must return a non-negative number, got {result!r}")
+        raise ArgumentError("attention_flops", f"attention_flops must return a non-negative number, got {result!r}")
 
 
 @operation(
@@ -518,14 +523,14 @@ def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_d
     for name, n in (("batch", batch), ("heads", heads), ("seqlen_q", seqlen_q), ("seqlen_k", seqlen_k),
                     ("head_dim", head_dim)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ArgumentError(f"{name} must be a non-negative integer, got {n!r}")
+            raise ArgumentError(name, f"{name} must be a non-negative integer, got {n!r}")
     Dv = head_dim if head_dim_v is None else head_dim_v
     pairs = batch * heads * unmasked_pairs(seqlen_q, seqlen_k, causal)
     fwd = 2 * pairs * (head_dim + Dv)  # S = QK^T, then O = PV
     bwd = 2 * pairs * (3 * head_dim + 2 * Dv)  # recompute S; dV, dP; dQ, dK
     counts = {"fwd": fwd, "bwd": bwd, "fwd_bwd": fwd + bwd}
     if mode not in counts:
-        raise ArgumentError(f"mode must be one of {sorted(counts)}, got {mode!r}")
+        raise ArgumentError("mode", f"mode must be one of {sorted(counts)}, got {mode!r}")
     return counts[mode]
 
 

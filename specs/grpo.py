@@ -24,9 +24,11 @@ import re
 
 import torch
 
-from .contracts import ArgumentError, check_tensor, expect_tensor
-from .dpo import check_mask, check_token_ids, logits_gradient_magnitudes, scored_token_magnitudes, selective_log_softmax
-from .registry import REGISTRY, claim, operation, spec
+from eqspec.contracts import ArgumentError, expect_tensor
+from eqspec.registry import REGISTRY, claim, operation, spec
+
+from .dpo import logits_gradient_magnitudes, scored_token_magnitudes, selective_log_softmax
+from .validators import check_mask, check_same, check_tensor, check_token_ids
 
 DOC = "grpo"
 F64 = torch.float64
@@ -41,16 +43,17 @@ AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo")
 def check_advantage_args(rewards, group_size, std, eps) -> int:
     check_tensor("rewards", rewards, rank=1)
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ArgumentError(f"group_size must be a positive integer, got {group_size!r}")
+        raise ArgumentError("group_size", f"group_size must be a positive integer, got {group_size!r}")
     if rewards.shape[0] % group_size:
-        raise ArgumentError(f"rewards.shape[0] ({rewards.shape[0]}) must be a multiple of group_size ({group_size}): "
+        raise ArgumentError("rewards.shape[0]",
+                            f"rewards.shape[0] ({rewards.shape[0]}) must be a multiple of group_size ({group_size}): "
                             f"groups are contiguous")
     if std not in STDS:
-        raise ArgumentError(f"std must be one of {STDS}, got {std!r}")
+        raise ArgumentError("std", f"std must be one of {STDS}, got {std!r}")
     if std == "sample" and group_size < 2:
-        raise ArgumentError("group_size must be at least 2 for the sample standard deviation (ddof = 1)")
+        raise ArgumentError("group_size", "group_size must be at least 2 for the sample standard deviation (ddof = 1)")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ArgumentError(f"eps must be a non-negative finite number, got {eps!r}")
+        raise ArgumentError("eps", f"eps must be a non-negative finite number, got {eps!r}")
     return rewards.shape[0] // group_size
 
 
@@ -88,7 +91,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, *, std: str = "samp
 def check_temperature(temperature) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
             math.isfinite(temperature) and temperature > 0):
-        raise ArgumentError(f"temperature must be a positive finite number, got {temperature!r}")
+        raise ArgumentError("temperature", f"temperature must be a positive finite number, got {temperature!r}")
     return float(temperature)
 
 
@@ -160,17 +163,20 @@ def aggregate(per_token_loss: torch.Tensor, mask: torch.Tensor, loss_type: str, 
 def check_loss_options(beta, epsilon_low, epsilon_high, loss_type, max_completion_length, T):
     for name, x in (("beta", beta), ("epsilon_low", epsilon_low)):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
-            raise ArgumentError(f"{name} must be a non-negative finite number, got {x!r}")
+            raise ArgumentError(name, f"{name} must be a non-negative finite number, got {x!r}")
     eps_hi = epsilon_low if epsilon_high is None else epsilon_high
     if isinstance(eps_hi, bool) or not isinstance(eps_hi, (int, float)) or not math.isfinite(eps_hi) or eps_hi < 0:
-        raise ArgumentError(f"epsilon_high must be a non-negative finite number or None, got {epsilon_high!r}")
+        raise ArgumentError("epsilon_high",
+                            f"epsilon_high must be a non-negative finite number or None, got {epsilon_high!r}")
     if epsilon_low >= 1:
-        raise ArgumentError(f"epsilon_low must be below 1 (the lower clip is 1 - epsilon_low), got {epsilon_low!r}")
+        raise ArgumentError("epsilon_low",
+                            f"epsilon_low must be below 1 (the lower clip is 1 - epsilon_low), got {epsilon_low!r}")
     if loss_type not in AGGREGATIONS:
-        raise ArgumentError(f"loss_type must be one of {AGGREGATIONS}, got {loss_type!r}")
+        raise ArgumentError("loss_type", f"loss_type must be one of {AGGREGATIONS}, got {loss_type!r}")
     L = T if max_completion_length is None else max_completion_length
     if isinstance(L, bool) or not isinstance(L, int) or L < T:
-        raise ArgumentError(f"max_completion_length must be an integer >= the completion length {T}, got {L!r}")
+        raise ArgumentError("max_completion_length",
+                            f"max_completion_length must be an integer >= the completion length {T}, got {L!r}")
     return float(beta), float(epsilon_low), float(eps_hi), L
 
 
@@ -180,14 +186,15 @@ def check_grpo_loss_args(logps, old_logps, ref_logps, advantages, completion_mas
     for name, x in (("old_logps", old_logps), ("ref_logps", ref_logps)):
         if x is None:
             if name == "ref_logps" and beta != 0:
-                raise ArgumentError("ref_logps must be given when beta != 0 (the KL penalty needs the reference)")
+                raise ArgumentError("ref_logps",
+                                    "ref_logps must be given when beta != 0 (the KL penalty needs the reference)")
             continue
         check_tensor(name, x, rank=2)
         if tuple(x.shape) != shape:
-            raise ArgumentError(f"{name} must have shape {shape}, as logps, got {tuple(x.shape)}")
+            raise ArgumentError(name, f"{name} must have shape {shape}, as logps, got {tuple(x.shape)}")
     check_tensor("advantages", advantages, rank=1)
     if advantages.shape[0] != shape[0]:
-        raise ArgumentError(f"advantages must have shape ({shape[0]},) (one per completion), got "
+        raise ArgumentError("advantages", f"advantages must have shape ({shape[0]},) (one per completion), got "
                             f"{tuple(advantages.shape)}")
     check_mask("completion_mask", completion_mask, shape)
 
@@ -236,15 +243,14 @@ def grpo_loss(logps, old_logps, ref_logps, advantages, completion_mask, *, beta:
 # ---------------------------------------------------------------------------------------------------
 
 def check_fused_args(hidden, weight, completion_ids, completion_mask, advantages, old_logps, ref_logps, beta):
-    from .contracts import check_same
-
     check_tensor("hidden", hidden, rank=3)
     check_tensor("weight", weight, rank=2)
     check_same(("hidden", "weight"), (hidden, weight), "dtype")
     check_same(("hidden", "weight"), (hidden, weight), "device")
     N, T, H = hidden.shape
     if weight.shape[1] != H:
-        raise ArgumentError(f"weight.shape[1] (hidden size) must be {H}, as hidden.shape[2], got shape "
+        raise ArgumentError("weight.shape[1]",
+                            f"weight.shape[1] (hidden size) must be {H}, as hidden.shape[2], got shape "
                             f"{tuple(weight.shape)}")
     check_token_ids("completion_ids", completion_ids, (N, T), weight.shape[0])
     dummy = torch.empty(N, T)
@@ -357,7 +363,7 @@ FORMAT = re.compile(r"^<think>(?!.*<think>).*?</think>\s*<answer>.*?</answer>\s*
 
 def check_completions(name: str, xs: object) -> list[str]:
     if not isinstance(xs, (list, tuple)) or not xs or not all(isinstance(x, str) for x in xs):
-        raise ArgumentError(f"{name} must be a non-empty list of strings, got {type(xs).__name__}")
+        raise ArgumentError(name, f"{name} must be a non-empty list of strings, got {type(xs).__name__}")
     return list(xs)
 
 
@@ -423,7 +429,8 @@ def accuracy_reward(completions, solutions) -> torch.Tensor:
     completions = check_completions("completions", completions)
     solutions = check_completions("solutions", solutions)
     if len(solutions) != len(completions):
-        raise ArgumentError(f"solutions must have one entry per completion ({len(completions)}), got {len(solutions)}")
+        raise ArgumentError("solutions",
+                            f"solutions must have one entry per completion ({len(completions)}), got {len(solutions)}")
     out = []
     for c, s in zip(completions, solutions):
         gold = last_boxed(s)

@@ -22,7 +22,9 @@ import math
 import torch
 import torch.nn.functional as F_
 
-from .contracts import ArgumentError, check_tensor, expect_tensor
+from eqspec.contracts import ArgumentError, expect_tensor
+from eqspec.registry import claim, operation, spec
+
 from .flash_attention import varlen_attention
 from .moe_routing import (  # noqa: F401  (re-exported: the document's operations)
     DOC,
@@ -36,7 +38,7 @@ from .moe_routing import (  # noqa: F401  (re-exported: the document's operation
     moe,
     route,
 )
-from .registry import claim, operation, spec
+from .validators import check_tensor
 
 DTYPES = ("float64", "float32", "bfloat16")
 
@@ -55,15 +57,17 @@ def check_grid(grid_hw, total: int | None = None, *, even: bool = False) -> list
     try:
         pairs = [(int(h), int(w)) for h, w in rows]
     except (TypeError, ValueError):
-        raise ArgumentError(f"grid_hw must be a list of (h, w) pairs or an int tensor (N, 2), got {grid_hw!r}") \
+        raise ArgumentError("grid_hw",
+                            f"grid_hw must be a list of (h, w) pairs or an int tensor (N, 2), got {grid_hw!r}") \
             from None
     if not pairs or any(h < 1 or w < 1 for h, w in pairs):
-        raise ArgumentError(f"grid_hw must hold at least one image with h, w >= 1, got {pairs}")
+        raise ArgumentError("grid_hw", f"grid_hw must hold at least one image with h, w >= 1, got {pairs}")
     if even and any(h % 2 or w % 2 for h, w in pairs):
-        raise ArgumentError(f"grid_hw: the 2x2 patch merger needs even h and w (pad the image to a multiple of 2 "
+        raise ArgumentError("grid_hw",
+                            f"grid_hw: the 2x2 patch merger needs even h and w (pad the image to a multiple of 2 "
                             f"patches), got {pairs}")
     if total is not None and sum(h * w for h, w in pairs) != total:
-        raise ArgumentError(f"grid_hw must account for all {total} packed tokens (sum of h*w), got {pairs} "
+        raise ArgumentError("grid_hw", f"grid_hw must account for all {total} packed tokens (sum of h*w), got {pairs} "
                             f"(sum {sum(h * w for h, w in pairs)})")
     return pairs
 
@@ -81,7 +85,7 @@ def patchify(image: torch.Tensor, patch: int = PATCH) -> tuple[torch.Tensor, tup
     check_tensor("image", image, rank=3)
     C, H, W = image.shape
     if H % patch or W % patch:
-        raise ArgumentError(f"image sides must be multiples of the patch size {patch}, got {H} x {W}")
+        raise ArgumentError("image", f"image sides must be multiples of the patch size {patch}, got {H} x {W}")
     h, w = H // patch, W // patch
     patches = image.reshape(C, h, patch, w, patch).permute(1, 3, 0, 2, 4).reshape(h * w, C * patch * patch)
     return patches, (h, w)
@@ -126,13 +130,15 @@ def check_rope_args(x, positions, theta):
     check_tensor("x", x, rank=3)
     d = x.shape[-1]
     if d % 4:
-        raise ArgumentError(f"x.shape[-1] (head dim {d}) must be a multiple of 4 for the 2D rotary embedding")
+        raise ArgumentError("x.shape[-1]",
+                            f"x.shape[-1] (head dim {d}) must be a multiple of 4 for the 2D rotary embedding")
     if not isinstance(positions, torch.Tensor) or positions.dtype not in (torch.int32, torch.int64) or \
             tuple(positions.shape) != (x.shape[0], 2):
         got = (positions.dtype, tuple(positions.shape)) if isinstance(positions, torch.Tensor) else type(positions)
-        raise ArgumentError(f"positions must be an integer tensor (T = {x.shape[0]}, 2) of (row, column), got {got}")
+        raise ArgumentError("positions",
+                            f"positions must be an integer tensor (T = {x.shape[0]}, 2) of (row, column), got {got}")
     if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 1:
-        raise ArgumentError(f"theta must be a number > 1, got {theta!r}")
+        raise ArgumentError("theta", f"theta must be a number > 1, got {theta!r}")
 
 
 def check_rope_result(result, x, positions, *, theta=THETA, provides=frozenset(), **_) -> None:
@@ -187,7 +193,7 @@ def pos_emb(weight: torch.Tensor, h: int, w: int) -> torch.Tensor:
     check_tensor("weight", weight, rank=3)
     for name, n in (("h", h), ("w", w)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ArgumentError(f"{name} must be a positive integer, got {n!r}")
+            raise ArgumentError(name, f"{name} must be a positive integer, got {n!r}")
     if (h, w) == tuple(weight.shape[:2]):
         return weight.flatten(0, 1)
     W = weight.to(F64).permute(2, 0, 1)[None]
@@ -212,16 +218,18 @@ LAYER_KEYS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "o_w", "o_b", "ln2_w", "ln2_b"
 
 def check_encoder_params(params, P: int, heads: int) -> int:
     if not isinstance(params, dict) or not {"patch_w", "patch_b", "pos", "layers", "final_w", "final_b"} <= set(params):
-        raise ArgumentError("params must be a dict with patch_w (D, P), patch_b, pos (H0, W0, D), layers (list of "
+        raise ArgumentError("params",
+                            "params must be a dict with patch_w (D, P), patch_b, pos (H0, W0, D), layers (list of "
                             f"dicts with {', '.join(LAYER_KEYS)}), final_w, final_b")
     D = params["patch_w"].shape[0]
     if tuple(params["patch_w"].shape) != (D, P):
-        raise ArgumentError(f"params['patch_w'] must have shape (D, P = {P}), got {tuple(params['patch_w'].shape)}")
+        raise ArgumentError("params",
+                            f"params['patch_w'] must have shape (D, P = {P}), got {tuple(params['patch_w'].shape)}")
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or D % heads or (D // heads) % 4:
-        raise ArgumentError(f"heads must divide D = {D} into head dims that are multiples of 4, got {heads!r}")
+        raise ArgumentError("heads", f"heads must divide D = {D} into head dims that are multiples of 4, got {heads!r}")
     for layer in params["layers"]:
         if not isinstance(layer, dict) or set(LAYER_KEYS) - set(layer):
-            raise ArgumentError(f"every layer must be a dict with {', '.join(LAYER_KEYS)}")
+            raise ArgumentError("params", f"every layer must be a dict with {', '.join(LAYER_KEYS)}")
     return D
 
 
@@ -382,10 +390,10 @@ def projector(x, grid_hw, ln_w, ln_b, w1, b1, w2, b2, *, eps: float = LN_EPS):
                            ("b1", b1, (4 * D,)), ("b2", b2, (w2.shape[0],))):
         check_tensor(name, t)
         if tuple(t.shape) != shape:
-            raise ArgumentError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+            raise ArgumentError(name, f"{name} must have shape {shape}, got {tuple(t.shape)}")
     check_tensor("w2", w2, rank=2)
     if w2.shape[1] != 4 * D:
-        raise ArgumentError(f"w2 must have shape (D_text, 4 D = {4 * D}), got {tuple(w2.shape)}")
+        raise ArgumentError("w2", f"w2 must have shape (D_text, 4 D = {4 * D}), got {tuple(w2.shape)}")
     m = patch_merge(x.to(F64), grid_hw)
     m = layer_norm(m, ln_w.to(F64), ln_b.to(F64), eps).reshape(-1, 4 * D)
     z = gelu(m @ w1.to(F64).T + b1.to(F64)) @ w2.to(F64).T + b2.to(F64)

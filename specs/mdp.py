@@ -17,7 +17,9 @@ import math
 
 import torch
 
-from .contracts import ArgumentError, check_tensor
+from eqspec.contracts import ArgumentError
+
+from .validators import check_tensor
 
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
@@ -27,20 +29,20 @@ STOCHASTIC_ATOL = 1e-9
 
 def check_gamma(gamma, *, allow_one: bool = False) -> float:
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
-        raise ArgumentError(f"gamma must be a real number in [0, 1), got {gamma!r}")
+        raise ArgumentError("gamma", f"gamma must be a real number in [0, 1), got {gamma!r}")
     if not (0.0 <= gamma < 1.0 or (allow_one and gamma == 1.0)):
-        raise ArgumentError(f"gamma must be in [0, 1) (a discounted continuing task), got {gamma!r}")
+        raise ArgumentError("gamma", f"gamma must be in [0, 1) (a discounted continuing task), got {gamma!r}")
     return float(gamma)
 
 
 def _check_stochastic(name: str, x: torch.Tensor, what: str) -> None:
     if not torch.isfinite(x).all():
-        raise ArgumentError(f"{name} must be finite, got non-finite entries")
+        raise ArgumentError(name, f"{name} must be finite, got non-finite entries")
     if (x < 0).any():
-        raise ArgumentError(f"{name} must be non-negative ({what}), got min {float(x.min()):.3g}")
+        raise ArgumentError(name, f"{name} must be non-negative ({what}), got min {float(x.min()):.3g}")
     worst = float((x.sum(-1) - 1).abs().max())
     if worst > STOCHASTIC_ATOL:
-        raise ArgumentError(f"{name} rows must sum to 1 ({what}), got a row off by {worst:.3g}")
+        raise ArgumentError(name, f"{name} rows must sum to 1 ({what}), got a row off by {worst:.3g}")
 
 
 def dense(P: torch.Tensor) -> torch.Tensor:
@@ -53,15 +55,15 @@ def check_transitions(P) -> tuple[int, int]:
     check_tensor("P", P, rank=3)
     S, A, S2 = P.shape
     if S2 != S:
-        raise ArgumentError(f"P must have shape (S, A, S), got {tuple(P.shape)}")
+        raise ArgumentError("P", f"P must have shape (S, A, S), got {tuple(P.shape)}")
     if P.is_sparse:  # a large MDP: check the stored entries and the row sums without densifying
         P = P.coalesce()
         values, sums = P.values(), torch.sparse.sum(P, dim=2).to_dense()
         if not torch.isfinite(values).all() or (values < 0).any():
-            raise ArgumentError("P must be finite and non-negative (P[s, a] is p(.|s, a))")
+            raise ArgumentError("P", "P must be finite and non-negative (P[s, a] is p(.|s, a))")
         worst = float((sums - 1).abs().max())
         if worst > STOCHASTIC_ATOL:
-            raise ArgumentError(f"P rows must sum to 1 (P[s, a] is p(.|s, a)), got a row off by {worst:.3g}")
+            raise ArgumentError("P", f"P rows must sum to 1 (P[s, a] is p(.|s, a)), got a row off by {worst:.3g}")
         return S, A
     _check_stochastic("P", P, "P[s, a] is p(.|s, a)")
     return S, A
@@ -71,30 +73,24 @@ def check_rewards(name: str, R, S: int, A: int, *, transitions_allowed: bool = F
     check_tensor(name, R)
     shapes = [(S, A)] + ([(S, A, S)] if transitions_allowed else [])
     if tuple(R.shape) not in shapes:
-        raise ArgumentError(f"{name} must have shape {' or '.join(str(s) for s in shapes)}, got {tuple(R.shape)}")
+        raise ArgumentError(name, f"{name} must have shape {' or '.join(str(s) for s in shapes)}, got {tuple(R.shape)}")
     if not torch.isfinite(R).all():
-        raise ArgumentError(f"{name} must be finite")
+        raise ArgumentError(name, f"{name} must be finite")
 
 
 def check_policy(pi, S: int, A: int, name: str = "pi") -> None:
     check_tensor(name, pi, rank=2)
     if tuple(pi.shape) != (S, A):
-        raise ArgumentError(f"{name} must have shape (S, A) = {(S, A)}, got {tuple(pi.shape)}")
+        raise ArgumentError(name, f"{name} must have shape (S, A) = {(S, A)}, got {tuple(pi.shape)}")
     _check_stochastic(name, pi, f"{name}[s] is {name}(.|s)")
 
 
 def check_values(name: str, v, S: int) -> None:
     check_tensor(name, v, rank=1)
     if v.shape[0] != S:
-        raise ArgumentError(f"{name} must have shape (S,) = ({S},), got {tuple(v.shape)}")
+        raise ArgumentError(name, f"{name} must have shape (S,) = ({S},), got {tuple(v.shape)}")
     if not torch.isfinite(v).all():
-        raise ArgumentError(f"{name} must be finite")
-
-
-def check_count(name: str, n, *, minimum: int = 0) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ArgumentError(f"{name} must be an integer >= {minimum}, got {n!r}")
-    return n
+        raise ArgumentError(name, f"{name} must be finite")
 
 
 def check_mdp(P, R, gamma) -> tuple[int, int, float]:

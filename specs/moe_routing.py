@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .contracts import ArgumentError, check_tensor, expect_tuple
-from .registry import REGISTRY, claim, operation, spec  # noqa: F401  (claim: used by specs/kimi_vl.py)
+from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.registry import REGISTRY, claim, operation, spec  # noqa: F401  (claim: used by specs/kimi_vl.py)
+
+from .validators import check_tensor
 
 DOC = "kimi_vl"
 F64 = torch.float64
@@ -53,26 +55,31 @@ NORM_GUARD = 1e-20  # DeepSeek-V3 / transformers: w / (sum w + 1e-20)
 
 def check_config(config, n_experts: int) -> RouterConfig:
     if not isinstance(config, RouterConfig):
-        raise ArgumentError(f"config must be a RouterConfig, got {type(config).__name__}")
+        raise ArgumentError("config", f"config must be a RouterConfig, got {type(config).__name__}")
     for name in ("top_k", "n_group", "topk_group"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ArgumentError(f"config.{name} must be a positive integer, got {value!r}")
+            raise ArgumentError("config", f"config.{name} must be a positive integer, got {value!r}")
     if config.scoring not in SCORINGS:
-        raise ArgumentError(f"config.scoring must be one of {SCORINGS}, got {config.scoring!r}")
+        raise ArgumentError("config.scoring", f"config.scoring must be one of {SCORINGS}, got {config.scoring!r}")
     if n_experts % config.n_group:
-        raise ArgumentError(f"config.n_group ({config.n_group}) must divide the number of experts ({n_experts})")
+        raise ArgumentError("config.n_group",
+                            f"config.n_group ({config.n_group}) must divide the number of experts ({n_experts})")
     group_size = n_experts // config.n_group
     if config.n_group > 1 and group_size < 2:
-        raise ArgumentError(f"each group needs at least 2 experts (its score is a top-2 sum), got {group_size}")
+        raise ArgumentError("config",
+                            f"each group needs at least 2 experts (its score is a top-2 sum), got {group_size}")
     if config.topk_group > config.n_group:
-        raise ArgumentError(f"config.topk_group ({config.topk_group}) must be at most n_group ({config.n_group})")
+        raise ArgumentError("config.topk_group",
+                            f"config.topk_group ({config.topk_group}) must be at most n_group ({config.n_group})")
     if config.top_k > config.topk_group * group_size:
-        raise ArgumentError(f"config.top_k ({config.top_k}) must be at most the experts of the kept groups "
+        raise ArgumentError("config.top_k",
+                            f"config.top_k ({config.top_k}) must be at most the experts of the kept groups "
                             f"(topk_group x group size = {config.topk_group * group_size})")
     rsf = config.routed_scaling_factor
     if isinstance(rsf, bool) or not isinstance(rsf, (int, float)) or not math.isfinite(rsf) or rsf <= 0:
-        raise ArgumentError(f"config.routed_scaling_factor must be a positive finite number, got {rsf!r}")
+        raise ArgumentError("config.routed_scaling_factor",
+                            f"config.routed_scaling_factor must be a positive finite number, got {rsf!r}")
     return config
 
 
@@ -124,14 +131,12 @@ def check_route_args(logits, bias, config):
     check_tensor("logits", logits, rank=2)
     check_tensor("bias", bias, rank=1)
     if bias.shape[0] != logits.shape[1]:
-        raise ArgumentError(f"bias must have one entry per expert (logits.shape[1] = {logits.shape[1]}), "
+        raise ArgumentError("bias", f"bias must have one entry per expert (logits.shape[1] = {logits.shape[1]}), "
                             f"got shape {tuple(bias.shape)}")
     return check_config(config, logits.shape[1])
 
 
 def check_route_result(result, logits, bias, config, *, provides=frozenset(), **_) -> None:
-    from .contracts import expect_tensor
-
     indices, weights = expect_tuple(result, ("indices", "weights"), "route")
     shape = (logits.shape[0], config.top_k)
     expect_tensor("indices", indices, shape, (torch.int64,), logits.device, "route")
@@ -166,8 +171,6 @@ def route(logits: torch.Tensor, bias: torch.Tensor, config: RouterConfig):
 # ---------------------------------------------------------------------------------------------------
 
 def check_bias_update_result(result, bias, counts, gamma=0.001, *, provides=frozenset(), **_) -> None:
-    from .contracts import expect_tensor
-
     expect_tensor("bias", result, tuple(bias.shape), (bias.dtype,), bias.device, "bias_update")
 
 
@@ -186,10 +189,11 @@ def check_bias_update_result(result, bias, counts, gamma=0.001, *, provides=froz
 def bias_update(bias: torch.Tensor, counts: torch.Tensor, gamma: float = 0.001) -> torch.Tensor:
     check_tensor("bias", bias, rank=1)
     if not isinstance(counts, torch.Tensor) or counts.shape != bias.shape:
-        raise ArgumentError(f"counts must be a tensor of shape {tuple(bias.shape)} (one count per expert), got "
+        raise ArgumentError("counts",
+                            f"counts must be a tensor of shape {tuple(bias.shape)} (one count per expert), got "
                             f"{tuple(counts.shape) if isinstance(counts, torch.Tensor) else type(counts).__name__}")
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
-        raise ArgumentError(f"gamma must be a positive number, got {gamma!r}")
+        raise ArgumentError("gamma", f"gamma must be a positive number, got {gamma!r}")
     load = counts.to(F64)
     return (bias.to(F64) - gamma * torch.sign(load - load.mean())).to(bias.dtype)
 
@@ -225,8 +229,6 @@ def mixtral_balance_loss(p: torch.Tensor, counts: torch.Tensor, K: int, alpha: f
 
 def check_balance_loss_result(result, scores, indices, *, form="deepseek_v3", alpha=1.0, provides=frozenset(),
                               **_) -> None:
-    from .contracts import expect_tensor
-
     expect_tensor("loss", result, (), (torch.float32, torch.float64), scores.device, "balance_loss")
 
 
@@ -247,11 +249,12 @@ def balance_loss(scores: torch.Tensor, indices: torch.Tensor, *, form: str = "de
     check_tensor("scores", scores, rank=2)
     if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.dtype != torch.int64 or \
             indices.shape[0] != scores.shape[0]:
-        raise ArgumentError(f"indices must be an int64 tensor (T, K) with T = scores.shape[0] = {scores.shape[0]}, "
+        raise ArgumentError("indices",
+                            f"indices must be an int64 tensor (T, K) with T = scores.shape[0] = {scores.shape[0]}, "
                             f"got {indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__} "
                             f"{tuple(indices.shape) if isinstance(indices, torch.Tensor) else ''}")
     if form not in BALANCE_FORMS:
-        raise ArgumentError(f"form must be one of {BALANCE_FORMS}, got {form!r}")
+        raise ArgumentError("form", f"form must be one of {BALANCE_FORMS}, got {form!r}")
     T, E = scores.shape
     counts = torch.bincount(indices.reshape(-1), minlength=E).to(F64)
     fn = {"deepseek_v3": sequence_balance_loss, "switch": switch_balance_loss, "mixtral": mixtral_balance_loss}[form]
@@ -282,17 +285,16 @@ def dispatch_positions(indices: torch.Tensor, n_experts: int) -> tuple[torch.Ten
 def check_indices(indices, n_experts: int, T: int | None = None) -> None:
     if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.dtype != torch.int64:
         got = (indices.dtype, tuple(indices.shape)) if isinstance(indices, torch.Tensor) else type(indices)
-        raise ArgumentError(f"indices must be an int64 tensor (T, K), got {got}")
+        raise ArgumentError("indices", f"indices must be an int64 tensor (T, K), got {got}")
     if T is not None and indices.shape[0] != T:
-        raise ArgumentError(f"indices.shape[0] must be the number of tokens {T}, got shape {tuple(indices.shape)}")
+        raise ArgumentError("indices.shape[0]",
+                            f"indices.shape[0] must be the number of tokens {T}, got shape {tuple(indices.shape)}")
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n_experts):
-        raise ArgumentError(f"indices must lie in [0, n_experts = {n_experts}), got values in "
+        raise ArgumentError("indices", f"indices must lie in [0, n_experts = {n_experts}), got values in "
                             f"[{int(indices.min())}, {int(indices.max())}]")
 
 
 def check_dispatch_result(result, x, indices, n_experts, *, provides=frozenset(), **_) -> None:
-    from .contracts import expect_tensor
-
     xs, counts, positions = expect_tuple(result, ("x_sorted", "counts", "positions"), "dispatch")
     expect_tensor("x_sorted", xs, (indices.numel(), x.shape[1]), (x.dtype,), x.device, "dispatch")
     expect_tensor("counts", counts, (n_experts,), (torch.int64,), x.device, "dispatch")
@@ -321,8 +323,6 @@ def dispatch(x: torch.Tensor, indices: torch.Tensor, n_experts: int):
 
 
 def check_combine_result(result, y_sorted, positions, weights, *, provides=frozenset(), **_) -> None:
-    from .contracts import expect_tensor
-
     expect_tensor("y", result, (positions.shape[0], y_sorted.shape[1]), (y_sorted.dtype,), y_sorted.device,
                   "combine")
 
@@ -343,7 +343,7 @@ def combine(y_sorted: torch.Tensor, positions: torch.Tensor, weights: torch.Tens
     check_tensor("weights", weights, rank=2)
     check_indices(positions, y_sorted.shape[0])
     if positions.shape != weights.shape:
-        raise ArgumentError(f"weights must have the shape of positions {tuple(positions.shape)}, got "
+        raise ArgumentError("weights", f"weights must have the shape of positions {tuple(positions.shape)}, got "
                             f"{tuple(weights.shape)}")
     Y, w = y_sorted.to(F64), weights.to(F64)
     y = (w[:, :, None] * Y[positions]).sum(1)
@@ -366,27 +366,26 @@ def check_moe_args(x, w_router, bias, w_gate, w_up, w_down, config, shared):
     T, D = x.shape
     E = w_router.shape[0]
     if w_router.shape[1] != D:
-        raise ArgumentError(f"w_router must have shape (E, D = {D}), got {tuple(w_router.shape)}")
+        raise ArgumentError("w_router", f"w_router must have shape (E, D = {D}), got {tuple(w_router.shape)}")
     check_tensor("w_gate", w_gate, rank=3)
     F = w_gate.shape[1]
     for name, w, shape in (("w_gate", w_gate, (E, F, D)), ("w_up", w_up, (E, F, D)), ("w_down", w_down, (E, D, F))):
         check_tensor(name, w, rank=3)
         if tuple(w.shape) != shape:
-            raise ArgumentError(f"{name} must have shape (E, F, D) / (E, D, F) = {shape}, got {tuple(w.shape)}")
+            raise ArgumentError(name, f"{name} must have shape (E, F, D) / (E, D, F) = {shape}, got {tuple(w.shape)}")
     if shared is not None:
         if not isinstance(shared, (tuple, list)) or len(shared) != 3:
-            raise ArgumentError("shared must be None or a tuple (s_gate (Fs, D), s_up (Fs, D), s_down (D, Fs))")
+            raise ArgumentError("shared",
+                                "shared must be None or a tuple (s_gate (Fs, D), s_up (Fs, D), s_down (D, Fs))")
         Fs = shared[0].shape[0] if isinstance(shared[0], torch.Tensor) and shared[0].dim() == 2 else -1
         for name, w, shape in zip(("s_gate", "s_up", "s_down"), shared, ((Fs, D), (Fs, D), (D, Fs))):
             check_tensor(f"shared {name}", w, rank=2)
             if tuple(w.shape) != shape:
-                raise ArgumentError(f"shared {name} must have shape {shape}, got {tuple(w.shape)}")
+                raise ArgumentError("shared", f"shared {name} must have shape {shape}, got {tuple(w.shape)}")
     return check_route_args(x.new_zeros(1, E), bias, config)
 
 
 def check_moe_result(result, x, *args, provides=frozenset(), **_) -> None:
-    from .contracts import expect_tensor
-
     expect_tensor("y", result, tuple(x.shape), (x.dtype,), x.device, "moe")
 
 

@@ -15,10 +15,12 @@ import bisect
 
 import torch
 
-from .contracts import ArgumentError, ContractViolation, check_tensor, expect_tuple
-from .mdp import F64, check_count, check_gamma, check_policy, check_rewards, check_transitions, dense
-from .registry import claim, operation, spec
+from eqspec.contracts import ArgumentError, ContractViolation, expect_tuple
+from eqspec.registry import claim, operation, spec
+
+from .mdp import F64, check_gamma, check_policy, check_rewards, check_transitions, dense
 from .rl_basics import greedy_policy
+from .validators import check_count, check_tensor
 
 DOC = "monte_carlo"
 VISITS = ("initial", "first", "every")
@@ -30,7 +32,7 @@ VISITS = ("initial", "first", "every")
 
 def _check_epsilon(epsilon) -> float:
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 <= epsilon <= 1.0:
-        raise ArgumentError(f"epsilon must be a real number in [0, 1], got {epsilon!r}")
+        raise ArgumentError("epsilon", f"epsilon must be a real number in [0, 1], got {epsilon!r}")
     return float(epsilon)
 
 
@@ -107,7 +109,7 @@ def check_episodes_result(result, P, r, pi, s0, length, **_):
 def _check_states(name: str, x, n_states: int) -> None:
     check_tensor(name, x, rank=1, floating=False)
     if x.dtype != torch.int64 or (x < 0).any() or (x >= n_states).any():
-        raise ArgumentError(f"{name} must be int64 indices in [0, {n_states}), got {x.dtype} {x.tolist()[:5]}...")
+        raise ArgumentError(name, f"{name} must be int64 indices in [0, {n_states}), got {x.dtype} {x.tolist()[:5]}...")
 
 
 @operation(
@@ -206,14 +208,14 @@ def first_visits(states: torch.Tensor, actions: torch.Tensor, A: int) -> torch.T
 )
 def mc_action_values(states, actions, rewards, gamma: float, S: int, A: int, *, visit: str = "initial"):
     if visit not in VISITS:
-        raise ArgumentError(f"visit must be one of {VISITS}, got {visit!r}")
+        raise ArgumentError("visit", f"visit must be one of {VISITS}, got {visit!r}")
     check_count("S", S, minimum=1)
     check_count("A", A, minimum=1)
     check_tensor("rewards", rewards, rank=2)
     for name, x, bound in (("states", states, S), ("actions", actions, A)):
         check_tensor(name, x, rank=2, floating=False)
         if tuple(x.shape) != tuple(rewards.shape) or (x < 0).any() or (x >= bound).any():
-            raise ArgumentError(f"{name} must be indices in [0, {bound}) of the shape of rewards "
+            raise ArgumentError(name, f"{name} must be indices in [0, {bound}) of the shape of rewards "
                                 f"{tuple(rewards.shape)}, got {tuple(x.shape)}")
     g = discounted_returns(rewards.to(F64), gamma)
     if visit == "initial":
@@ -363,7 +365,7 @@ def mc_exploring_starts(P, r, gamma: float, *, episode_length: int, episodes: in
                         generator: torch.Generator | None = None):
     S, A, gamma = _check_control_args(P, r, gamma, episode_length, episodes)
     if visit not in ("first", "every"):
-        raise ArgumentError(f"visit must be 'first' or 'every', got {visit!r}")
+        raise ArgumentError("visit", f"visit must be 'first' or 'every', got {visit!r}")
 
     def exploring_start(pi):
         pair = int(torch.randint(0, S * A, (1,), generator=generator))
@@ -457,4 +459,4 @@ claim(DOC, "monte_carlo_contract", kind="contract",
       operations=(f"{DOC}.epsilon_greedy", f"{DOC}.epsilon_greedy_sample", *_EST, *_CONTROL),
       statement="Bad input (epsilon outside [0, 1], start states out of range, an unknown visit rule, a "
                 "non-stochastic P) is rejected with an ArgumentError naming the argument.",
-      source="specs/contracts.py (the suite's input contract)")
+      source="eqspec/contracts.py (the suite's input contract)")

@@ -15,19 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from .contracts import ArgumentError, ContractViolation, expect_tuple
-from .mdp import (
-    EPS,
-    F64,
-    P_pi,
-    check_count,
-    check_mdp,
-    check_policy,
-    check_values,
-    dense,
-    r_pi,
-)
-from .registry import claim, operation, spec
+from eqspec.contracts import ArgumentError, ContractViolation, expect_tuple
+from eqspec.registry import claim, operation, spec
+
+from .mdp import EPS, F64, P_pi, check_mdp, check_policy, check_values, dense, r_pi
+from .validators import check_count
 
 DOC = "rl_basics"
 
@@ -42,10 +34,11 @@ MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1), (0, 0))  # (d row, d col), rows count
 def _check_cell(name: str, cell, rows: int, cols: int) -> tuple[int, int]:
     if (not isinstance(cell, (tuple, list)) or len(cell) != 2
             or not all(isinstance(c, int) and not isinstance(c, bool) for c in cell)):
-        raise ArgumentError(f"{name} must be a (row, col) pair of integers, got {cell!r}")
+        raise ArgumentError(name.split()[0], f"{name} must be a (row, col) pair of integers, got {cell!r}")
     r, c = cell
     if not (1 <= r <= rows and 1 <= c <= cols):
-        raise ArgumentError(f"{name} {cell!r} is outside the {rows} x {cols} grid (rows and columns count from 1)")
+        raise ArgumentError(name.split()[0],
+                            f"{name} {cell!r} is outside the {rows} x {cols} grid (rows and columns count from 1)")
     return r, c
 
 
@@ -158,7 +151,7 @@ def iterative_policy_evaluation(P, R, pi, gamma: float, v0, sweeps: int) -> torc
     S, A, gamma = check_mdp(P, R, gamma)
     check_policy(pi, S, A)
     check_values("v0", v0, S)
-    check_count("sweeps", sweeps)
+    check_count("sweeps", sweeps, minimum=0)
     v = v0.to(F64)
     for _ in range(sweeps):
         v = bellman_matrix(P, R, pi, v, gamma)
@@ -236,7 +229,7 @@ def _v0(v0, S: int) -> torch.Tensor:
 )
 def value_iteration(P, R, gamma: float, *, iterations: int, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)
-    check_count("iterations", iterations)
+    check_count("iterations", iterations, minimum=0)
     vs = [_v0(v0, S)]
     for _ in range(iterations):
         vs.append(bellman_optimality_operator(P, R, vs[-1], gamma))
@@ -288,7 +281,7 @@ def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000
 def truncated_policy_iteration(P, R, gamma: float, *, j: int, iterations: int, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)
     check_count("j", j, minimum=1)
-    check_count("iterations", iterations)
+    check_count("iterations", iterations, minimum=0)
     vs = [_v0(v0, S)]
     for _ in range(iterations):
         pi = greedy_policy(action_values(P, R, vs[-1], gamma))
@@ -355,4 +348,4 @@ claim(DOC, "rl_basics_contract", kind="contract",
                   f"{DOC}.action_values", *_CONTROL),
       statement="Bad input (P rows not summing to 1, gamma outside [0, 1), a policy of the wrong shape, a cell "
                 "off the grid) is rejected with an ArgumentError naming the argument; P may be a torch sparse tensor.",
-      source="specs/contracts.py (the suite's input contract)")
+      source="eqspec/contracts.py (the suite's input contract)")

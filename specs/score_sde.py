@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import torch
 
-from .contracts import ArgumentError, check_tensor
-from .edm import as64, check_choice, check_count, check_real
-from .registry import claim, operation, spec
+from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.registry import claim, operation, spec
+
+from .validators import as64, check_choice, check_count, check_real, check_tensor
 
 DOC = "score_sde"
 F64 = torch.float64
@@ -40,13 +41,13 @@ def _t(t, X) -> torch.Tensor:
     """t as float64, per sample: a number, or a (B,) tensor viewed as (B, 1, ..., 1) against X."""
     T = as64("t", t, None, nonnegative=True).to(X.device)
     if bool((T > 1).any()):
-        raise ArgumentError("t must lie in [0, 1] (T = 1)")
+        raise ArgumentError("t", "t must lie in [0, 1] (T = 1)")
     if T.dim() == 1 and X.dim() >= 1 and T.shape[0] == X.shape[0]:
         T = T.reshape(-1, *([1] * (X.dim() - 1)))
     try:
         torch.broadcast_shapes(T.shape, X.shape)
     except RuntimeError:
-        raise ArgumentError(f"t of shape {tuple(T.shape)} must be a number or have shape (B,) for x of shape "
+        raise ArgumentError("t", f"t of shape {tuple(T.shape)} must be a number or have shape (B,) for x of shape "
                             f"{tuple(X.shape)}") from None
     return T
 
@@ -67,8 +68,6 @@ def ve_sigma(t, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX):
 
 
 def check_sde_result(result, x, *args, **_) -> None:
-    from .contracts import expect_tensor, expect_tuple
-
     drift, diffusion = expect_tuple(result, ("drift", "diffusion"), "score_sde.sde")
     expect_tensor("drift", drift, tuple(x.shape), (x.dtype,), x.device, "score_sde.sde")
     expect_tensor("diffusion", diffusion, tuple(diffusion.shape), (x.dtype,), x.device, "score_sde.sde")
@@ -102,8 +101,6 @@ def sde(x: torch.Tensor, t, *, kind: str = "vp", beta_min: float = BETA_MIN, bet
 
 
 def check_marginal_result(result, x0, t, **_) -> None:
-    from .contracts import expect_tensor, expect_tuple
-
     mean, std = expect_tuple(result, ("mean", "std"), "score_sde.marginal")
     expect_tensor("mean", mean, tuple(x0.shape), (x0.dtype,), x0.device, "score_sde.marginal")
     expect_tensor("std", std, tuple(std.shape), (x0.dtype,), x0.device, "score_sde.marginal")
@@ -162,7 +159,7 @@ def reverse_sde(x: torch.Tensor, t, score: torch.Tensor, *, kind: str = "vp", pr
                 **sde_params):
     X, Sc = _x("x", x), _x("score", score)
     if Sc.shape != X.shape:
-        raise ArgumentError(f"score must have x's shape {tuple(X.shape)}, got {tuple(Sc.shape)}")
+        raise ArgumentError("score", f"score must have x's shape {tuple(X.shape)}, got {tuple(Sc.shape)}")
     f, g = (v.to(F64) for v in sde(X, t, kind=kind, **sde_params))
     drift = f - g**2 * Sc * (0.5 if probability_flow else 1.0)
     diffusion = torch.zeros_like(g) if probability_flow else g
@@ -223,8 +220,6 @@ def discretize(x: torch.Tensor, t, *, kind: str = "vp", N: int = N_DEFAULT, beta
 
 
 def check_pair_result(result, x, *args, **_) -> None:
-    from .contracts import expect_tensor, expect_tuple
-
     for name, v in zip(("x", "x_mean"), expect_tuple(result, ("x", "x_mean"), "score_sde step")):
         expect_tensor(name, v, tuple(x.shape), (x.dtype,), x.device, "score_sde step")
 
@@ -251,7 +246,7 @@ def predictor_step(x: torch.Tensor, t, score: torch.Tensor, z: torch.Tensor, *, 
     check_count("N", N, 2)
     X, Sc, Z = _x("x", x), _x("score", score), _x("z", z)
     if Sc.shape != X.shape or Z.shape != X.shape:
-        raise ArgumentError(f"score and z must have x's shape {tuple(X.shape)}, got {tuple(Sc.shape)}, "
+        raise ArgumentError("score", f"score and z must have x's shape {tuple(X.shape)}, got {tuple(Sc.shape)}, "
                             f"{tuple(Z.shape)}")
     if predictor == "euler_maruyama":
         dt = -1.0 / N
@@ -266,7 +261,8 @@ def predictor_step(x: torch.Tensor, t, score: torch.Tensor, z: torch.Tensor, *, 
         x_new = x_mean if probability_flow else x_mean + G * Z
     else:
         if kind == "subvp" or probability_flow:
-            raise ArgumentError("predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
+            raise ArgumentError("predictor",
+                                "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
         i = discrete_index(_t(t, X), N)
         if kind == "vp":
             beta = discrete_betas(N, sde_params.get("beta_min", BETA_MIN), sde_params.get("beta_max", BETA_MAX))
@@ -310,7 +306,8 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, *, snr:
                   step_size: float | None = None):
     X, Sc, Z = _x("x", x), _x("score", score), _x("z", z)
     if Sc.shape != X.shape or Z.shape != X.shape or X.dim() < 1:
-        raise ArgumentError(f"score and z must have x's shape (B, ...) {tuple(X.shape)}, got {tuple(Sc.shape)}, "
+        raise ArgumentError("score",
+                            f"score and z must have x's shape (B, ...) {tuple(X.shape)}, got {tuple(Sc.shape)}, "
                             f"{tuple(Z.shape)}")
     if step_size is None:
         snr, alpha = check_real("snr", snr, low=0.0), check_real("alpha", alpha, low=0.0)
@@ -324,8 +321,6 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, *, snr:
 
 
 def check_pc_result(result, score_fn, x_T, *args, **_) -> None:
-    from .contracts import expect_tensor
-
     expect_tensor("x_0", result, tuple(x_T.shape), (x_T.dtype,), x_T.device, "score_sde.pc_sampler")
 
 
@@ -348,7 +343,7 @@ def pc_sampler(score_fn: Callable, x_T: torch.Tensor, noise: torch.Tensor, *, ki
                predictor: str = "euler_maruyama", corrector_steps: int = 0, snr: float = 0.16,
                eps: float = SAMPLING_EPS, probability_flow: bool = False, denoise: bool = True, **sde_params):
     if not callable(score_fn):
-        raise ArgumentError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
+        raise ArgumentError("score_fn", f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     check_choice("kind", kind, KINDS)
     check_choice("predictor", predictor, PREDICTORS)
     check_count("N", N, 2)
@@ -357,7 +352,7 @@ def pc_sampler(score_fn: Callable, x_T: torch.Tensor, noise: torch.Tensor, *, ki
     check_tensor("x_T", x_T)
     check_tensor("noise", noise)
     if tuple(noise.shape) != (N, corrector_steps + 1, *x_T.shape):
-        raise ArgumentError(f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
+        raise ArgumentError("noise", f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
                             f"{(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
     times = torch.linspace(1.0, eps, N, dtype=F64).tolist()
     x = x_T.to(F64)

@@ -18,9 +18,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .clip import check_pair, check_scalar, check_scalar_result, check_world, grads_of_ranks, normalize
-from .contracts import ArgumentError, ContractViolation, check_tensor, expect_tuple
-from .registry import claim, operation, spec
+from eqspec.contracts import ArgumentError, ContractViolation, check_scalar_result, expect_tuple
+from eqspec.registry import claim, operation, spec
+
+from .clip import grads_of_ranks, normalize
+from .validators import check_pair, check_scalar, check_tensor, check_world
 
 DOC = "siglip"
 F64 = torch.float64
@@ -57,7 +59,7 @@ def logits(x_hat: torch.Tensor, y_hat: torch.Tensor, t_prime: torch.Tensor, b: t
 def pairwise_loss(L: torch.Tensor) -> torch.Tensor:
     check_tensor("L", L, rank=2)
     if L.shape[0] != L.shape[1]:
-        raise ArgumentError(f"L must be square (n images x n texts), got shape {tuple(L.shape)}")
+        raise ArgumentError("L", f"L must be square (n images x n texts), got shape {tuple(L.shape)}")
     n = L.shape[0]
     L64 = L.to(F64)
     return (-F.logsigmoid(labels(n, device=L.device) * L64).sum() / n).to(L.dtype)
@@ -120,7 +122,7 @@ def orthogonal_loss(n: int, t: float, b: float, c: float = 1.0) -> float:
 
 def check_chunk_size(chunk_size) -> int:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ArgumentError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise ArgumentError("chunk_size", f"chunk_size must be a positive integer, got {chunk_size!r}")
     return chunk_size
 
 
@@ -173,7 +175,7 @@ def exchange_schedule(world_size: int, schedule: str) -> list[list[int]]:
     if schedule == "shift":
         return [[(d - k) % W for k in range(1, W)] for d in range(W)]
     if schedule != "bidir":
-        raise ArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise ArgumentError("schedule", f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     rounds, remainder = divmod(W - 1, 2)
     out = []
     for d in range(W):
@@ -188,7 +190,7 @@ def exchange_schedule(world_size: int, schedule: str) -> list[list[int]]:
 
 def check_schedule(schedule) -> str:
     if schedule not in SCHEDULES:
-        raise ArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise ArgumentError("schedule", f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     return schedule
 
 

@@ -16,9 +16,11 @@ import math
 
 import torch
 
-from .contracts import ArgumentError, ContractViolation, check_tensor
+from eqspec.contracts import ArgumentError, ContractViolation
+from eqspec.registry import claim, operation, spec
+
 from .mdp import F64
-from .registry import claim, operation, spec
+from .validators import check_tensor
 
 DOC = "stochastic_approximation"
 
@@ -26,9 +28,9 @@ DOC = "stochastic_approximation"
 def _check_steps(name: str, a, K: int | None = None) -> torch.Tensor:
     check_tensor(name, a, rank=1)
     if K is not None and a.shape[0] != K:
-        raise ArgumentError(f"{name} must have one step size per iteration ({K}), got shape {tuple(a.shape)}")
+        raise ArgumentError(name, f"{name} must have one step size per iteration ({K}), got shape {tuple(a.shape)}")
     if not torch.isfinite(a).all() or (a < 0).any():
-        raise ArgumentError(f"{name} must be finite and non-negative step sizes")
+        raise ArgumentError(name, f"{name} must be finite and non-negative step sizes")
     return a.to(F64)
 
 
@@ -71,7 +73,7 @@ def incremental_mean(x: torch.Tensor, *, w1: float = 0.0, alpha: torch.Tensor | 
 )
 def robbins_monro(g, w1, a: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     if not callable(g):
-        raise ArgumentError(f"g must be a callable (the function whose root is sought), got {type(g).__name__}")
+        raise ArgumentError("g", f"g must be a callable (the function whose root is sought), got {type(g).__name__}")
     check_tensor("eta", eta)
     a = _check_steps("a", a, eta.shape[0])
     w = [torch.as_tensor(w1, dtype=F64).expand(eta.shape[1:]).clone()]
@@ -118,7 +120,7 @@ def dvoretzky_moments(delta1: float, alpha: torch.Tensor, beta: torch.Tensor, si
 
 def _check_gd(grad_f, w1, X, alpha, K=None):
     if not callable(grad_f):
-        raise ArgumentError(f"grad_f must be a callable grad_f(w, x), got {type(grad_f).__name__}")
+        raise ArgumentError("grad_f", f"grad_f must be a callable grad_f(w, x), got {type(grad_f).__name__}")
     check_tensor("X", X)
     check_tensor("w1", torch.as_tensor(w1, dtype=F64))
     return _check_steps("alpha", alpha, K)
@@ -173,7 +175,8 @@ def mbgd(grad_f, w1, X: torch.Tensor, alpha: torch.Tensor, indices: torch.Tensor
     check_tensor("indices", indices, rank=2, floating=False)
     alpha = _check_gd(grad_f, w1, X, alpha, indices.shape[0])
     if (indices < 0).any() or (indices >= X.shape[0]).any():
-        raise ArgumentError(f"indices must lie in [0, {X.shape[0]}) (rows of X), got {indices.min()}..{indices.max()}")
+        raise ArgumentError("indices",
+                            f"indices must lie in [0, {X.shape[0]}) (rows of X), got {indices.min()}..{indices.max()}")
     w = [torch.as_tensor(w1, dtype=F64).clone()]
     for k in range(alpha.shape[0]):
         batch = indices[k]
@@ -234,4 +237,4 @@ claim(DOC, "stochastic_approximation_contract", kind="contract",
       operations=(f"{DOC}.incremental_mean", _RM, f"{DOC}.dvoretzky", *_GD),
       statement="Bad input (a step sequence of the wrong length or negative, g not callable, mini-batch indices "
                 "out of range) is rejected with an ArgumentError naming the argument.",
-      source="specs/contracts.py (the suite's input contract)")
+      source="eqspec/contracts.py (the suite's input contract)")

@@ -6,7 +6,7 @@ run the asv GPU benchmarks, and leave everything to commit. Needs no network.
 1. Environment: GPU, torch, triton, CUDA versions (DIR/environment.json).
 2. Ceilings: device-to-device copy GB/s and dense bf16 matmul TFLOP/s, measured (benchmarks.common).
 3. Checks at realistic sizes: every implementation registered for CUDA, in bf16 and fp16 (and fp32 where it
-   runs), against the float64 spec within the error budget of specs/budget.py: attention forward and backward
+   runs), against the float64 spec within the error budget of eqspec/budget.py: attention forward and backward
    (causal and not, GQA, odd head dim), packed attention, row softmax. A NaN never passes a budget check.
 4. The property tests on the GPU (--device cuda, hypothesis profile ci), under a time limit; their result rows go
    to DIR/results-cuda.json for `python -m reports --results`.
@@ -42,11 +42,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.common import check_against_spec, cuda_ms, measured_ceilings, seeded_normal  # noqa: E402
+from eqspec.budget import K_FORWARD, K_GRADIENT  # noqa: E402
+from eqspec.registry import REGISTRY  # noqa: E402
 from implementations import load_all  # noqa: E402
 from implementations.torch.attention import autograd_backward  # noqa: E402
-from specs.budget import K_FORWARD, K_GRADIENT  # noqa: E402
 from specs.flash_attention import attention as attention_spec  # noqa: E402
-from specs.registry import REGISTRY  # noqa: E402
 
 # (label, B, H, Hkv, S, D): realistic but quick for the float64 spec on the host
 DEVICE = "cuda"  # --dry-run-cpu: the checks' code paths on the CPU (Triton interpreted) at toy sizes

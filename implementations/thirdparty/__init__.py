@@ -4,7 +4,7 @@ Their documented deviations are findings measured by the property tests (torch 2
 to fail its claim, and the report shows it with the reason below.
 """
 
-from specs.registry import REGISTRY, Deviation, Implementation
+from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.thirdparty"
 _TOP_LEFT = Deviation("SDPA's is_causal=True aligns the causal mask top-left (query i sees keys j <= i); "

@@ -1,6 +1,6 @@
 """torch implementations: the naive same-precision baselines and the tiled FlashAttention algorithm."""
 
-from specs.registry import REGISTRY, Deviation, Implementation
+from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.torch"
 _ALL = frozenset({"lse", "gqa", "causal"})

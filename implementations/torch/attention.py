@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from specs.contracts import ArgumentError
+from eqspec.contracts import ArgumentError
 from specs.flash_attention import causal_mask, check_attention_args
 
 ACC = torch.float32  # accumulator dtype for fp32/fp16/bf16 inputs, as FlashAttention
@@ -60,7 +60,7 @@ naive_attention_backward = autograd_backward(naive_attention)
 def _check_blocks(block_q, block_k) -> None:
     for name, b in (("block_q", block_q), ("block_k", block_k)):
         if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
-            raise ArgumentError(f"{name} must be a positive integer, got {b!r}")
+            raise ArgumentError(name, f"{name} must be a positive integer, got {b!r}")
 
 
 def _causal_tile(i0: int, i1: int, j0: int, j1: int, Sq: int, Sk: int, device) -> torch.Tensor:

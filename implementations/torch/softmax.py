@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from specs.contracts import check_tensor
+from specs.validators import check_tensor
 
 
 def naive_softmax(x: torch.Tensor):

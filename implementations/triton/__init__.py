@@ -4,7 +4,7 @@ Declarations only: triton is imported when a kernel is first loaded, so a machin
 instead of an import error. On the CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1).
 """
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.triton"
 _KERNEL = dict(origin="triton", requires=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,

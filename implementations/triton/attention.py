@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from specs.contracts import ArgumentError
+from eqspec.contracts import ArgumentError
 from specs.flash_attention import check_attention_args, check_scale, check_varlen_args
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -226,15 +226,15 @@ def _interpreting() -> bool:
 
 def _check_runnable(x: torch.Tensor, interpret: bool) -> None:
     if x.dtype not in DTYPES:
-        raise ArgumentError(f"the Triton kernels take float32, float16 or bfloat16 inputs, got {x.dtype}")
+        raise ArgumentError("x", f"the Triton kernels take float32, float16 or bfloat16 inputs, got {x.dtype}")
     if x.device.type == "cpu" and not interpret:
-        raise ArgumentError("Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
+        raise ArgumentError("x", "Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
                             "(set before triton is imported)")
 
 
 def _check_block(name: str, b) -> None:
     if isinstance(b, bool) or not isinstance(b, int) or b < 16 or b & (b - 1):
-        raise ArgumentError(f"{name} must be a power of two >= 16, got {b!r}")
+        raise ArgumentError(name, f"{name} must be a power of two >= 16, got {b!r}")
 
 
 def _pow2(n: int) -> int:

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from specs.contracts import ArgumentError
+from eqspec.contracts import ArgumentError
 from specs.flash_attention import check_attention_args, check_scale, check_varlen_args
 
 from .attention import (
@@ -284,7 +284,7 @@ def _blocks(block_q, block_k, seq_q: int, seq_k: int, block_d: int, dtype, inter
     block_k = min(dk, _pow2(seq_k)) if block_k is None else block_k
     for name, b in (("block_q", block_q), ("block_k", block_k)):
         if isinstance(b, bool) or not isinstance(b, int) or b < 16 or b & (b - 1):
-            raise ArgumentError(f"{name} must be a power of two >= 16, got {b!r}")
+            raise ArgumentError(name, f"{name} must be a power of two >= 16, got {b!r}")
     return block_q, block_k, num_warps, num_stages
 
 
@@ -335,7 +335,7 @@ def _check_saved(o, lse, do, o_shape, lse_shape) -> None:
     for name, x, shape in (("o", o, o_shape), ("do", do, o_shape), ("lse", lse, lse_shape)):
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(shape):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ArgumentError(f"{name} must have shape {tuple(shape)}, got {got}")
+            raise ArgumentError(name, f"{name} must have shape {tuple(shape)}, got {got}")
 
 
 def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None,

@@ -33,7 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-from specs.contracts import ArgumentError, check_tensor
+from eqspec.contracts import ArgumentError
+from specs.validators import check_tensor
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -94,7 +95,7 @@ def _config(n_rows: int, n_cols: int, block_n, interpret: bool) -> tuple[int, in
     if block_n is None:
         block_n = triton.next_power_of_2(n_cols) if n_cols <= max_one_pass else tile
     elif isinstance(block_n, bool) or not isinstance(block_n, int) or block_n < 1 or block_n & (block_n - 1):
-        raise ArgumentError(f"block_n must be a power of two, got {block_n!r}")
+        raise ArgumentError("block_n", f"block_n must be a power of two, got {block_n!r}")
     one_pass = n_cols <= block_n
     rows = max(1, min(tile // block_n, triton.next_power_of_2(n_rows), 64))
     num_warps = 4 if rows * block_n <= 2048 else 8 if rows * block_n <= 8192 else 16
@@ -109,9 +110,9 @@ def softmax(x: torch.Tensor, *, block_n: int | None = None):
     check_tensor("x", x)
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if x.dtype not in DTYPES:
-        raise ArgumentError(f"the Triton kernels take float32, float16 or bfloat16 inputs, got {x.dtype}")
+        raise ArgumentError("x", f"the Triton kernels take float32, float16 or bfloat16 inputs, got {x.dtype}")
     if x.device.type == "cpu" and not interpret:
-        raise ArgumentError("Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
+        raise ArgumentError("x", "Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
                             "(set before triton is imported)")
     n_cols = x.shape[-1] if x.dim() else 1  # a 0-d tensor is one row of one element, as torch.softmax
     x2 = x.reshape(-1, n_cols)  # a view when it can be; the strides go to the kernel either way

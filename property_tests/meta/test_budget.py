@@ -1,4 +1,4 @@
-"""The error budget itself (specs/budget.py): what passes, what fails, and what the failure says."""
+"""The error budget itself (eqspec/budget.py): what passes, what fails, and what the failure says."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from specs.budget import check_close, check_equal, check_within_budget, gamma
-from specs.contracts import ConformanceError
+from eqspec.budget import check_close, check_equal, check_within_budget, gamma
+from eqspec.contracts import ConformanceError
 
 REF = torch.tensor([0.1, -0.25, 1.0 / 3.0, 2.0], dtype=torch.float64)
 
@@ -68,7 +68,7 @@ def test_exact_checks():
 
 
 def test_a_message_about_one_unit_in_the_last_place_shows_the_difference():
-    from specs.budget import distinct_digits
+    from eqspec.budget import distinct_digits
 
     assert distinct_digits(-130023423.99999999, -130023424.0) == ("-130023423.99999999", "-130023424")
     spec = torch.tensor([-130023424.0], dtype=torch.float64)
@@ -77,7 +77,7 @@ def test_a_message_about_one_unit_in_the_last_place_shows_the_difference():
 
 
 def test_a_rounding_tolerance_scales_with_the_terms_that_cancel_not_the_result():
-    from specs.budget import rounding_atol
+    from eqspec.budget import rounding_atol
 
     assert rounding_atol(torch.float32, 25.8, roundings=2) == pytest.approx(2 * 2**-23 * 25.8)
     assert rounding_atol(torch.bfloat16, 0.0) == 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from specs.registry import Implementation
+from eqspec.registry import Implementation
 
 
 def mutant(operation: str, name: str, target: str, *, targets: tuple[str, ...], notes: str,

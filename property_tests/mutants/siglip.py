@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from specs import siglip as S
-from specs.clip import check_pair, check_scalar, check_world, grads_of_ranks, normalize
+from specs.clip import grads_of_ranks, normalize
+from specs.validators import check_pair, check_scalar, check_world
 
 from . import mutant
 

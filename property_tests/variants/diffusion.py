@@ -37,9 +37,10 @@ import math
 
 import torch
 
+from eqspec.contracts import ArgumentError
 from specs import edm as edm_spec
 from specs import score_sde as sde_spec
-from specs.contracts import ArgumentError, check_tensor
+from specs.validators import check_tensor
 
 DTYPES = ("float64", "float32")
 
@@ -54,7 +55,7 @@ def _check_same(x, **tensors):
     for name, v in tensors.items():
         check_tensor(name, v)
         if v.shape != x.shape:
-            raise ArgumentError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(v.shape)}")
+            raise ArgumentError(name, f"{name} must have x's shape {tuple(x.shape)}, got {tuple(v.shape)}")
 
 
 def _scalar(name, v, x, **checks):
@@ -69,7 +70,7 @@ def _check_split(sigma_from, sigma_to, eta):
     check_tensor("sigma_to", sigma_to)
     if sigma_from.shape != sigma_to.shape or not bool((sigma_from > 0).all()) or not bool(
             ((sigma_to >= 0) & (sigma_to <= sigma_from)).all()):
-        raise ArgumentError("sigma_from and sigma_to must share a shape with 0 <= sigma_to <= sigma_from")
+        raise ArgumentError("sigma_from", "sigma_from and sigma_to must share a shape with 0 <= sigma_to <= sigma_from")
     return edm_spec.check_real("eta", eta, low=0.0)
 
 
@@ -91,7 +92,7 @@ def schedule_in_dtype(t, *, kind="edm", beta_d=edm_spec.VP_BETA_D, beta_min=edm_
     edm_spec.check_choice("kind", kind, edm_spec.SCHEDULES)
     check_tensor("t", t)
     if bool((t < 0).any()) or (kind == "fm" and bool((t >= 1).any())):
-        raise ArgumentError("t must be >= 0 (and < 1 for kind fm)")
+        raise ArgumentError("t", "t must be >= 0 (and < 1 for kind fm)")
     one, zero = torch.ones_like(t), torch.zeros_like(t)
     if kind == "vp":
         e = torch.exp(0.5 * beta_d * t**2 + beta_min * t)
@@ -108,7 +109,7 @@ def schedule_in_dtype(t, *, kind="edm", beta_d=edm_spec.VP_BETA_D, beta_min=edm_
 def time_steps_karras(N, *, kind="edm", sigma_min=None, sigma_max=None, rho=7.0, epsilon_s=edm_spec.VP_EPS_S,
                       dtype=torch.float64):
     """k-diffusion's get_sigmas_karras in ``dtype`` for 'edm'; the other kinds' formulas in ``dtype`` too."""
-    edm_spec.check_count("N", N)
+    edm_spec.check_count("N", N, 1)
     edm_spec.check_choice("kind", kind, edm_spec.KINDS)
     ramp = torch.linspace(0, 1, N, dtype=dtype) if N > 1 else torch.zeros(1, dtype=dtype)
     if kind == "edm":
@@ -130,7 +131,7 @@ def preconditioning_in_dtype(sigma, *, kind="edm", sigma_data=edm_spec.SIGMA_DAT
     edm_spec.check_choice("kind", kind, edm_spec.KINDS)
     check_tensor("sigma", sigma)
     if not bool((sigma > 0).all()):
-        raise ArgumentError("sigma must be > 0")
+        raise ArgumentError("sigma", "sigma must be > 0")
     S, sd = sigma, sigma_data
     if kind == "edm":
         return (sd**2 / (S**2 + sd**2), S * sd / (S**2 + sd**2) ** 0.5, 1 / (sd**2 + S**2) ** 0.5,
@@ -145,7 +146,7 @@ def training_sigma_in_dtype(u, *, kind="edm", P_mean=edm_spec.P_MEAN, P_std=edm_
     edm_spec.check_choice("kind", kind, edm_spec.KINDS)
     check_tensor("u", u)
     if not bool(((u > 0) & (u < 1)).all()):
-        raise ArgumentError("u must lie in (0, 1)")
+        raise ArgumentError("u", "u must lie in (0, 1)")
     if kind == "edm":
         return torch.exp(P_mean + P_std * math.sqrt(2) * torch.erfinv(2 * u - 1))
     if kind == "ve":
@@ -164,7 +165,7 @@ def flow_shift_in_dtype(sigma, shift):
 def churn_in_dtype(x, t, eps, *, S_churn, N, S_tmin=0.0, S_tmax=math.inf, S_noise=1.0):
     _check_same(x, eps=eps)
     t = edm_spec.check_real("t", t, low=0.0)
-    edm_spec.check_count("N", N)
+    edm_spec.check_count("N", N, 1)
     gamma = min(edm_spec.check_real("S_churn", S_churn, low=0.0) / N, edm_spec.GAMMA_MAX) \
         if S_tmin <= t <= S_tmax else 0.0
     t_hat = t + gamma * t
@@ -185,7 +186,7 @@ def ddim_step_coefficients(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, no
     a, a_prev = edm_spec._alpha_bars(x, alpha_bar, alpha_bar_prev)  # float64, checked
     eta = edm_spec.check_real("eta", eta, low=0.0)
     if eta > 0 and noise is None:
-        raise ArgumentError("noise must be given when eta > 0")
+        raise ArgumentError("noise", "noise must be given when eta > 0")
     var = edm_spec.ddim_variance(a, a_prev, eta)
     c_x = torch.sqrt(a_prev / a)
     c_eps = torch.sqrt((1 - a_prev - var).clamp(min=0)) - torch.sqrt(a_prev * (1 - a) / a)
@@ -218,10 +219,10 @@ def to_denoised_edm_space(pred, x, sigma, s, *, prediction="epsilon"):
     S, s_ = _scalar("sigma", sigma, x, positive=True), _scalar("s", s, x, positive=True)
     if prediction == "v" and not torch.allclose((s_**2 * (1 + S**2)).double(), torch.ones((), dtype=torch.float64,
                                                                                           device=x.device), rtol=1e-5):
-        raise ArgumentError("s must be 1 / sqrt(1 + sigma^2) for a v-prediction")
+        raise ArgumentError("s", "s must be 1 / sqrt(1 + sigma^2) for a v-prediction")
     if prediction == "flow" and not torch.allclose((s_ * (1 + S)).double(), torch.ones((), dtype=torch.float64,
                                                                                       device=x.device), rtol=1e-5):
-        raise ArgumentError("s must be 1 / (1 + sigma) for a flow-matching velocity")
+        raise ArgumentError("s", "s must be 1 / (1 + sigma) for a flow-matching velocity")
     y = x / s_
     if prediction == "epsilon":
         return y - S * pred
@@ -280,7 +281,7 @@ def stochastic_sampler_k_diffusion(denoiser, x_T, sigmas, noise, *, S_churn=0.0,
     N = len(T) - 1
     check_tensor("noise", noise)
     if tuple(noise.shape) != (N, *x_T.shape):
-        raise ArgumentError(f"noise must have shape {(N, *x_T.shape)}, got {tuple(noise.shape)}")
+        raise ArgumentError("noise", f"noise must have shape {(N, *x_T.shape)}, got {tuple(noise.shape)}")
     s = T.tolist()
     x = x_T
     for i in range(N):
@@ -375,7 +376,8 @@ def predictor_step_coefficients(x, t, score, z, *, kind="vp", predictor="euler_m
         a, b, c = 1 - f1 / N, half * g**2 / N, g * math.sqrt(1 / N)
     else:
         if predictor == "ancestral" and (kind == "subvp" or probability_flow):
-            raise ArgumentError("predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
+            raise ArgumentError("predictor",
+                                "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
         f1, G = (v.double() for v in sde_spec.discretize(one.expand(x.shape), t, kind=kind, N=N, **sde_params))
         half = 0.5 if probability_flow else 1.0
         if predictor == "reverse_diffusion":
@@ -413,7 +415,7 @@ def pc_sampler_variant(score_fn, x_T, noise, *, kind="vp", N=sde_spec.N_DEFAULT,
                        corrector_steps=0, snr=0.16, eps=sde_spec.SAMPLING_EPS, probability_flow=False, denoise=True,
                        **sde_params):
     if not callable(score_fn):
-        raise ArgumentError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        raise ArgumentError("score_fn", f"score_fn must be callable, got {type(score_fn).__name__}")
     sde_spec.check_choice("kind", kind, sde_spec.KINDS)
     sde_spec.check_choice("predictor", predictor, sde_spec.PREDICTORS)
     sde_spec.check_count("N", N, 2)
@@ -421,7 +423,8 @@ def pc_sampler_variant(score_fn, x_T, noise, *, kind="vp", N=sde_spec.N_DEFAULT,
     check_tensor("x_T", x_T)
     check_tensor("noise", noise)
     if tuple(noise.shape) != (N, corrector_steps + 1, *x_T.shape):
-        raise ArgumentError(f"noise must have shape {(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
+        raise ArgumentError("noise",
+                            f"noise must have shape {(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
     betas = {k: v for k, v in sde_params.items() if k.startswith("beta")}
     x = x_mean = x_T
     for i, t in enumerate(torch.linspace(1.0, eps, N, dtype=torch.float64).tolist()):

@@ -5,7 +5,7 @@ Their documented deviations are findings measured by the property tests (transfo
 torch 2.13, CPU): each is expected to fail its claim, and the report shows it with the reason below.
 """
 
-from specs.registry import REGISTRY, Deviation, Implementation
+from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.thirdparty.contrastive"
 _HF, _OC = f"{_M}.transformers_models", f"{_M}.open_clip_loss"

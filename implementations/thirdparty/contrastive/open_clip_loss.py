@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from eqspec.contracts import ArgumentError
 from implementations.torch.contrastive.distributed import MAX_WORLD, run_sharded, visits_from_blocks
-from specs.clip import check_scalar
-from specs.contracts import ArgumentError
 from specs.siglip import check_schedule
+from specs.validators import check_scalar
 
 _M = __name__
 
@@ -90,7 +90,8 @@ def siglip_rank(image, text, t_prime: float, bias: float, schedule: str, *, grou
 
 def clip_sharded_loss(image_features, text_features, logit_scale, *, world_size: int):
     if world_size != MAX_WORLD:
-        raise ArgumentError(f"world_size must be {MAX_WORLD}: open_clip's ClipLoss gathers over the default process "
+        raise ArgumentError("world_size",
+                            f"world_size must be {MAX_WORLD}: open_clip's ClipLoss gathers over the default process "
                             f"group (the whole gloo world), got {world_size}")
     s = float(check_scalar("logit_scale", logit_scale))
     losses, d_image, d_text, _ = run_sharded(f"{_M}:clip_rank", image_features, text_features, world_size, (s,))

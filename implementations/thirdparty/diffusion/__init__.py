@@ -6,7 +6,7 @@ the report shows it with the reason below. The schedulers step in float32 (they 
 checked in float32.
 """
 
-from specs.registry import REGISTRY, Deviation, Implementation
+from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.thirdparty.diffusion.diffusers_schedulers"
 _F32 = ("float32",)

@@ -22,8 +22,8 @@ from diffusers import (
 )
 from diffusers.schedulers import scheduling_ddpm
 
+from eqspec.contracts import ArgumentError
 from specs import edm as spec
-from specs.contracts import ArgumentError
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # "scale_model_input was not called" on every step
 
@@ -34,7 +34,8 @@ T_TRAIN = 1000
 def _scalar(name: str, v) -> float:
     if isinstance(v, torch.Tensor):
         if v.numel() != 1:
-            raise ArgumentError(f"{name}: the diffusers adapters take one value per call, got shape {tuple(v.shape)}")
+            raise ArgumentError(name,
+                                f"{name}: the diffusers adapters take one value per call, got shape {tuple(v.shape)}")
         v = v.item()
     return float(v)
 
@@ -53,7 +54,7 @@ def _at_step(scheduler, sigmas) -> None:
 def edm_euler_time_steps(N, *, kind="edm", sigma_min=None, sigma_max=None, rho=7.0, epsilon_s=1e-3,
                          dtype=torch.float32):
     if kind != "edm":
-        raise ArgumentError(f"kind: EDMEulerScheduler has only EDM's rho schedule, got {kind!r}")
+        raise ArgumentError("kind", f"kind: EDMEulerScheduler has only EDM's rho schedule, got {kind!r}")
     s = EDMEulerScheduler(sigma_min=spec.EDM_SIGMA_MIN if sigma_min is None else sigma_min,
                           sigma_max=spec.EDM_SIGMA_MAX if sigma_max is None else sigma_max, rho=rho)
     s.set_timesteps(N)
@@ -62,14 +63,15 @@ def edm_euler_time_steps(N, *, kind="edm", sigma_min=None, sigma_max=None, rho=7
 
 def edm_euler_prior_std(t0, *, kind="edm"):
     if kind != "edm":
-        raise ArgumentError(f"kind: EDMEulerScheduler samples in EDM's sigma, got {kind!r}")
+        raise ArgumentError("kind", f"kind: EDMEulerScheduler samples in EDM's sigma, got {kind!r}")
     return float(EDMEulerScheduler(sigma_max=t0).init_noise_sigma)
 
 
 def edm_euler_to_denoised(pred, x, sigma, s, *, prediction="epsilon"):
     """precondition_outputs: 'epsilon' as configured (sigma_data 0.5), 'v' as v_prediction with sigma_data = 1."""
     if prediction not in ("epsilon", "v"):
-        raise ArgumentError(f"prediction: EDMEulerScheduler has 'epsilon' and 'v_prediction', got {prediction!r}")
+        raise ArgumentError("prediction",
+                            f"prediction: EDMEulerScheduler has 'epsilon' and 'v_prediction', got {prediction!r}")
     scheduler = EDMEulerScheduler(prediction_type="epsilon" if prediction == "epsilon" else "v_prediction",
                                   sigma_data=0.5 if prediction == "epsilon" else 1.0)
     sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
@@ -134,7 +136,7 @@ _EULER_PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "x0": "sample"}
 def euler_discrete_to_denoised(pred, x, sigma, s, *, prediction="epsilon"):
     """step(...).pred_original_sample, with the sample in EDM space y = x / s."""
     if prediction not in _EULER_PREDICTIONS:
-        raise ArgumentError(f"prediction: EulerDiscreteScheduler has epsilon, v_prediction and sample, "
+        raise ArgumentError("prediction", f"prediction: EulerDiscreteScheduler has epsilon, v_prediction and sample, "
                             f"got {prediction!r}")
     scheduler = EulerDiscreteScheduler(prediction_type=_EULER_PREDICTIONS[prediction])
     sig = torch.as_tensor(sigma, dtype=F64).reshape(-1)

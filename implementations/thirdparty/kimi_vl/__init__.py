@@ -3,7 +3,7 @@ balance loss, and Qwen2-VL's vision rotary embedding and PatchMerger (comparison
 
 Their deviations from the spec are findings measured by the property tests (transformers 5.24, CPU)."""
 
-from specs.registry import REGISTRY, Deviation, Implementation
+from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.thirdparty.kimi_vl"
 _TF = dict(origin="thirdparty", requires=("transformers",), devices=("cpu", "cuda"), dtypes=("float32",))

@@ -6,7 +6,7 @@ and their log-softmax in float32 tiles whatever the input dtype, so float64 inpu
 ("...float64" implementations) with that deviation.
 """
 
-from specs.registry import REGISTRY, Deviation, Implementation
+from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.thirdparty.preference.trl_losses"
 _NEEDS = ("trl", "transformers", "datasets")

@@ -10,7 +10,7 @@ truncates an episode after ``max_episode_steps`` without terminating it, so what
 estimates is the value of that horizon, i.e. H sweeps of iterative evaluation from 0, not v_pi itself.
 """
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.thirdparty.rl"
 

@@ -13,7 +13,7 @@ import bisect
 
 import torch
 
-from specs.contracts import ArgumentError
+from eqspec.contracts import ArgumentError
 from specs.mdp import check_policy
 
 from .tables import absorbing_states, make
@@ -28,15 +28,17 @@ def _episodes(name: str, P, r, pi, s0, length: int, *, a0=None, generator=None):
     absorbing = absorbing_states(env)
     N = S + len(absorbing)
     if tuple(P.shape) != (N, A, N):
-        raise ArgumentError(f"P must be the table of {name} with its absorbing states (tables.py), shape {(N, A, N)}, "
+        raise ArgumentError("P",
+                            f"P must be the table of {name} with its absorbing states (tables.py), shape {(N, A, N)}, "
                             f"got {tuple(P.shape)}")
     check_policy(pi, N, A)
     limit = env.spec.max_episode_steps
     if limit is not None and length > limit:
-        raise ArgumentError(f"length must not exceed {name}'s TimeLimit of {limit} steps (a truncated episode is "
+        raise ArgumentError("length",
+                            f"length must not exceed {name}'s TimeLimit of {limit} steps (a truncated episode is "
                             f"not an episode of the MDP), got {length}")
     if ((s0 < 0) | (s0 >= S)).any():
-        raise ArgumentError(f"s0 must be states of {name} in [0, {S}), got {s0.tolist()[:5]}...")
+        raise ArgumentError("s0", f"s0 must be states of {name} in [0, {S}), got {s0.tolist()[:5]}...")
     cdf = pi.cumsum(-1)
     cdf = (cdf / cdf[:, -1:]).tolist()
     n = s0.shape[0]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from specs.contracts import ArgumentError
+from eqspec.contracts import ArgumentError
 
 from . import ENVIRONMENTS
 
@@ -34,7 +34,7 @@ class TabularEnvironment:
 
 def make(name: str):
     if name not in ENVIRONMENTS:
-        raise ArgumentError(f"environment must be one of {sorted(ENVIRONMENTS)}, got {name!r}")
+        raise ArgumentError("environment", f"environment must be one of {sorted(ENVIRONMENTS)}, got {name!r}")
     env_id, kwargs = ENVIRONMENTS[name]
     return gym.make(env_id, **kwargs)
 

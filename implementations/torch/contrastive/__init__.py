@@ -2,7 +2,7 @@
 budget's baselines), SigLIP's loss chunked over image rows with its own backward, and the data-parallel CLIP and
 SigLIP losses on torch.distributed (a kept gloo world of worker processes on the CPU)."""
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.torch.contrastive"
 _EAGER = f"{_M}.eager"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from specs.clip import check_pair
 from specs.siglip import check_chunk_size
+from specs.validators import check_pair
 
 from .eager import _scalar
 

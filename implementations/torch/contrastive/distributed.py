@@ -33,10 +33,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from specs.clip import check_pair, check_scalar, check_world
-from specs.contracts import ArgumentError
-from specs.registry import load_target
+from eqspec.contracts import ArgumentError
+from eqspec.registry import load_target
 from specs.siglip import check_schedule
+from specs.validators import check_pair, check_scalar, check_world
 
 MAX_WORLD = 4
 CALL_TIMEOUT_S = 120.0  # a hung collective (a broken rank function) fails the call instead of the run
@@ -281,7 +281,7 @@ def run_sharded(target: str, image_features, text_features, world_size: int, ext
     backend = "nccl" if image_features.is_cuda else "gloo"
     most = MAX_WORLD if backend == "gloo" else min(MAX_WORLD, torch.cuda.device_count())
     if not 2 <= W <= most:
-        raise ArgumentError(f"world_size must be in [2, {most}] for the {backend} world, got {W}")
+        raise ArgumentError("world_size", f"world_size must be in [2, {most}] for the {backend} world, got {W}")
     b = N // W
     shard = lambda x, r: x.detach().cpu()[r * b:(r + 1) * b].contiguous().numpy()  # noqa: E731
     results = world(backend).run(target, W, [(shard(image_features, r), shard(text_features, r), *extra)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from specs.blip import HARD_NEGATIVE_FLOOR, check_itc_args, check_itm_args, check_lm_args, check_unit_interval
-from specs.clip import check_pair, check_scalar, check_world
-from specs.contracts import ArgumentError, check_tensor
+from eqspec.contracts import ArgumentError
+from specs.blip import HARD_NEGATIVE_FLOOR, check_itc_args, check_itm_args, check_lm_args
+from specs.validators import check_pair, check_scalar, check_tensor, check_unit_interval, check_world
 
 
 def _scalar(name, value, like: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,7 @@ def _scalar(name, value, like: torch.Tensor) -> torch.Tensor:
 def contrastive_loss(L: torch.Tensor) -> torch.Tensor:
     check_tensor("L", L, rank=2)
     if L.shape[0] != L.shape[1]:
-        raise ArgumentError(f"L must be square (N images x N texts), got shape {tuple(L.shape)}")
+        raise ArgumentError("L", f"L must be square (N images x N texts), got shape {tuple(L.shape)}")
     y = torch.arange(L.shape[0], device=L.device)
     return (F.cross_entropy(L, y) + F.cross_entropy(L.T, y)) / 2
 
@@ -44,7 +44,7 @@ def local_loss(image_features, text_features, logit_scale, *, rank: int, world_s
     N, _ = check_pair(image_features, text_features)
     W = check_world(N, world_size)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < W:
-        raise ArgumentError(f"rank must be an integer in [0, world_size) = [0, {W}), got {rank!r}")
+        raise ArgumentError("rank", f"rank must be an integer in [0, world_size) = [0, {W}), got {rank!r}")
     s = _scalar("logit_scale", logit_scale, image_features).exp()
     I, T = F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
     b = N // W
@@ -69,7 +69,7 @@ def siglip_labels(rows: int, cols: int, offset: int, like: torch.Tensor) -> torc
 def pairwise_loss(L: torch.Tensor) -> torch.Tensor:
     check_tensor("L", L, rank=2)
     if L.shape[0] != L.shape[1]:
-        raise ArgumentError(f"L must be square (n images x n texts), got shape {tuple(L.shape)}")
+        raise ArgumentError("L", f"L must be square (n images x n texts), got shape {tuple(L.shape)}")
     n = L.shape[0]
     return -F.logsigmoid(siglip_labels(n, n, 0, L) * L).sum() / n
 
@@ -93,7 +93,7 @@ def _soft_targets(sim_m: torch.Tensor, alpha: float) -> torch.Tensor:
 def soft_targets(sim_m: torch.Tensor, alpha: float) -> torch.Tensor:
     check_tensor("sim_m", sim_m, rank=2)
     if sim_m.shape[1] < sim_m.shape[0]:
-        raise ArgumentError(f"sim_m must have at least as many columns as rows, got {tuple(sim_m.shape)}")
+        raise ArgumentError("sim_m", f"sim_m must have at least as many columns as rows, got {tuple(sim_m.shape)}")
     return _soft_targets(sim_m, check_unit_interval("alpha", alpha))
 
 
@@ -114,7 +114,7 @@ def itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text
 def hard_negative_weights(sim: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     check_tensor("sim", sim, rank=2)
     if sim.shape[0] != sim.shape[1]:
-        raise ArgumentError(f"sim must be square (B anchors x B candidates), got {tuple(sim.shape)}")
+        raise ArgumentError("sim", f"sim must be square (B anchors x B candidates), got {tuple(sim.shape)}")
     if ids is None:
         weights = F.softmax(sim, dim=1) + HARD_NEGATIVE_FLOOR
         weights.fill_diagonal_(0)
@@ -133,7 +133,7 @@ def lm_loss(logits, input_ids, pad_token_id: int, *, smoothing: float = 0.1):
     check_lm_args(logits, input_ids, pad_token_id, smoothing)
     targets = input_ids.masked_fill(input_ids == pad_token_id, -100)[:, 1:]
     if not bool((targets != -100).any()):
-        raise ArgumentError("input_ids must hold at least one non-pad token after the first position")
+        raise ArgumentError("input_ids", "input_ids must hold at least one non-pad token after the first position")
     z = logits[:, :-1]
     return F.cross_entropy(z.reshape(-1, z.shape[-1]), targets.reshape(-1), ignore_index=-100,
                            label_smoothing=smoothing)

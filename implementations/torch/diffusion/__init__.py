@@ -4,7 +4,7 @@ Each is the obvious torch code of its equation with no float64 detour, so it als
 same-precision baseline of the error budget (``torch.batched``).
 """
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.torch.diffusion"
 

@@ -9,8 +9,9 @@ import math
 
 import torch
 
+from eqspec.contracts import ArgumentError
 from specs import edm as spec
-from specs.contracts import ArgumentError, check_tensor
+from specs.validators import check_tensor
 
 
 def _like(name, v, x, **kw):
@@ -22,7 +23,7 @@ def _pair(pred_name, pred, x):
     check_tensor(pred_name, pred)
     check_tensor("x", x)
     if pred.shape != x.shape:
-        raise ArgumentError(f"{pred_name} must have x's shape {tuple(x.shape)}, got {tuple(pred.shape)}")
+        raise ArgumentError(pred_name, f"{pred_name} must have x's shape {tuple(x.shape)}, got {tuple(pred.shape)}")
 
 
 def to_denoised(pred, x, sigma, s, *, prediction="epsilon"):
@@ -31,10 +32,10 @@ def to_denoised(pred, x, sigma, s, *, prediction="epsilon"):
     S, s_ = _like("sigma", sigma, x, positive=True), _like("s", s, x, positive=True)
     if prediction == "v" and not torch.allclose((s_**2 * (1 + S**2)).double(), torch.ones((), dtype=torch.float64,
                                                                                           device=x.device), rtol=1e-5):
-        raise ArgumentError("s must be 1 / sqrt(1 + sigma^2) for a v-prediction (alpha^2 + sigma_vp^2 = 1)")
+        raise ArgumentError("s", "s must be 1 / sqrt(1 + sigma^2) for a v-prediction (alpha^2 + sigma_vp^2 = 1)")
     if prediction == "flow" and not torch.allclose((s_ * (1 + S)).double(), torch.ones((), dtype=torch.float64,
                                                                                       device=x.device), rtol=1e-5):
-        raise ArgumentError("s must be 1 / (1 + sigma) for a flow-matching velocity (s = 1 - t, s sigma = t)")
+        raise ArgumentError("s", "s must be 1 / (1 + sigma) for a flow-matching velocity (s = 1 - t, s sigma = t)")
     if prediction == "epsilon":
         return x / s_ - S * pred
     if prediction == "x0":
@@ -69,7 +70,7 @@ def ddim_step(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, noise=None):
     a, a_prev = _alpha_bars(x, alpha_bar, alpha_bar_prev)
     eta = spec.check_real("eta", eta, low=0.0)
     if eta > 0 and noise is None:
-        raise ArgumentError("noise must be given (a tensor of x's shape) when eta > 0")
+        raise ArgumentError("noise", "noise must be given (a tensor of x's shape) when eta > 0")
     x0_hat = (x - torch.sqrt(1 - a) * eps_hat) / torch.sqrt(a)
     var = eta**2 * (1 - a_prev) / (1 - a) * (1 - a / a_prev)
     x_prev = torch.sqrt(a_prev) * x0_hat + torch.sqrt((1 - a_prev - var).clamp(min=0)) * eps_hat
@@ -120,7 +121,8 @@ def stochastic_sampler(denoiser, x_T, sigmas, noise, *, S_churn=0.0, S_tmin=0.0,
     N = len(T) - 1
     check_tensor("noise", noise)
     if tuple(noise.shape) != (N, *x_T.shape):
-        raise ArgumentError(f"noise must have shape (N, *x_T.shape) = {(N, *x_T.shape)}, got {tuple(noise.shape)}")
+        raise ArgumentError("noise",
+                            f"noise must have shape (N, *x_T.shape) = {(N, *x_T.shape)}, got {tuple(noise.shape)}")
     S_churn = spec.check_real("S_churn", S_churn, low=0.0)
     S_tmin = spec.check_real("S_tmin", S_tmin, allow_inf=True)
     S_tmax = spec.check_real("S_tmax", S_tmax, allow_inf=True)

@@ -9,8 +9,9 @@ import math
 
 import torch
 
+from eqspec.contracts import ArgumentError
 from specs import score_sde as spec
-from specs.contracts import ArgumentError, check_tensor
+from specs.validators import check_tensor
 
 
 def _same(x, **tensors):
@@ -18,7 +19,7 @@ def _same(x, **tensors):
     for name, v in tensors.items():
         check_tensor(name, v)
         if v.shape != x.shape:
-            raise ArgumentError(f"{name} must have x's shape {tuple(x.shape)}, got {tuple(v.shape)}")
+            raise ArgumentError(name, f"{name} must have x's shape {tuple(x.shape)}, got {tuple(v.shape)}")
 
 
 def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=spec.N_DEFAULT,
@@ -45,7 +46,8 @@ def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=s
     i = torch.floor(spec._t(t, x) * (N - 1)).long()
     if kind == "subvp":
         if predictor == "ancestral":
-            raise ArgumentError("predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
+            raise ArgumentError("predictor",
+                                "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
         f, G = (v.to(x.dtype) for v in spec.discretize(x, t, kind=kind, N=N, **sde_params))
         x_mean = x - f + G**2 * score * half
         return (x_mean if probability_flow else x_mean + G * z), x_mean
@@ -55,7 +57,8 @@ def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=s
             x_mean = x - (torch.sqrt(1 - beta) - 1) * x + beta * score * half
             return (x_mean if probability_flow else x_mean + torch.sqrt(beta) * z), x_mean
         if probability_flow:
-            raise ArgumentError("predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
+            raise ArgumentError("predictor",
+                                "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
         x_mean = (x + beta * score) / torch.sqrt(1 - beta)
         return x_mean + torch.sqrt(beta) * z, x_mean
     sig = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), N, dtype=x.dtype, device=x.device))
@@ -66,7 +69,7 @@ def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=s
         x_mean = x + G2 * score * half
         return (x_mean if probability_flow else x_mean + torch.sqrt(G2) * z), x_mean
     if probability_flow:
-        raise ArgumentError("predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
+        raise ArgumentError("predictor", "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
     x_mean = x + (s_i**2 - s_prev**2) * score
     return x_mean + torch.sqrt(s_prev**2 * (s_i**2 - s_prev**2) / s_i**2) * z, x_mean
 
@@ -87,7 +90,7 @@ def langevin_step(x, score, z, *, snr=0.16, alpha=1.0, step_size=None):
 def pc_sampler(score_fn, x_T, noise, *, kind="vp", N=spec.N_DEFAULT, predictor="euler_maruyama", corrector_steps=0,
                snr=0.16, eps=spec.SAMPLING_EPS, probability_flow=False, denoise=True, **sde_params):
     if not callable(score_fn):
-        raise ArgumentError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
+        raise ArgumentError("score_fn", f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     spec.check_choice("kind", kind, spec.KINDS)
     spec.check_choice("predictor", predictor, spec.PREDICTORS)
     spec.check_count("N", N, 2)
@@ -96,7 +99,7 @@ def pc_sampler(score_fn, x_T, noise, *, kind="vp", N=spec.N_DEFAULT, predictor="
     check_tensor("x_T", x_T)
     check_tensor("noise", noise)
     if tuple(noise.shape) != (N, corrector_steps + 1, *x_T.shape):
-        raise ArgumentError(f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
+        raise ArgumentError("noise", f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
                             f"{(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
     betas = {k: v for k, v in sde_params.items() if k.startswith("beta")}
     x = x_mean = x_T

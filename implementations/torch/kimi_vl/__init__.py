@@ -1,7 +1,7 @@
 """torch implementations of the Kimi-VL document: the router, the MoE layer (per-token loop and grouped), dispatch /
 combine, MoonViT (rotary embedding, position table, packed encoder, merger) and the projector."""
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.torch.kimi_vl"
 _D = "kimi_vl"

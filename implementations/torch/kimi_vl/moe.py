@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from specs.contracts import check_tensor
 from specs.moe_routing import check_indices, check_moe_args
+from specs.validators import check_tensor
 
 from .routing import route, router_logits
 

@@ -1,6 +1,6 @@
 """torch implementations of the DPO and GRPO operations: the naive eager baselines and the fused chunked losses."""
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.torch.preference"
 _EAGER = "naive eager torch in the inputs' dtype (the baseline)"

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from eqspec.contracts import ArgumentError
 from specs import dpo as dpo_spec
 from specs import grpo as grpo_spec
-from specs.contracts import ArgumentError
 
 from . import eager
 
@@ -38,7 +38,7 @@ def _check_chunk(chunk_size, vocab: int) -> int:
     if chunk_size is None:
         return default_chunk_size(vocab)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ArgumentError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        raise ArgumentError("chunk_size", f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     return chunk_size
 
 

@@ -1,7 +1,7 @@
 """Vectorised implementations of the RL documents' solvers: numpy (dense einsum, numpy.linalg.solve) and torch
 (sparse CSR transitions, for MDPs up to 10^4 states and beyond). Declared here, imported only when used."""
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.torch.rl"
 _SOLVERS = ("state_values", "iterative_policy_evaluation", "value_iteration", "policy_iteration")

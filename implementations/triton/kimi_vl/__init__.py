@@ -1,7 +1,7 @@
 """Triton kernels of the Kimi-VL document: the MoE permute (dispatch) and unpermute (combine), and the grouped MoE
 layer that uses them. Declarations only; on the CPU they run under Triton's interpreter (small sizes)."""
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.triton.kimi_vl.permute"
 _KERNEL = dict(origin="triton", requires=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,

@@ -18,8 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from specs.contracts import ArgumentError, check_tensor
+from eqspec.contracts import ArgumentError
 from specs.moe_routing import check_indices, check_moe_args
+from specs.validators import check_tensor
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 
@@ -61,9 +62,9 @@ def _interpreting() -> bool:
 
 def _check_device(x: torch.Tensor) -> None:
     if x.dtype not in DTYPES:
-        raise ArgumentError(f"the Triton MoE kernels take float32, bfloat16 or float64 inputs, got {x.dtype}")
+        raise ArgumentError("x", f"the Triton MoE kernels take float32, bfloat16 or float64 inputs, got {x.dtype}")
     if x.device.type == "cpu" and not _interpreting():
-        raise ArgumentError("Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
+        raise ArgumentError("x", "Triton kernels run on CPU tensors only under TRITON_INTERPRET=1 "
                             "(set before triton is imported)")
 
 

@@ -1,7 +1,7 @@
 """Triton versions of the fused DPO and GRPO losses: the chunk loop and the matrix products of the torch fused
 loss, the per-chunk log-sum-exp, target gather and logits gradient in one-pass Triton kernels."""
 
-from specs.registry import REGISTRY, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.triton.preference"
 _KERNEL = dict(origin="triton", requires=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,

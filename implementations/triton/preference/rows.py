@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from specs.contracts import ArgumentError
+from eqspec.contracts import ArgumentError
 
 # Columns per tile: a row of a 128k vocabulary is 128 tiles. Under the interpreter the property tests' small
 # vocabularies would fit one tile, so tiles of 32 there make the largest (48) cross a tile boundary.
@@ -70,10 +70,10 @@ def _logits_gradient_kernel(Z, LSE, TARGETS, G, n_cols, stride_z, inv_temperatur
 
 def _check(z: torch.Tensor, targets: torch.Tensor) -> None:
     if z.dtype not in (torch.float32, torch.float64) or z.dim() != 2 or z.stride(1) != 1:
-        raise ArgumentError(f"z must be a row-contiguous (rows, V) float32 or float64 block, got {z.dtype}, "
+        raise ArgumentError("z", f"z must be a row-contiguous (rows, V) float32 or float64 block, got {z.dtype}, "
                             f"shape {tuple(z.shape)}, strides {z.stride()}")
     if targets.shape != (z.shape[0],):
-        raise ArgumentError(f"targets must have shape ({z.shape[0]},), got {tuple(targets.shape)}")
+        raise ArgumentError("targets", f"targets must have shape ({z.shape[0]},), got {tuple(targets.shape)}")
 
 
 class TritonRowOps:

@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +61,7 @@ class Operation:
     baseline: str | None = None  # implementation name of the naive same-precision baseline
     check_result: Callable[..., None] | None = None  # output contract: raises ContractViolation
     # (inputs) -> (size of the terms each output sums, one per output, ..., float64 reduction length): the error
-    # budget's floor (specs/budget.py); None: the outputs' own size
+    # budget's floor (eqspec/budget.py); None: the outputs' own size
     magnitudes: Callable[..., tuple] | None = None
 
     @property
@@ -274,28 +273,3 @@ def operation(
 
 def claim(document: str, name: str, *, statement: str, source: str, kind: str, operations: tuple[str, ...]) -> Claim:
     return REGISTRY.add_claim(Claim(f"{document}.{name}", document, statement, source, kind, operations))
-
-
-# --- discovery --------------------------------------------------------------------------------------
-
-_LOADED = False
-
-
-def load_specs() -> Registry:
-    """Import every spec module, so that each document's operations and claims are registered (idempotent).
-
-    The implementations are declared by the composition root above the documents (``implementations.load_all``):
-    the documents never import the code that implements them.
-    """
-    global _LOADED
-    if _LOADED:
-        return REGISTRY
-    import specs
-
-    from . import documents  # noqa: F401  (registers the twelve documents)
-
-    for info in pkgutil.iter_modules(specs.__path__):
-        if info.name in REGISTRY.documents:
-            importlib.import_module(f"specs.{info.name}")
-    _LOADED = True
-    return REGISTRY

@@ -8,13 +8,18 @@ failures of the implementation, not of the harness.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 
 
 class ArgumentError(ValueError):
-    """An operation was called with an argument outside its contract."""
+    """An operation was called with an argument outside its contract: ``argument`` names it, or the part of it at
+    fault ("k.shape[1]", "config.top_k"), or a tuple of names when arguments disagree with each other. It is data,
+    so that a test compares it instead of parsing the message."""
+
+    def __init__(self, argument: str | tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.arguments: tuple[str, ...] = (argument,) if isinstance(argument, str) else tuple(argument)
+        self.argument = self.arguments[0]
 
 
 class ContractViolation(AssertionError):
@@ -23,33 +28,6 @@ class ContractViolation(AssertionError):
 
 class ConformanceError(AssertionError):
     """An implementation's values break a claim (outside the error budget, an identity violated, NaN...)."""
-
-
-def check_tensor(name: str, x: object, *, rank: int | None = None, floating: bool = True) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise ArgumentError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if rank is not None and x.dim() != rank:
-        raise ArgumentError(f"{name} must have {rank} dimensions, got shape {tuple(x.shape)}")
-    if floating and not x.is_floating_point():
-        raise ArgumentError(f"{name} must have a floating-point dtype, got {x.dtype}")
-    if x.numel() == 0:
-        raise ArgumentError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    return x
-
-
-def check_same(names: Iterable[str], tensors: Iterable[torch.Tensor], attribute: str) -> None:
-    names, tensors = list(names), list(tensors)
-    values = [getattr(t, attribute) for t in tensors]
-    if any(v != values[0] for v in values[1:]):
-        pairs = ", ".join(f"{n}.{attribute}={v}" for n, v in zip(names, values))
-        raise ArgumentError(f"{', '.join(names)} must share one {attribute}; got {pairs}")
-
-
-def check_dim(name: str, x: torch.Tensor, axis: int, expected: int, meaning: str) -> None:
-    if x.shape[axis] != expected:
-        raise ArgumentError(
-            f"{name}.shape[{axis}] ({meaning}) must be {expected}, got shape {tuple(x.shape)}"
-        )
 
 
 def expect_tuple(result: object, names: tuple[str, ...], operation: str) -> tuple:
@@ -70,3 +48,12 @@ def expect_tensor(name: str, x: object, shape: tuple[int, ...], dtypes: tuple[to
         raise ContractViolation(f"{operation}: {name} must have dtype {allowed}, got {x.dtype}")
     if x.device.type != device.type:
         raise ContractViolation(f"{operation}: {name} must be on {device.type}, got {x.device.type}")
+
+
+def check_scalar_result(result, *args, provides=frozenset(), **kwargs) -> None:
+    if not isinstance(result, torch.Tensor) or result.numel() != 1:
+        raise ContractViolation(f"the loss must be a one-element tensor, got {type(result).__name__} "
+                                f"{tuple(getattr(result, 'shape', ()))}")
+    ref = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    if ref is not None and ref.is_floating_point() and result.dtype != ref.dtype:
+        raise ContractViolation(f"the loss must be in the inputs' dtype {ref.dtype}, got {result.dtype}")
