@@ -92,8 +92,8 @@ def pytest_configure(config):
     elif mutants == "generated":
         from . import mutation
 
-        chosen = [m for m in mutation.all_mutants()
-                  if not config.getoption("--mutation-module") or m.module in config.getoption("--mutation-module")]
+        wanted = config.getoption("--mutation-module")
+        chosen = [m for m in mutation.all_mutants() if mutation.selected(m.module, wanted)]
         chosen = mutation.sample(chosen, config.getoption("--mutation-sample"), config.getoption("--mutation-seed"))
         config._eqspec_mutants = mutation.implementations(chosen)
     if config.getoption("--hypothesis-profile", default=None) is None:
@@ -285,7 +285,8 @@ def _repro(item, config, exc: BaseException | None) -> str:
         parts.append("--mutants")
     target = item.callspec.params.get("target") if hasattr(item, "callspec") else None
     if config.getoption("--generated-mutants") and isinstance(target, Target):
-        parts += ["--generated-mutants", "--mutation-module", target.impl.name.split(".")[1]]
+        parts += ["--generated-mutants", "--mutation-module",
+                  target.impl.name.split("~")[0].removeprefix("gen.").rpartition(".")[0]]
     seed = config.getoption("--hypothesis-seed", default=None)
     if seed is not None:
         parts.append(f"--hypothesis-seed={seed}")
