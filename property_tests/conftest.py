@@ -44,13 +44,9 @@ from hypothesis import settings  # noqa: E402
 
 from eqspec.contracts import ConformanceError, ContractViolation  # noqa: E402
 from eqspec.registry import REGISTRY  # noqa: E402
-from implementations import (  # noqa: E402
-    guard,
-    load_all,  # noqa: E402
-    user,
-)
+from implementations import load_all  # noqa: E402
 
-from . import profiles, recording  # noqa: E402
+from . import guard, profiles, recording, user  # noqa: E402
 from .harness import Target  # noqa: E402
 
 DEVICES = ("cpu", "cuda")

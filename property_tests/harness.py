@@ -15,9 +15,8 @@ import torch
 from eqspec import budget as _budget
 from eqspec.contracts import ArgumentError, ContractViolation
 from eqspec.registry import REGISTRY, Implementation, Operation
-from implementations import guard
 
-from . import recording
+from . import guard, recording
 
 
 def checks(*claims: str, operation: str, requires: tuple[str, ...] = (), dtypes: tuple[str, ...] | None = None):
