@@ -20,8 +20,9 @@ import torch
 
 from eqspec.budget import check_within_budget
 from specs import edm, score_sde
+from specs.edm import SIGMA_DATA, gaussian_denoiser
 
-from .common import SEEDS, cuda_ms, gpu_benchmark, implementation_or_skip, require_cuda, warm_up_or_skip
+from .common import cuda_ms, gpu_benchmark, implementation_or_skip, require_cuda, seeded_normal, warm_up_or_skip
 
 BATCH = 2**16
 CHECK_BATCH = 256
@@ -30,20 +31,10 @@ PC_STEPS, PC_CORRECTOR = 32, 1  # VP needs N > 20 (discrete beta_max / N < 1 for
 SAMPLERS = ("edm.heun_sampler", "edm.stochastic_sampler", "score_sde.pc_sampler")
 CPU_IMPLEMENTATIONS = ("torch.batched", "spec")
 CPU_DTYPES = ("float32", "float64")
-SIGMA_DATA = 0.5
-
-
-def gaussian_denoiser(y, sigma):
-    return SIGMA_DATA**2 / (sigma**2 + SIGMA_DATA**2) * y
 
 
 def gaussian_score(x, t):
     return score_sde.gaussian_score(x, t, kind="vp", sigma_data=SIGMA_DATA)
-
-
-def _normal(purpose: str, shape, dtype, device):
-    generator = torch.Generator(device=device).manual_seed(SEEDS[purpose])
-    return torch.randn(tuple(shape), generator=generator, device=device).to(dtype)
 
 
 def nfe(sampler: str) -> int:
@@ -52,9 +43,9 @@ def nfe(sampler: str) -> int:
 
 def sampler_call(sampler: str, fn, batch: int, dtype: torch.dtype, device: str):
     """A zero-argument call of the sampler on seeded inputs, and the same call of the float64 spec."""
-    x_T = _normal("diffusion.x_T", (batch,), dtype, device)
+    (x_T,) = seeded_normal("diffusion.x_T", (batch,), dtype=dtype, device=device)
     if sampler == "score_sde.pc_sampler":
-        noise = _normal("diffusion.noise", (PC_STEPS, PC_CORRECTOR + 1, batch), dtype, device)
+        (noise,) = seeded_normal("diffusion.noise", (PC_STEPS, PC_CORRECTOR + 1, batch), dtype=dtype, device=device)
         kw = dict(kind="vp", N=PC_STEPS, corrector_steps=PC_CORRECTOR, predictor="euler_maruyama")
         return (functools.partial(fn, gaussian_score, x_T, noise, **kw),
                 functools.partial(score_sde.pc_sampler, gaussian_score, x_T.cpu().double(), noise.cpu().double(),
@@ -64,7 +55,7 @@ def sampler_call(sampler: str, fn, batch: int, dtype: torch.dtype, device: str):
     if sampler == "edm.heun_sampler":
         return (functools.partial(fn, gaussian_denoiser, x_T, sigmas),
                 functools.partial(edm.heun_sampler, gaussian_denoiser, x_T.cpu().double(), sigmas))
-    noise = _normal("diffusion.noise", (STEPS, batch), dtype, device)
+    (noise,) = seeded_normal("diffusion.noise", (STEPS, batch), dtype=dtype, device=device)
     kw = dict(S_churn=40.0, S_tmin=0.05, S_tmax=50.0, S_noise=1.003)
     return (functools.partial(fn, gaussian_denoiser, x_T, sigmas, noise, **kw),
             functools.partial(edm.stochastic_sampler, gaussian_denoiser, x_T.cpu().double(), sigmas,

@@ -1,8 +1,9 @@
 """Exact oracles, statistical bounds and tolerance helpers shared by the diffusion property tests (edm, score_sde).
 
-Gaussian and Gaussian-mixture data have closed-form denoisers, scores and CDFs (specs/edm.py ideal_denoiser,
-specs/score_sde.py gaussian_score); the bounds below turn a sample into a pass/fail decision with a stated false-alarm
-probability, each under assumptions that hold here (i.i.d. samples; exactly Gaussian where a chi-square bound is used).
+Gaussian and Gaussian-mixture data have closed-form denoisers, scores and CDFs (specs/edm/gaussian.py
+gaussian_denoiser and ideal_denoiser, specs/score_sde.py gaussian_score); the bounds below turn a sample into a
+pass/fail decision with a stated false-alarm probability, each under assumptions that hold here (i.i.d. samples;
+exactly Gaussian where a chi-square bound is used).
 within_tolerance checks element by element against a tolerance the caller derived from the terms that cancel;
 sensitivities measure how far a sampler carries an error made at one step to its output, so that a sampler's floor is
 the rounding of every step's terms carried to the end.
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from eqspec.budget import distinct_digits
-from specs.edm import ideal_denoiser
+from specs import edm
+
+from .harness import equal
 
 F64 = torch.float64
 FALSE_ALARM = 1e-6
@@ -40,7 +43,7 @@ class Mixture1D:
 
         def D(y: torch.Tensor, sigma: float) -> torch.Tensor:  # y (B,) or (B, 1)
             flat = y.reshape(-1, 1)
-            return ideal_denoiser(flat, sigma, means, variances, weights).reshape(y.shape)
+            return edm.ideal_denoiser(flat, sigma, means, variances, weights).reshape(y.shape)
 
         return D
 
@@ -56,6 +59,16 @@ class Mixture1D:
         for m, s, w in zip(self.means, self.stds, self.weights):
             out += w * torch.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
         return out
+
+
+def same(name: str, out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Bit-identical, compared on the CPU (a CUDA result against a CPU expectation)."""
+    equal(name, out.detach().cpu(), ref.detach().cpu())
+
+
+def eps_of(target) -> float:
+    """The machine epsilon of a target's dtype."""
+    return torch.finfo(target.torch_dtype).eps
 
 
 def within_tolerance(name: str, got, want, tol) -> float:
@@ -105,9 +118,9 @@ def perturbed_start(x_T: torch.Tensor) -> torch.Tensor:
     return x_T + 1e-7 * x_T.abs().max()
 
 
-def gaussian_denoiser(sigma_data: float = 0.5):
-    """D(y; sigma) = sigma_d^2 / (sigma^2 + sigma_d^2) y: the exact denoiser of N(0, sigma_d^2) data."""
-    return lambda y, sigma: sigma_data**2 / (sigma**2 + sigma_data**2) * y
+def gaussian_denoiser(sigma_data: float = edm.SIGMA_DATA):
+    """The exact denoiser of N(0, sigma_d^2) data (specs.edm.gaussian_denoiser) as a sampler's denoiser(y, sigma)."""
+    return lambda y, sigma: edm.gaussian_denoiser(y, sigma, sigma_data)
 
 
 def ks_distance(samples: torch.Tensor, cdf) -> float:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError, ContractViolation, expect_tensor, expect_tuple
 from eqspec.registry import claim, operation, spec
 
 from .validators import as64, check_choice, check_count, check_real, check_tensor
@@ -103,7 +103,15 @@ def sde(x: torch.Tensor, t, *, kind: str = "vp", beta_min: float = BETA_MIN, bet
 def check_marginal_result(result, x0, t, **_) -> None:
     mean, std = expect_tuple(result, ("mean", "std"), "score_sde.marginal")
     expect_tensor("mean", mean, tuple(x0.shape), (x0.dtype,), x0.device, "score_sde.marginal")
-    expect_tensor("std", std, tuple(std.shape), (x0.dtype,), x0.device, "score_sde.marginal")
+    # std has t's shape, aligned to x0's batch (one per sample, or one for all): it must broadcast to x0 unchanged
+    expect_tensor("std", std, tuple(getattr(std, "shape", ())), (x0.dtype,), x0.device, "score_sde.marginal")
+    try:
+        fits = torch.broadcast_shapes(std.shape, x0.shape) == x0.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ContractViolation(f"score_sde.marginal: std of shape {tuple(std.shape)} must broadcast to x0's shape "
+                                f"{tuple(x0.shape)}")
 
 
 @operation(
