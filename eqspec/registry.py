@@ -18,6 +18,54 @@ from typing import Any
 
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
+# The capabilities: what an implementation may declare it does (``provides``) and what a property test may need
+# (``requires``). One vocabulary, each name with its meaning; every operation lists the ones that apply to it, and an
+# unknown name - in a declaration, a test or a user's ``eqspec_provides`` - is an error.
+CAPABILITIES: dict[str, str] = {
+    "grad": "differentiable: autograd through it gives the gradients the claims check",
+    "lse": "returns the log-sum-exp beside the output: (o, lse)",
+    "causal": "takes causal=True (bottom-right aligned when the query and key lengths differ)",
+    "gqa": "grouped-query attention: k and v with fewer heads than q (a divisor of them)",
+    "block_sizes": "takes block_sizes=(block_q, block_k): the tiles of a tiled algorithm",
+    "chunk_size": "takes chunk_size=: the rows per chunk of a chunked loss",
+    "full_world_only": "runs only with world_size equal to the number of ranks it was built for",
+    "sigmoid": "routes with scoring='sigmoid' (DeepSeek-V3, Moonlight)",
+    "softmax": "routes with scoring='softmax' (Mixtral, Switch)",
+    "bias": "takes the aux-loss-free routing bias (added for the choice only)",
+    "groups": "takes group-limited routing (n_group, topk_group)",
+    "scaling": "takes routed_scaling_factor",
+    "shared": "takes shared experts beside the routed ones",
+    "deepseek_v3": "the sequence-wise balance loss of DeepSeek-V3 (form='deepseek_v3')",
+    "switch": "the Switch Transformer balance loss (form='switch')",
+    "mixtral": "Mixtral's balance loss as transformers computes it (form='mixtral')",
+}
+# Knobs of an algorithm, not of the equation: the float64 spec takes none of them
+ALGORITHM_KNOBS = frozenset({"block_sizes", "chunk_size", "full_world_only"})
+# Families: "kind:<value>" / "prediction:<value>": covers that value of the operation's kind= / prediction= option
+CAPABILITY_FAMILIES: dict[str, str] = {
+    "kind": "covers kind=<value> (a schedule family: vp, ve, iddpm, edm, fm)",
+    "prediction": "covers prediction=<value> (what the network predicts: epsilon, x0, v)",
+}
+
+
+def capability_meaning(name: str) -> str | None:
+    """The meaning of a capability name, or None when the vocabulary has no such name."""
+    family, sep, value = name.partition(":")
+    if sep:
+        return f"{CAPABILITY_FAMILIES[family].split(' (')[0].replace('<value>', value)}" if (
+            family in CAPABILITY_FAMILIES and value) else None
+    return CAPABILITIES.get(name)
+
+
+def check_capabilities(names, allowed, what: str) -> frozenset[str]:
+    """``names`` as a frozenset, or a ValueError naming each one ``allowed`` does not list."""
+    names = frozenset(names)
+    unknown = sorted(n for n in names if n not in allowed)
+    if unknown:
+        raise ValueError(f"{what}: unknown capabilit{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                         f"it knows {', '.join(sorted(allowed)) or 'none'} (python -m specs --capabilities)")
+    return names
+
 
 @dataclass(frozen=True)
 class Document:
@@ -63,6 +111,12 @@ class Operation:
     # (inputs) -> (size of the terms each output sums, one per output, ..., float64 reduction length): the error
     # budget's floor (eqspec/budget.py); None: the outputs' own size
     magnitudes: Callable[..., tuple] | None = None
+    capabilities: tuple[str, ...] = ()  # the vocabulary's names that apply to it (CAPABILITIES above)
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.capabilities if capability_meaning(c) is None]
+        if unknown:
+            raise ValueError(f"operation {self.id}: capabilities {unknown} are not in the vocabulary (CAPABILITIES)")
 
     @property
     def signature(self) -> str:
@@ -111,7 +165,7 @@ class Implementation:
     origin: str  # spec | torch | triton | thirdparty | user | mutant
     devices: tuple[str, ...] = ("cpu", "cuda")
     dtypes: tuple[str, ...] | None = None  # None: every dtype of the operation
-    requires: tuple[str, ...] = ()  # importable modules it needs
+    modules: tuple[str, ...] = ()  # the Python packages it needs (importable modules)
     provides: frozenset[str] = frozenset()  # capabilities, e.g. {"lse", "grad", "gqa", "causal"}
     deviations: dict[str, Deviation] = field(default_factory=dict)  # claim id -> documented difference
     notes: str = ""
@@ -126,7 +180,7 @@ class Implementation:
 
     def unavailable_reason(self, device: str = "cpu") -> str | None:
         """Why this implementation cannot run on ``device`` here, or None when it can."""
-        for module in self.requires:
+        for module in self.modules:
             if importlib.util.find_spec(module) is None:
                 return f"needs the Python package '{module}', which is not installed"
         if device not in self.devices:
@@ -199,6 +253,9 @@ class Registry:
         return c
 
     def add_implementation(self, impl: Implementation) -> Implementation:
+        op = self.operations.get(impl.operation)
+        if op is not None:
+            impl.provides = check_capabilities(impl.provides, op.capabilities, f"{impl.name} ({impl.operation})")
         key = (impl.operation, impl.name)
         self.implementations[key] = impl
         return impl
@@ -253,18 +310,20 @@ def operation(
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
     baseline: str | None = None,
     check_result: Callable[..., None] | None = None,
+    capabilities: tuple[str, ...] = (),
 ) -> Callable[[Callable], Callable]:
     """Register a spec that other code can implement; the function is the operation's reference."""
 
     def register(fn: Callable) -> Callable:
         op_id = f"{document}.{fn.__name__}"
         REGISTRY.add_spec(Spec(op_id, document, fn, latex, source, convention))
-        REGISTRY.add_operation(Operation(op_id, document, fn, summary, returns, dtypes, baseline, check_result))
+        REGISTRY.add_operation(Operation(op_id, document, fn, summary, returns, dtypes, baseline, check_result,
+                                         capabilities=tuple(capabilities)))
         # The reference is itself an implementation: the property tests check the spec against the claims.
         REGISTRY.add_implementation(Implementation(
             operation=op_id, name="spec", target=f"{fn.__module__}:{fn.__qualname__}", origin="spec",
             dtypes=("float64",),  # in another dtype it would only round its float64 answer
-            provides=frozenset({"lse", "grad", "gqa", "causal"}), notes="float64 reference (the spec itself)",
+            provides=frozenset(capabilities) - ALGORITHM_KNOBS, notes="float64 reference (the spec itself)",
         ))
         return fn
 

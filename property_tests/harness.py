@@ -14,7 +14,7 @@ import torch
 
 from eqspec import budget as _budget
 from eqspec.contracts import ArgumentError, ContractViolation
-from eqspec.registry import REGISTRY, Implementation, Operation
+from eqspec.registry import REGISTRY, Implementation, Operation, check_capabilities
 
 from . import guard, recording
 
@@ -50,6 +50,9 @@ class Target:
         return self.impl.interpreted_on_cpu and self.device == "cpu"
 
     def provides(self, capability: str) -> bool:
+        """Whether the implementation declares ``capability`` (a name of its operation's vocabulary)."""
+        check_capabilities({capability}, REGISTRY.operations[self.impl.operation].capabilities,
+                           f"a test asks {self.impl.operation} for")
         return capability in self.impl.provides
 
     def __call__(self, *args, **kwargs):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import entry_points
 
-from eqspec.registry import REGISTRY, Implementation, load_target
+from eqspec.registry import REGISTRY, Implementation, check_capabilities, load_target
 
 ENV_VAR = "EQSPEC_IMPL"
 ENTRY_POINT_GROUP = "eqspec.implementations"
@@ -50,7 +50,11 @@ def make(op_id: str, target: str, source: str) -> Implementation:
     impl.devices = tuple(getattr(fn, "eqspec_devices", impl.devices))
     dtypes = getattr(fn, "eqspec_dtypes", None)
     impl.dtypes = tuple(dtypes) if dtypes is not None else None
-    impl.provides = frozenset(getattr(fn, "eqspec_provides", impl.provides))
+    try:
+        impl.provides = check_capabilities(getattr(fn, "eqspec_provides", impl.provides),
+                                           REGISTRY.operations[op_id].capabilities, f"{target}.eqspec_provides")
+    except ValueError as exc:
+        raise ImplArgumentError(f"{source}: {exc}") from None
     return impl
 
 

@@ -92,6 +92,7 @@ def check_itc_args(v, w, v_m, w_m, queue_v, queue_t):
             "from the momentum-vs-momentum similarities; nothing flows back into the momentum side or the queues.",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp, alpha) -> torch.Tensor:
     check_itc_args(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue)
@@ -249,6 +250,7 @@ def itm_labels(B: int, device=None) -> torch.Tensor:
             "negative image) and B (hard negative text, image) pairs (label 0): mean 2-way cross-entropy.",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def itm_loss(itm_logits: torch.Tensor) -> torch.Tensor:
     B = check_itm_args(itm_logits)
@@ -289,6 +291,7 @@ def smoothed_target(y: torch.Tensor, V: int, eps: float) -> torch.Tensor:
             "(1 - eps) onehot + eps / V, averaged over the predicted tokens.",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int, *,
             smoothing: float = LABEL_SMOOTHING) -> torch.Tensor:

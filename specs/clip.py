@@ -61,6 +61,7 @@ def cross_entropy(L: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             "row (image -> text) and column (text -> image) cross-entropies. Loss in L's dtype.",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def contrastive_loss(L: torch.Tensor) -> torch.Tensor:
     check_tensor("L", L, rank=2)
@@ -92,6 +93,7 @@ def logits_gradient(L: torch.Tensor) -> torch.Tensor:
                "exponentiated scale get exp(t).",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
     check_pair(image_features, text_features)
@@ -145,6 +147,7 @@ def clamp_logit_scale(logit_scale: torch.Tensor) -> torch.Tensor:
             "against all N images, labels offset by b r.",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def local_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, *, rank: int,
                world_size: int) -> torch.Tensor:
@@ -190,6 +193,7 @@ def grads_of_ranks(rank_losses, leaves, world_size: int):
             "all-gather, divided by W as DDP averages), laid out as the concatenated batch (N, D).",
     dtypes=("float64", "float32"),
     check_result=check_sharded_result,
+    capabilities=("grad", "full_world_only"),
 )
 def sharded_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, *, world_size: int):
     N, _ = check_pair(image_features, text_features)

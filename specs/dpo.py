@@ -200,6 +200,7 @@ def check_dpo_loss_result(result, chosen_logps, *args, provides=frozenset(), **_
                "reference log-probs.",
     baseline="torch.naive",
     check_result=check_dpo_loss_result,
+    capabilities=("grad",),
 )
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float = 0.1,
              loss_type: str = "sigmoid", label_smoothing: float = 0.0):
@@ -281,6 +282,7 @@ def _pair_from_sequence(logps, counts, ref_chosen_logps, ref_rejected_logps, *, 
     dtypes=("float64", "float32", "bfloat16"),
     baseline="torch.naive",
     check_result=check_fused_result,
+    capabilities=("grad", "chunk_size"),
 )
 def fused_linear_dpo_loss(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, *,
                           beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0):

@@ -53,6 +53,7 @@ def check_softmax_result(result, x, *, provides=frozenset({"lse"})) -> None:
     convention="A row of -inf gives y = 0 and lse = -inf (as a fully masked attention row).",
     baseline="torch.naive",
     check_result=check_softmax_result,
+    capabilities=("lse",),
 )
 def softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     check_tensor("x", x)
@@ -197,6 +198,7 @@ def repeat_kv(x: torch.Tensor, H: int) -> torch.Tensor:
     convention="Causal bottom-right; fully masked rows give O = 0, L = -inf; GQA contiguous groups.",
     baseline="torch.naive",
     check_result=check_attention_result,
+    capabilities=("lse", "causal", "gqa", "grad", "block_sizes"),
 )
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None):
     B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
@@ -322,6 +324,7 @@ def check_backward_result(result, q, k, v, o, lse, do, *, causal=False, scale=No
     convention="Fully masked rows contribute nothing (P = 0); GQA gradients are summed over each group.",
     baseline="torch.naive",
     check_result=check_backward_result,
+    capabilities=("lse", "causal", "gqa", "block_sizes"),
 )
 def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None):
     B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
@@ -402,6 +405,7 @@ def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k):
     convention="Zero-length sequences are allowed; a query sequence with no keys gives o = 0, lse = -inf.",
     baseline="torch.naive",
     check_result=check_varlen_result,
+    capabilities=("lse", "causal", "gqa", "grad", "block_sizes"),
 )
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = False, scale: float | None = None):
     cq, ck = check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k)

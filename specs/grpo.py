@@ -216,6 +216,7 @@ def check_scalar_result(result, x, *args, provides=frozenset(), **_) -> None:
     convention="Defaults are DeepSeekMath's: beta = 0.04, eps = 0.2, 'grpo' (per-sequence means).",
     baseline="torch.naive",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def grpo_loss(logps, old_logps, ref_logps, advantages, completion_mask, *, beta: float = 0.04,
               epsilon_low: float = 0.2, epsilon_high: float | None = None, loss_type: str = "grpo",
@@ -271,6 +272,7 @@ def check_fused_args(hidden, weight, completion_ids, completion_mask, advantages
     dtypes=("float64", "float32", "bfloat16"),
     baseline="torch.naive",
     check_result=check_scalar_result,
+    capabilities=("grad", "chunk_size"),
 )
 def fused_linear_grpo_loss(hidden, weight, completion_ids, completion_mask, advantages, old_logps=None,
                            ref_logps=None, *, temperature: float = 1.0, beta: float = 0.04, epsilon_low: float = 0.2,

@@ -156,6 +156,7 @@ def check_route_result(result, logits, bias, config, *, provides=frozenset(), **
     convention="Scores in float32 or wider; dropped groups masked with -inf; weights from the unbiased scores.",
     baseline="torch.naive",
     check_result=check_route_result,
+    capabilities=("sigmoid", "softmax", "bias", "groups", "scaling", "shared", "grad"),
 )
 def route(logits: torch.Tensor, bias: torch.Tensor, config: RouterConfig):
     config = check_route_args(logits, bias, config)
@@ -244,6 +245,7 @@ def check_balance_loss_result(result, scores, indices, *, form="deepseek_v3", al
     dtypes=("float64", "float32"),
     baseline="torch.naive",
     check_result=check_balance_loss_result,
+    capabilities=("deepseek_v3", "switch", "mixtral"),
 )
 def balance_loss(scores: torch.Tensor, indices: torch.Tensor, *, form: str = "deepseek_v3", alpha: float = 1.0):
     check_tensor("scores", scores, rank=2)
@@ -403,6 +405,7 @@ def check_moe_result(result, x, *args, provides=frozenset(), **_) -> None:
                "n_shared x moe_intermediate_size.",
     baseline="torch.loop",
     check_result=check_moe_result,
+    capabilities=("sigmoid", "softmax", "bias", "groups", "scaling", "shared", "grad"),
 )
 def moe(x, w_router, bias, w_gate, w_up, w_down, config: RouterConfig, shared=None):
     config = check_moe_args(x, w_router, bias, w_gate, w_up, w_down, config, shared)

@@ -55,6 +55,7 @@ def logits(x_hat: torch.Tensor, y_hat: torch.Tensor, t_prime: torch.Tensor, b: t
             "-(1/n) sum over all n^2 pairs of log sigmoid(z_ij L_ij). Loss in L's dtype.",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def pairwise_loss(L: torch.Tensor) -> torch.Tensor:
     check_tensor("L", L, rank=2)
@@ -84,6 +85,7 @@ def logits_gradient(L: torch.Tensor) -> torch.Tensor:
     convention="t_prime is the raw parameter t' (open_clip and transformers pass exp(t') as logit_scale).",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, t_prime, bias) -> torch.Tensor:
     check_pair(image_features, text_features)
@@ -135,6 +137,7 @@ def check_chunk_size(chunk_size) -> int:
             "only a (chunk_size, n) block of logits exists at a time. Same arguments and result as sigmoid_loss.",
     baseline="torch.eager",
     check_result=check_scalar_result,
+    capabilities=("grad",),
 )
 def chunked_sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, t_prime, bias, *,
                          chunk_size: int) -> torch.Tensor:
@@ -218,6 +221,7 @@ def check_sharded_result(result, image_features, text_features, t_prime, bias, *
             "whose text blocks each device received, in order. schedule: 'bidir' or 'shift'.",
     dtypes=("float64", "float32"),
     check_result=check_sharded_result,
+    capabilities=("grad", "full_world_only"),
 )
 def sharded_loss(image_features: torch.Tensor, text_features: torch.Tensor, t_prime, bias, *, world_size: int,
                  schedule: str = "bidir"):

@@ -50,7 +50,7 @@ for _impl in (
                    deviations={"flash_attention.softmax_masked_row": Deviation("torch.softmax " + _NAN_ROW)},
                    notes="torch.softmax and torch.logsumexp"),
     Implementation("flash_attention.softmax", "thirdparty.scipy", f"{_M}.softmax:scipy_softmax", "thirdparty",
-                   devices=("cpu",), requires=("scipy",), provides=frozenset({"lse"}),
+                   devices=("cpu",), modules=("scipy",), provides=frozenset({"lse"}),
                    deviations={"flash_attention.softmax_masked_row": Deviation("scipy.special.softmax " + _NAN_ROW)},
                    notes="scipy.special.softmax and logsumexp (half/bfloat16 computed in float32)"),
 ):

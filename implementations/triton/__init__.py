@@ -7,7 +7,7 @@ instead of an import error. On the CPU the kernels run under Triton's interprete
 from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.triton"
-_KERNEL = dict(origin="triton", requires=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,
+_KERNEL = dict(origin="triton", modules=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,
                dtypes=("float32", "float16", "bfloat16"))
 _FWD = frozenset({"lse", "gqa", "causal"})
 

@@ -6,7 +6,7 @@ Each function here is a correct implementation of one operation that rounds in o
 code does: the formula as a library writes it in the inputs' dtype, or an algebraically equal form. Plug one in as a
 user would:
 
-    python -m pytest property_tests/test_edm.py \
+    python -m pytest property_tests/test_edm_steps.py \
         --impl edm.ancestral_split=property_tests.variants.diffusion:ancestral_split_as_written \
         --only-impl property_tests.variants.diffusion:ancestral_split_as_written
 

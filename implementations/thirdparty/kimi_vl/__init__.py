@@ -6,7 +6,7 @@ Their deviations from the spec are findings measured by the property tests (tran
 from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.thirdparty.kimi_vl"
-_TF = dict(origin="thirdparty", requires=("transformers",), devices=("cpu", "cuda"), dtypes=("float32",))
+_TF = dict(origin="thirdparty", modules=("transformers",), devices=("cpu", "cuda"), dtypes=("float32",))
 
 _QWEN_ROPE_LAYOUT = Deviation(
     "Qwen2-VL rotates the pairs (j, j + d/2) (rotate_half) with angles [h w_j | w w_j] in each half, height first; "

@@ -25,6 +25,6 @@ ENVIRONMENTS = {
 for _name, (_id, _kwargs) in ENVIRONMENTS.items():
     REGISTRY.add_implementation(Implementation(
         "monte_carlo.generate_episodes", _name, f"{_M}.episodes:{_name.split('.')[1].lower()}", "thirdparty",
-        devices=("cpu",), dtypes=("float64",), requires=("gymnasium",),
+        devices=("cpu",), dtypes=("float64",), modules=("gymnasium",),
         notes=f"gymnasium.make({_id!r}{''.join(f', {k}={v!r}' for k, v in _kwargs.items())}).step, one episode at "
               "a time; only the MDP of its own table (tables.py) is accepted"))

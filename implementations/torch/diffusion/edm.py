@@ -1,6 +1,6 @@
 """EDM operations in plain torch: batched, on the input's device and in its dtype (float32 or float64).
 
-Arguments are validated by the spec's own checks (specs/edm.py); the arithmetic is done here, in x's dtype.
+Arguments are validated by the spec's own checks (specs/edm/); the arithmetic is done here, in x's dtype.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ layer that uses them. Declarations only; on the CPU they run under Triton's inte
 from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.triton.kimi_vl.permute"
-_KERNEL = dict(origin="triton", requires=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,
+_KERNEL = dict(origin="triton", modules=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,
                dtypes=("float64", "float32", "bfloat16"))
 
 for _impl in (

@@ -4,7 +4,7 @@ loss, the per-chunk log-sum-exp, target gather and logits gradient in one-pass T
 from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.triton.preference"
-_KERNEL = dict(origin="triton", requires=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,
+_KERNEL = dict(origin="triton", modules=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,
                dtypes=("float64", "float32", "bfloat16"), provides=frozenset({"grad"}))
 _NOTES = ("the torch fused chunked loss with its row work (online log-sum-exp and target gather; the logits "
           "gradient written in place) in Triton kernels, one pass over each block of logits; chunk_size is "
