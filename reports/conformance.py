@@ -8,11 +8,11 @@ has no rows is "untested": never shown as passing, never silently absent.
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import dataclass, field
 
 from .kill_matrix import kill_matrix
 from .load import RunResults
+from .repro import repro_command as build_repro
 
 # Row status -> what the cell shows. Statuses this renderer does not know count as errors, not as passes.
 OUTCOMES = {"passed": "pass", "failed": "fail", "error": "fail", "skipped": "skip", "deviation": "deviation"}
@@ -177,7 +177,7 @@ def library_of(implementation: str, registry) -> str:
     none (SDPA, torch.softmax)."""
     for impl in registry.implementations.values():
         if impl.name == implementation:
-            return impl.requires[0] if impl.requires else "torch"
+            return impl.modules[0] if impl.modules else "torch"
     return implementation.split(".", 1)[-1].split("_", 1)[0]  # not registered here: the adapter's own name
 
 
@@ -265,12 +265,8 @@ def repro_command(row: dict, run: dict) -> tuple[str, bool]:
     """The row's repro command, or one rebuilt from its node id when the row has none (flagged True)."""
     if row.get("repro"):
         return str(row["repro"]), False
-    parts = ["python", "-m", "pytest", shlex.quote(row["nodeid"])]
-    if run.get("profile"):
-        parts.append(f"--hypothesis-profile={run['profile']}")
-    for arg in run.get("impl_args") or []:
-        parts += ["--impl", shlex.quote(str(arg))]
-    return " ".join(parts), True
+    return build_repro(row["nodeid"], profile=run.get("profile"), impl_args=run.get("impl_args") or (),
+                         pythonpath=run.get("pythonpath")), True
 
 
 def failure_record(row: dict, run: dict) -> dict:

@@ -341,3 +341,13 @@ def test_a_missing_merge_input_is_an_error(tmp_path, capsys):
     a, _ = merge_inputs(tmp_path)
     assert main(["--results", a, "--results", str(tmp_path / "gone.json"), "--out", str(tmp_path / "out")]) == 2
     assert "gone.json" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_repro_command_runs_as_printed():
+    """With a user's --impl, the PYTHONPATH that made its module importable is part of the command."""
+    from reports.repro import repro_command
+
+    command = repro_command("property_tests/test_dpo.py::test_x[a b]", profile="ci", impl_args=["dpo.dpo_loss=m:f"],
+                            flags=["--mutants"], seed=3, pythonpath="/my dir")
+    assert command == ("PYTHONPATH='/my dir' python -m pytest 'property_tests/test_dpo.py::test_x[a b]' "
+                       "--hypothesis-profile=ci --impl dpo.dpo_loss=m:f --mutants --hypothesis-seed=3")

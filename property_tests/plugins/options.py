@@ -1,0 +1,45 @@
+"""The command-line options of the suite (``python -m pytest property_tests --help``, group "eqspec")."""
+
+from __future__ import annotations
+
+from .. import guard
+
+DEVICES = ("cpu", "cuda")
+
+
+def add_options(parser) -> None:
+    group = parser.getgroup("eqspec")
+    group.addoption("--impl", action="append", default=[], metavar="OP=module:callable",
+                    help="verify a user implementation of operation OP (repeatable)")
+    group.addoption("--only-impl", action="append", default=None, metavar="NAME",
+                    help="run only the implementation NAME (repeatable)")
+    group.addoption("--origin", action="append", default=None, metavar="ORIGIN",
+                    help="run only implementations of this origin: spec, torch, triton, thirdparty, user (repeatable)")
+    group.addoption("--device", action="append", choices=DEVICES, default=None, help="restrict to these devices")
+    group.addoption("--dtype", action="append", default=None, help="restrict to these dtypes (e.g. bfloat16)")
+    group.addoption("--mutants", action="store_true", help="run the property tests against the mutants")
+    group.addoption("--generated-mutants", action="store_true",
+                    help="run the property tests against the generated mutants (property_tests/mutation/)")
+    group.addoption("--mutation-module", action="append", default=None, metavar="MODULE",
+                    help="only the generated mutants of this spec module, e.g. dpo (repeatable)")
+    group.addoption("--mutation-sample", type=int, default=None, metavar="N",
+                    help="N generated mutants per spec module, drawn with --mutation-seed (default: all)")
+    group.addoption("--mutation-seed", type=int, default=0, metavar="SEED", help="the draw of --mutation-sample")
+    group.addoption("--results", default=None, metavar="PATH", help="result rows (JSON) output path")
+    group.addoption("--impl-timeout", type=float, default=guard.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                    help="deadline for one call of an implementation")
+
+
+def mutant_mode(config) -> str | None:
+    """"hand" (--mutants), "generated" (--generated-mutants) or None (the implementations)."""
+    if config.getoption("--generated-mutants"):
+        return "generated"
+    return "hand" if config.getoption("--mutants") else None
+
+
+def mutant_flags(config, implementation_name: str) -> list[str]:
+    """The options that bring a mutant back, for its repro command."""
+    if mutant_mode(config) == "generated":
+        module = implementation_name.split("~")[0].removeprefix("gen.").rpartition(".")[0]
+        return ["--generated-mutants", "--mutation-module", module]
+    return ["--mutants"] if mutant_mode(config) == "hand" else []
