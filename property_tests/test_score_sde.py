@@ -14,36 +14,29 @@ import torch
 from hypothesis import given, settings
 
 from eqspec.budget import distinct_digits, rounding_atol
+from specs import edm as edm_spec
 from specs import score_sde as sde_spec
 
 from . import harness, recording
-from .harness import checks, close, equal, within_budget
+from .harness import checks, close, within_budget
 from .oracles_diffusion import (
     chi2_relative_bounds,
+    eps_of,
     fitted_slope,
     normal_z,
     perturbed_start,
+    same,
     sensitivities,
     within_relative,
     within_tolerance,
 )
 from .strategies import randn
 
-# These documents' errors name the argument in their first word (e.g. "sigma_next: must ...").
 expect_rejection = harness.expect_rejection
 
 F64 = torch.float64
-
-
-def same(name: str, out: torch.Tensor, ref: torch.Tensor) -> None:
-    """Bit-identical, compared on the CPU (a CUDA result against a CPU expectation)."""
-    equal(name, out.detach().cpu(), ref.detach().cpu())
 KINDS = sde_spec.KINDS
-SIGMA_DATA = 0.5
-
-
-def eps_of(target) -> float:
-    return torch.finfo(target.torch_dtype).eps
+SIGMA_DATA = edm_spec.SIGMA_DATA
 
 
 # --- how far from exact a correct implementation's coefficients can be, in roundings (eps) of its dtype ------------

@@ -20,6 +20,7 @@ import torch
 from eqspec.contracts import ArgumentError, ContractViolation, expect_tensor, expect_tuple
 from eqspec.registry import claim, operation, spec
 
+from .edm import SIGMA_DATA  # the data scale of the Gaussian oracles, as EDM sets it
 from .validators import as64, check_choice, check_count, check_real, check_tensor
 
 DOC = "score_sde"
@@ -383,7 +384,7 @@ def pc_sampler(score_fn: Callable, x_T: torch.Tensor, noise: torch.Tensor, *, ki
 
 @spec(DOC, latex=r"\nabla_x\log p_t(x)=-\frac{x-m(t)\mu}{m(t)^2\sigma_d^2+\mathrm{std}(t)^2}",
       source="catalogue/score_sde.md property 3 (Gaussian data through a linear SDE stays Gaussian)")
-def gaussian_score(x: torch.Tensor, t: float, *, kind: str = "vp", mu: float = 0.0, sigma_data: float = 0.5,
+def gaussian_score(x: torch.Tensor, t: float, *, kind: str = "vp", mu: float = 0.0, sigma_data: float = SIGMA_DATA,
                    **sde_params) -> torch.Tensor:
     one = torch.ones((), dtype=x.dtype, device=x.device)
     m, std = marginal(one, t, kind=kind, **sde_params)

@@ -19,7 +19,7 @@ _M = "property_tests.mutants.edm"
 
 # --- Table 1 ---------------------------------------------------------------------------------------------
 
-def precond_c_noise_ln_sigma(sigma, *, kind="edm", sigma_data=0.5):
+def precond_c_noise_ln_sigma(sigma, *, kind="edm", sigma_data=edm.SIGMA_DATA):
     """c_noise = ln sigma instead of ln(sigma) / 4 (EDM), ln(2 sigma) instead of ln(sigma / 2) (VE)."""
     c_skip, c_out, c_in, c_noise, weight = edm.preconditioning(sigma, kind=kind, sigma_data=sigma_data)
     if kind == "edm":
@@ -29,7 +29,7 @@ def precond_c_noise_ln_sigma(sigma, *, kind="edm", sigma_data=0.5):
     return c_skip, c_out, c_in, c_noise, weight
 
 
-def precond_c_out_without_sqrt(sigma, *, kind="edm", sigma_data=0.5):
+def precond_c_out_without_sqrt(sigma, *, kind="edm", sigma_data=edm.SIGMA_DATA):
     c_skip, c_out, c_in, c_noise, weight = edm.preconditioning(sigma, kind=kind, sigma_data=sigma_data)
     if kind == "edm":
         c_out = sigma * sigma_data / (sigma**2 + sigma_data**2)
@@ -75,7 +75,7 @@ def prior_std_plus_one(t0, *, kind="edm"):
     return math.sqrt(edm.prior_std(t0, kind=kind) ** 2 + 1)
 
 
-def loss_lambda_twice(F, y, n, sigma, *, kind="edm", sigma_data=0.5):
+def loss_lambda_twice(F, y, n, sigma, *, kind="edm", sigma_data=edm.SIGMA_DATA):
     weight = edm.preconditioning(sigma.double(), kind=kind, sigma_data=sigma_data)[4]
     return edm.denoiser_loss(F, y, n, sigma, kind=kind, sigma_data=sigma_data) * weight.to(y.dtype)
 

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from eqspec.contracts import expect_tensor
 from eqspec.registry import operation, spec
 
 from ..validators import F64, check_choice, check_count, check_real
@@ -53,8 +54,6 @@ def rho_steps(N: int, sigma_min: float, sigma_max: float, rho: float) -> torch.T
 
 
 def check_steps_result(result, N, *, dtype=torch.float64, provides=frozenset(), **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("t_steps", result, (N + 1,), (dtype,), torch.device("cpu"), "edm.time_steps")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from eqspec.contracts import ArgumentError
+from eqspec.contracts import ArgumentError, expect_tensor
 from eqspec.registry import operation, spec
 
 from ..validators import as64, check_choice
@@ -32,8 +32,6 @@ def prediction_target(x0, eps, sigma, s, *, prediction: str):
 
 
 def check_to_denoised_result(result, pred, x, sigma, s, **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("denoised", result, tuple(x.shape), (x.dtype,), x.device, "edm.to_denoised")
 
 
@@ -92,8 +90,6 @@ def ode_derivative_from_score(score_x, x, sigma, s, sigma_dot, s_dot):
 
 
 def check_ode_result(result, denoised, x, *args, **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("dx_dt", result, tuple(x.shape), (x.dtype,), x.device, "edm.ode_derivative")
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from eqspec.contracts import ArgumentError
+from eqspec.contracts import ArgumentError, ContractViolation, expect_tensor, expect_tuple
 from eqspec.registry import operation
 
 from ..validators import F64, check_choice, check_count, check_real, check_tensor
@@ -34,8 +34,6 @@ def check_sampler_args(denoiser_fn, x_T, t_steps, name: str = "t_steps") -> torc
 
 
 def check_sample_result(result, denoiser_fn, x_T, *args, **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("x_0", result, tuple(x_T.shape), (x_T.dtype,), x_T.device, "edm sampler")
 
 
@@ -78,8 +76,6 @@ def heun_sampler(denoiser: Callable, x_T: torch.Tensor, t_steps: torch.Tensor, *
 
 
 def check_churn_result(result, x, t, eps, **_) -> None:
-    from eqspec.contracts import ContractViolation, expect_tensor, expect_tuple
-
     x_hat, t_hat = expect_tuple(result, ("x_hat", "t_hat"), "edm.churn")
     expect_tensor("x_hat", x_hat, tuple(x.shape), (x.dtype,), x.device, "edm.churn")
     if isinstance(t_hat, bool) or not isinstance(t_hat, (int, float)):
@@ -158,8 +154,6 @@ def stochastic_sampler(denoiser: Callable, x_T: torch.Tensor, sigmas: torch.Tens
 
 
 def check_prior_result(result, t0, **_) -> None:
-    from eqspec.contracts import ContractViolation
-
     if isinstance(result, bool) or not isinstance(result, (int, float)):
         raise ContractViolation(f"edm.prior_std must return a Python float, got {type(result).__name__}")
 

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from eqspec.contracts import ArgumentError
+from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
 from eqspec.registry import operation, spec
 
 from ..validators import F64, as64, check_choice, check_count, check_real
@@ -23,8 +23,6 @@ def _step_args(pred_name, pred, x):
 
 
 def check_step_result(result, pred, x, *args, **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("x_next", result, tuple(x.shape), (x.dtype,), x.device, "edm step")
 
 
@@ -131,8 +129,6 @@ def flow_euler_step(v_hat: torch.Tensor, x: torch.Tensor, t, t_next):
 
 
 def check_shift_result(result, sigma, shift, **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("sigma_shifted", result, tuple(sigma.shape), (sigma.dtype,), sigma.device, "edm.flow_shift")
 
 
@@ -160,8 +156,6 @@ def dynamic_shift(sigma, mu: float):
 
 
 def check_split_result(result, sigma_from, sigma_to, **_) -> None:
-    from eqspec.contracts import expect_tensor, expect_tuple
-
     for name, v in zip(("sigma_down", "sigma_up"), expect_tuple(result, ("sigma_down", "sigma_up"),
                                                                 "edm.ancestral_split")):
         expect_tensor(name, v, tuple(sigma_to.shape), (sigma_to.dtype,), sigma_to.device, "edm.ancestral_split")
@@ -192,8 +186,6 @@ def ancestral_split(sigma_from: torch.Tensor, sigma_to: torch.Tensor, *, eta: fl
 
 
 def check_timesteps_result(result, num_train_timesteps, N, **_) -> None:
-    from eqspec.contracts import expect_tensor, expect_tuple
-
     for name, v in zip(("timesteps", "prev_timesteps"), expect_tuple(result, ("timesteps", "prev_timesteps"),
                                                                     "edm.sampling_timesteps")):
         expect_tensor(name, v, (N,), (torch.int64,), torch.device("cpu"), "edm.sampling_timesteps")

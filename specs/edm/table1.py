@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from eqspec.contracts import ArgumentError
+from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
 from eqspec.registry import operation, spec
 
 from ..validators import check_choice
@@ -59,8 +59,6 @@ def sigma_inv(sigma, kind: str = "edm", beta_d: float = VP_BETA_D, beta_min: flo
 
 
 def check_schedule_result(result, t, *, kind="edm", provides=frozenset(), **_) -> None:
-    from eqspec.contracts import expect_tensor, expect_tuple
-
     for name, v in zip(("sigma", "s", "sigma_dot", "s_dot"), expect_tuple(result, ("sigma", "s", "sigma_dot", "s_dot"),
                                                                         "edm.schedule")):
         expect_tensor(name, v, tuple(t.shape), (t.dtype,), t.device, "edm.schedule")

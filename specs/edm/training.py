@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from eqspec.contracts import ArgumentError
+from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
 from eqspec.registry import operation, spec
 
 from ..validators import F64, check_choice, check_real
@@ -32,8 +32,6 @@ from .table1 import (
 
 
 def check_precond_result(result, sigma, **_) -> None:
-    from eqspec.contracts import expect_tensor, expect_tuple
-
     names = ("c_skip", "c_out", "c_in", "c_noise", "weight")
     for name, v in zip(names, expect_tuple(result, names, "edm.preconditioning")):
         expect_tensor(name, v, tuple(sigma.shape), (sigma.dtype,), sigma.device, "edm.preconditioning")
@@ -87,8 +85,6 @@ def normal_quantile(u: torch.Tensor) -> torch.Tensor:
 
 
 def check_training_sigma_result(result, u, **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("sigma", result, tuple(u.shape), (u.dtype,), u.device, "edm.training_sigma")
 
 
@@ -136,8 +132,6 @@ def denoiser(F: Callable, x: torch.Tensor, sigma: torch.Tensor, *, kind: str = "
 
 
 def check_loss_result(result, F, y, n, sigma, **_) -> None:
-    from eqspec.contracts import expect_tensor
-
     expect_tensor("loss", result, (y.shape[0],), (y.dtype,), y.device, "edm.denoiser_loss")
 
 
