@@ -33,11 +33,10 @@ from .common import (
     attention_inputs,
     attention_output_gradient,
     cached_entry,
-    cached_metric,
+    cached_tracks,
     check_against_spec,
     cuda_ms,
     dtype_name,
-    gpu_benchmark,
     implementation_or_skip,
     measure_grid,
     measured_ceilings,
@@ -202,6 +201,12 @@ def measure_backward_gpu(name: str, seqlen: int, causal: bool) -> dict[str, floa
             "peak_mb": peak_mb}
 
 
+@cached_tracks({
+    "track_forward_ms": ("ms", "ms"),
+    "track_forward_tflops": ("tflops", "TFLOP/s"),
+    "track_forward_fraction_of_matmul": ("fraction_of_matmul", "fraction"),
+    "track_peak_memory_mb": ("peak_mb", "MiB"),
+})
 class AttentionForwardGPU:
     """Forward on the GPU: milliseconds, TFLOP/s (attention_flops 'fwd'), its fraction of the measured bf16
     matmul rate, and peak allocated memory. Measured for every combination once, in setup_cache
@@ -218,31 +223,13 @@ class AttentionForwardGPU:
     def setup(self, cache, name, seqlen, causal):
         self.entry = cached_entry(cache, (name, seqlen, causal))
 
-    @gpu_benchmark
-    def track_forward_ms(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "ms")
 
-    track_forward_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_forward_tflops(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "tflops")
-
-    track_forward_tflops.unit = "TFLOP/s"
-
-    @gpu_benchmark
-    def track_forward_fraction_of_matmul(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "fraction_of_matmul")
-
-    track_forward_fraction_of_matmul.unit = "fraction"
-
-    @gpu_benchmark
-    def track_peak_memory_mb(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "peak_mb")
-
-    track_peak_memory_mb.unit = "MiB"
-
-
+@cached_tracks({
+    "track_backward_ms": ("ms", "ms"),
+    "track_backward_tflops": ("tflops", "TFLOP/s"),
+    "track_backward_fraction_of_matmul": ("fraction_of_matmul", "fraction"),
+    "track_peak_memory_mb": ("peak_mb", "MiB"),
+})
 class AttentionBackwardGPU:
     """Backward alone on the GPU (the graph of one forward reused): milliseconds, TFLOP/s (attention_flops 'bwd'),
     its fraction of the measured bf16 matmul rate; and the training step's peak memory (forward + backward)."""
@@ -257,27 +244,3 @@ class AttentionBackwardGPU:
 
     def setup(self, cache, name, seqlen, causal):
         self.entry = cached_entry(cache, (name, seqlen, causal))
-
-    @gpu_benchmark
-    def track_backward_ms(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "ms")
-
-    track_backward_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_backward_tflops(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "tflops")
-
-    track_backward_tflops.unit = "TFLOP/s"
-
-    @gpu_benchmark
-    def track_backward_fraction_of_matmul(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "fraction_of_matmul")
-
-    track_backward_fraction_of_matmul.unit = "fraction"
-
-    @gpu_benchmark
-    def track_peak_memory_mb(self, cache, name, seqlen, causal):
-        return cached_metric(self.entry, "peak_mb")
-
-    track_peak_memory_mb.unit = "MiB"

@@ -305,3 +305,21 @@ def cached_metric(entry: dict, metric: str) -> float:
     if "error" in entry:
         raise RuntimeError(entry["error"])
     return entry["metrics"][metric]
+
+
+def cached_tracks(table: dict[str, tuple[str, str]]):
+    """Class decorator: one GPU ``track_`` method per row of ``table`` (method name -> (metric of the cached entry,
+    unit)), each reading what setup_cache measured for its combination (``self.entry``, set by setup)."""
+
+    def decorate(cls):
+        for name, (metric, unit) in table.items():
+            def track(self, cache, *params, _metric=metric):
+                return cached_metric(self.entry, _metric)
+
+            track.__name__, track.__qualname__ = name, f"{cls.__name__}.{name}"
+            track = gpu_benchmark(track)
+            track.unit = unit
+            setattr(cls, name, track)
+        return cls
+
+    return decorate

@@ -26,9 +26,8 @@ from eqspec.registry import REGISTRY
 
 from .common import (
     cached_entry,
-    cached_metric,
+    cached_tracks,
     cuda_ms,
-    gpu_benchmark,
     implementation_or_skip,
     measure_grid,
     peak_cuda_mb,
@@ -174,6 +173,10 @@ class _StepGPU:
         self.entry = cached_entry(cache, (name, batch))
 
 
+@cached_tracks({
+    "track_forward_backward_ms": ("ms", "ms"),
+    "track_peak_memory_mb": ("peak_mb", "MiB"),
+})
 class SiglipLossGPU(_StepGPU):
     """SigLIP forward + backward on the GPU, full vs chunked: milliseconds and peak allocated memory."""
 
@@ -182,19 +185,11 @@ class SiglipLossGPU(_StepGPU):
     params = (SIGLIP_IMPLEMENTATIONS, BATCHES)
     param_names = ("implementation", "batch")
 
-    @gpu_benchmark
-    def track_forward_backward_ms(self, cache, name, batch):
-        return cached_metric(self.entry, "ms")
 
-    track_forward_backward_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_peak_memory_mb(self, cache, name, batch):
-        return cached_metric(self.entry, "peak_mb")
-
-    track_peak_memory_mb.unit = "MiB"
-
-
+@cached_tracks({
+    "track_forward_backward_ms": ("ms", "ms"),
+    "track_peak_memory_mb": ("peak_mb", "MiB"),
+})
 class ClipLossGPU(_StepGPU):
     """CLIP forward + backward on the GPU: milliseconds and peak allocated memory."""
 
@@ -202,15 +197,3 @@ class ClipLossGPU(_StepGPU):
     operation = CLIP
     params = (CLIP_IMPLEMENTATIONS, BATCHES)
     param_names = ("implementation", "batch")
-
-    @gpu_benchmark
-    def track_forward_backward_ms(self, cache, name, batch):
-        return cached_metric(self.entry, "ms")
-
-    track_forward_backward_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_peak_memory_mb(self, cache, name, batch):
-        return cached_metric(self.entry, "peak_mb")
-
-    track_peak_memory_mb.unit = "MiB"

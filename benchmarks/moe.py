@@ -35,10 +35,9 @@ from specs.moe_routing import MOONLIGHT, moe, moe_magnitudes
 from .common import (
     SEEDS,
     cached_entry,
-    cached_metric,
+    cached_tracks,
     cuda_ms,
     dtype_name,
-    gpu_benchmark,
     implementation_or_skip,
     measure_grid,
     peak_cuda_mb,
@@ -207,6 +206,12 @@ def measure_moe_gpu(name: str, dtype_label: str) -> dict[str, float]:
     return result
 
 
+@cached_tracks({
+    "track_forward_ms": ("forward_ms", "ms"),
+    "track_backward_ms": ("backward_ms", "ms"),
+    "track_forward_peak_mb": ("forward_peak_mb", "MiB"),
+    "track_training_step_peak_mb": ("training_step_peak_mb", "MiB"),
+})
 class MoEGPU:
     """The MoE layer on the GPU: forward and backward milliseconds, peak allocated MiB (measured once per
     combination in setup_cache, see benchmarks.common.measure_grid)."""
@@ -221,27 +226,3 @@ class MoEGPU:
 
     def setup(self, cache, name, dtype):
         self.entry = cached_entry(cache, (name, dtype))
-
-    @gpu_benchmark
-    def track_forward_ms(self, cache, name, dtype):
-        return cached_metric(self.entry, "forward_ms")
-
-    track_forward_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_backward_ms(self, cache, name, dtype):
-        return cached_metric(self.entry, "backward_ms")
-
-    track_backward_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_forward_peak_mb(self, cache, name, dtype):
-        return cached_metric(self.entry, "forward_peak_mb")
-
-    track_forward_peak_mb.unit = "MiB"
-
-    @gpu_benchmark
-    def track_training_step_peak_mb(self, cache, name, dtype):
-        return cached_metric(self.entry, "training_step_peak_mb")
-
-    track_training_step_peak_mb.unit = "MiB"

@@ -29,10 +29,9 @@ from specs import dpo, grpo
 from .common import (
     SEEDS,
     cached_entry,
-    cached_metric,
+    cached_tracks,
     cuda_ms,
     dtype_name,
-    gpu_benchmark,
     implementation_or_skip,
     measure_grid,
     peak_cuda_mb,
@@ -163,6 +162,10 @@ def measure_preference_gpu(loss: str, name: str, dtype: torch.dtype, vocab: int,
     return {"ms": cuda_ms(step), "peak_mib": peak_cuda_mb(step)}
 
 
+@cached_tracks({
+    "track_ms": ("ms", "ms"),
+    "track_peak_memory_mb": ("peak_mib", "MiB"),
+})
 class PreferenceLossGPU:
     """Loss forward + backward on the GPU: milliseconds and peak allocated memory (inputs included). Measured once
     per combination in setup_cache (benchmarks.common.measure_grid)."""
@@ -178,15 +181,3 @@ class PreferenceLossGPU:
 
     def setup(self, cache, loss, name, dtype, vocab, tokens):
         self.entry = cached_entry(cache, (loss, name, dtype, vocab, tokens))
-
-    @gpu_benchmark
-    def track_ms(self, cache, loss, name, dtype, vocab, tokens):
-        return cached_metric(self.entry, "ms")
-
-    track_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_peak_memory_mb(self, cache, loss, name, dtype, vocab, tokens):
-        return cached_metric(self.entry, "peak_mib")
-
-    track_peak_memory_mb.unit = "MiB"

@@ -18,11 +18,10 @@ from eqspec.budget import K_FORWARD
 
 from .common import (
     cached_entry,
-    cached_metric,
+    cached_tracks,
     check_against_spec,
     cuda_ms,
     dtype_name,
-    gpu_benchmark,
     implementation_or_skip,
     measure_grid,
     measured_ceilings,
@@ -54,6 +53,11 @@ def measure_softmax_gpu(name: str, shape: tuple[int, int]) -> dict[str, float]:
     return {"ms": ms, "gbps": gbps, "fraction_of_copy": gbps / measured_ceilings()["copy_gbps"]}
 
 
+@cached_tracks({
+    "track_ms": ("ms", "ms"),
+    "track_gbps": ("gbps", "GB/s"),
+    "track_fraction_of_copy": ("fraction_of_copy", "fraction"),
+})
 class SoftmaxGPU:
     """Row softmax with its log-sum-exp on the GPU: milliseconds, GB/s and the fraction of the measured
     device-to-device copy bandwidth. Measured once per combination in setup_cache (benchmarks.common.measure_grid)."""
@@ -68,21 +72,3 @@ class SoftmaxGPU:
 
     def setup(self, cache, name, shape):
         self.entry = cached_entry(cache, (name, shape))
-
-    @gpu_benchmark
-    def track_ms(self, cache, name, shape):
-        return cached_metric(self.entry, "ms")
-
-    track_ms.unit = "ms"
-
-    @gpu_benchmark
-    def track_gbps(self, cache, name, shape):
-        return cached_metric(self.entry, "gbps")
-
-    track_gbps.unit = "GB/s"
-
-    @gpu_benchmark
-    def track_fraction_of_copy(self, cache, name, shape):
-        return cached_metric(self.entry, "fraction_of_copy")
-
-    track_fraction_of_copy.unit = "fraction"
