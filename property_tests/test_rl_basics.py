@@ -20,7 +20,7 @@ from specs import rl_basics as rb
 from specs.mdp import EPS, F64, P_pi, solve_tolerance
 
 from . import recording
-from .harness import checks, close, expect_rejection
+from .harness import checks, close, equal, expect_rejection
 from .strategies_rl import FIG_3_4, GRID_5x5, check_table, printed_tolerance, random_mdps
 
 DOC = "rl_basics"
@@ -216,12 +216,17 @@ def test_value_iteration_error_on_the_grid(target):
 
 
 @checks("rl_basics.policy_iteration_monotone", operation=f"{DOC}.policy_iteration")
-@given(mdp=random_mdps())
-def test_policy_iteration_monotone(target, mdp):
+@given(mdp=random_mdps(), omit_pi0=st.booleans())
+def test_policy_iteration_monotone(target, mdp, omit_pi0):
     P, _, R = mdp.tensors()
     gamma = mdp.gamma
     pi0 = mdp.policy(deterministic=True)
-    vs, pi = target(P, R, gamma, pi0=pi0)
+    vs, pi = target(P, R, gamma) if omit_pi0 else target(P, R, gamma, pi0=pi0)
+    if omit_pi0:  # the default start: the first action everywhere (Alg. 4.1 leaves pi_0 free; the spec fixes it)
+        pi0 = torch.nn.functional.one_hot(torch.zeros(mdp.S, dtype=torch.long), mdp.A).to(F64)
+        v0 = rb.state_values(P, R, pi0, gamma)
+        close("v_pi0 with pi0 omitted (the first action everywhere)", vs[0], v0,
+              atol=2 * solve_tolerance(mdp.S, gamma, _scale(vs)))
     v_star = _converged_vi(P, R, gamma)  # an independent route to v*: value iteration, not PI
     e_star = _reference_error(P, R, v_star, gamma)
     q_scale = _q_scale(R, gamma, vs, v_star)
@@ -387,6 +392,35 @@ def _assert_printed(name: str, values, printed: list[str]) -> None:
 CH5_PI0 = [UP, DOWN, STAY, RIGHT, DOWN, STAY, STAY, RIGHT, STAY]
 
 
+REWARD_VALUES = (-10.0, -3.5, -1.0, 0.0, 0.25, 1.0, 7.0)  # exact in float64, and unlike each other
+
+
+@st.composite
+def grid_world_args(draw) -> dict:
+    """Any grid: one row or column included, any forbidden cells (repeated, or the target itself), any target, and
+    each reward either given or left at its default - so that every default and every cell index is compared."""
+    rows, cols = draw(st.integers(1, 5), label="rows"), draw(st.integers(1, 5), label="cols")
+    cells = st.tuples(st.integers(1, rows), st.integers(1, cols))
+    args = dict(rows=rows, cols=cols, forbidden=draw(st.lists(cells, max_size=rows * cols), label="forbidden"),
+                target=draw(cells, label="target"))
+    for name in ("r_boundary", "r_forbidden", "r_target", "r_other"):
+        value = draw(st.none() | st.sampled_from(REWARD_VALUES), label=name)
+        if value is not None:
+            args[name] = value
+    return args
+
+
+@checks("rl_basics.grid_world_tables", operation=f"{DOC}.grid_world")
+@given(args=grid_world_args())
+def test_grid_world_matches_the_spec_everywhere(target, args):
+    """Every transition and every reward of any grid world, as the spec builds it (both are exact: 0, 1 and the
+    given rewards); the book's tables see only two grids with the default rewards."""
+    P, R = target(**args)
+    P_ref, R_ref = rb.grid_world(**args)
+    equal("P", P.to_dense() if P.is_sparse else P, P_ref)
+    equal("R", R, R_ref)
+
+
 @checks("rl_basics.grid_world_tables", operation=f"{DOC}.grid_world")
 def test_grid_world_worked_examples(target):
     """Tables of action values depend on the order of the actions and on what a bump costs (r_forbidden = -10
@@ -518,13 +552,52 @@ test_truncated_policy_iteration_rejects_bad_input = _contract_test("truncated_po
 
 
 @checks("rl_basics.rl_basics_contract", operation=f"{DOC}.grid_world")
-@pytest.mark.parametrize("case", ["target off the grid", "forbidden cell of three numbers", "zero rows"])
+@pytest.mark.parametrize("case", ["target off the grid", "target in row 0", "forbidden cell in column 0",
+                                  "forbidden cell of three numbers", "forbidden cell of booleans", "zero rows",
+                                  "zero columns"])
 def test_grid_world_rejects_bad_input(target, case):
+    """Cells count from 1 (the book's s_1 is (1, 1)): row or column 0 is off the grid, as is one past the end."""
     args = dict(GRID_2x2)
     if case == "target off the grid":
         args["target"], argument = (3, 1), "target"
+    elif case == "target in row 0":
+        args["target"], argument = (0, 1), "target"
+    elif case == "forbidden cell in column 0":
+        args["forbidden"], argument = [(1, 0)], "forbidden"
     elif case == "forbidden cell of three numbers":
         args["forbidden"], argument = [(1, 2, 3)], "forbidden"
-    else:
+    elif case == "forbidden cell of booleans":
+        args["forbidden"], argument = [(True, True)], "forbidden"
+    elif case == "zero rows":
         args["rows"], argument = 0, "rows"
+    else:
+        args["cols"], argument = 0, "cols"
     expect_rejection(target, lambda fn: fn(**args), argument, case)
+
+
+@checks("rl_basics.rl_basics_contract", operation=f"{DOC}.value_iteration")
+def test_value_iteration_with_no_iteration_is_its_start(target):
+    """iterations = 0 is valid (the values are v0 alone, the policy greedy in them); a negative count is not."""
+    P, R = rb.grid_world(**GRID_2x2)
+    v0 = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=F64)
+    values, pi = target(P, R, 0.9, iterations=0, v0=v0)
+    equal("values with iterations = 0", values, v0[None])
+    equal("the policy greedy in v0", pi, rb.greedy_policy(rb.action_values(P, R, v0, 0.9)))
+    expect_rejection(target, lambda fn: fn(P, R, 0.9, iterations=-1), "iterations", "iterations = -1")
+
+
+@checks("rl_basics.rl_basics_contract", operation=f"{DOC}.truncated_policy_iteration")
+def test_truncated_policy_iteration_counts(target):
+    """iterations = 0 returns v0 alone; j counts evaluation sweeps from 1 (j = 0 would evaluate nothing)."""
+    P, R = rb.grid_world(**GRID_2x2)
+    v0 = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=F64)
+    values, pi = target(P, R, 0.9, j=3, iterations=0, v0=v0)
+    equal("values with iterations = 0", values, v0[None])
+    equal("the policy greedy in v0", pi, rb.greedy_policy(rb.action_values(P, R, v0, 0.9)))
+    expect_rejection(target, lambda fn: fn(P, R, 0.9, j=0, iterations=2), "j", "j = 0")
+
+
+@checks("rl_basics.rl_basics_contract", operation=f"{DOC}.policy_iteration")
+def test_policy_iteration_needs_one_improvement(target):
+    P, R = rb.grid_world(**GRID_2x2)
+    expect_rejection(target, lambda fn: fn(P, R, 0.9, max_iterations=0), "max_iterations", "max_iterations = 0")

@@ -12,6 +12,7 @@ import torch
 
 from specs.mdp import check_mdp, check_policy, check_values, dense
 from specs.rl_basics import TIE_RTOL
+from specs.validators import check_count
 
 
 def _np(x) -> np.ndarray:
@@ -56,6 +57,7 @@ def iterative_policy_evaluation(P, R, pi, gamma, v0, sweeps):
 
 def value_iteration(P, R, gamma, *, iterations, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)
+    check_count("iterations", iterations, minimum=0)
     Pn, Rn = _np(P), _np(R)
     vs = np.zeros((iterations + 1, S))
     if v0 is not None:
@@ -68,6 +70,7 @@ def value_iteration(P, R, gamma, *, iterations, v0=None):
 
 def policy_iteration(P, R, gamma, *, pi0=None, max_iterations=1000):
     S, A, gamma = check_mdp(P, R, gamma)
+    check_count("max_iterations", max_iterations, minimum=1)
     Pn, Rn = _np(P), _np(R)
     if pi0 is None:
         pi = np.zeros((S, A))

@@ -14,6 +14,7 @@ import torch
 
 from specs.mdp import F64, check_mdp, check_policy, check_values
 from specs.rl_basics import TIE_RTOL
+from specs.validators import check_count
 
 # torch warns that sparse CSR is "beta" on first use; the operation used here (CSR @ dense) is
 # checked against the spec by the property tests and in every benchmark's setup.
@@ -83,6 +84,7 @@ def iterative_policy_evaluation(P, R, pi, gamma, v0, sweeps):
 
 def value_iteration(P, R, gamma, *, iterations, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)
+    check_count("iterations", iterations, minimum=0)
     Pc, R = _csr(P), R.to(F64)
     vs = torch.zeros(iterations + 1, S, dtype=F64)
     if v0 is not None:
@@ -95,6 +97,7 @@ def value_iteration(P, R, gamma, *, iterations, v0=None):
 
 def policy_iteration(P, R, gamma, *, pi0=None, max_iterations=1000):
     S, A, gamma = check_mdp(P, R, gamma)
+    check_count("max_iterations", max_iterations, minimum=1)
     Pc, R = _csr(P), R.to(F64)
     if pi0 is None:
         pi = torch.zeros(S, A, dtype=F64)
@@ -114,6 +117,8 @@ def policy_iteration(P, R, gamma, *, pi0=None, max_iterations=1000):
 
 def truncated_policy_iteration(P, R, gamma, *, j, iterations, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)
+    check_count("j", j, minimum=1)
+    check_count("iterations", iterations, minimum=0)
     Pc, R = _csr(P), R.to(F64)
     vs = torch.zeros(iterations + 1, S, dtype=F64)
     if v0 is not None:
