@@ -79,3 +79,22 @@ def test_broken_user_implementations_are_reported_and_the_run_goes_on(tmp_path):
     repro = f"--impl {OP}={WRONG_CAUSAL}"  # the repro command names the implementation it needs
     for text in (html, markdown):
         assert "causal_bottom_right" in text and "test_causal_bottom_right" in text and repro in text
+
+
+def test_an_implementation_that_ran_no_test_fails_the_run(tmp_path):
+    """Declared nothing the tests need: every test skipped. That is 'untested', exit 1 - not a vacuous pass."""
+    (tmp_path / "quiet_impls.py").write_text(textwrap.dedent('''
+        from specs import kimi_vl
+
+        def balance_loss(*args, **kwargs):
+            return kimi_vl.balance_loss(*args, **kwargs)
+
+        balance_loss.eqspec_provides = set()
+    '''))
+    args = [sys.executable, "-m", "pytest", "property_tests/test_kimi_vl.py", "-q", "-p", "no:xdist",
+            f"--results={tmp_path / 'results.json'}", "--impl", "kimi_vl.balance_loss=quiet_impls:balance_loss",
+            "--only-impl", "quiet_impls:balance_loss"]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "UNTESTED: quiet_impls:balance_loss ran no test" in proc.stdout, proc.stdout[-2000:]

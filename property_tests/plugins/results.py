@@ -121,10 +121,32 @@ class ResultsPlugin:
 
     def pytest_sessionfinish(self, session, exitstatus):
         self.results.finish()
+        self.untested = untested(session.config, self.results.rows)
+        if self.untested and session.exitstatus in (0, 5):  # a vacuous pass is not a pass
+            session.exitstatus = 1
 
     def pytest_terminal_summary(self, terminalreporter, config):
         terminalreporter.write_line(f"eqspec: {len(self.results.rows)} result rows in {self.results.path}; "
                                     f"render the report with `python -m reports`")
+        for name, reasons in getattr(self, "untested", {}).items():
+            terminalreporter.write_line(f"eqspec: UNTESTED: {name} ran no test; skipped because: "
+                                        f"{'; '.join(reasons) or 'no test was collected for it'}", red=True)
+
+
+def untested(config, rows: list[dict]) -> dict[str, list[str]]:
+    """The implementations this run was asked about (--only-impl, --impl) that executed no test, with the most
+    frequent reasons their tests were skipped."""
+    named = list(config.getoption("--only-impl") or []) + [
+        value.partition("=")[2].strip() for value in config.getoption("--impl")]
+    found = {}
+    for name in dict.fromkeys(n for n in named if n):
+        own = [r for r in rows if r.get("implementation") == name]
+        if not any(r.get("status") in ("passed", "failed", "deviation", "error") for r in own):
+            reasons: dict[str, int] = {}
+            for r in own:
+                reasons[str(r.get("reason", ""))[:160]] = reasons.get(str(r.get("reason", ""))[:160], 0) + 1
+            found[name] = [f"{reason} ({n}x)" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]]
+    return found
 
 
 def _now() -> str:
