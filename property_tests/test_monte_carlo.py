@@ -25,7 +25,7 @@ from specs import rl_basics as rb
 from specs.mdp import EPS, F64, solve_tolerance
 
 from . import recording
-from .harness import checks, close, rejection_test
+from .harness import checks, close, equal, rejection_test
 from .strategies_rl import FIG_3_4, GRID_5x5, check_table, printed_tolerance, random_mdps
 
 DOC = "monte_carlo"
@@ -304,6 +304,25 @@ def test_mc_through_environment_step(target):
 
 
 # --- first-visit and every-visit ----------------------------------------------------------------------
+
+@checks("monte_carlo.first_vs_every_visit", operation=f"{DOC}.mc_action_values")
+@given(S=st.integers(1, 5), A=st.integers(1, 4), n=st.integers(1, 6), L=st.integers(1, 12),
+       gamma=st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0), visit=st.sampled_from([None, *mc.VISITS]),
+       seed=st.integers(0, 2**31 - 1))
+def test_action_values_match_the_spec(target, S, A, n, L, gamma, visit, seed):
+    """The episodes are passed in, so the estimates are determined: every entry of q and of the counts, in every
+    visit mode (and with visit left at its default), gamma from 0 to 1, pairs repeated or never visited (q = 0)."""
+    g = _gen(seed)
+    states, actions = torch.randint(0, S, (n, L), generator=g), torch.randint(0, A, (n, L), generator=g)
+    rewards = torch.randn(n, L, generator=g, dtype=F64)
+    kw = {} if visit is None else {"visit": visit}
+    q, counts = target(states, actions, rewards, gamma, S, A, **kw)
+    q_ref, counts_ref = mc.mc_action_values(states, actions, rewards, gamma, S, A, **kw)
+    equal("counts", counts, counts_ref)
+    equal("q of the pairs never visited", q[counts_ref == 0], q_ref[counts_ref == 0])
+    # returns: sums of <= L discounted rewards (each within 5 L u of exact), averaged over <= n L of them
+    close("q", q, q_ref, atol=4 * (L + n * L) * EPS * float(rewards.abs().sum(1).max()))
+
 
 @checks("monte_carlo.first_vs_every_visit", operation=f"{DOC}.mc_action_values")
 @given(S=st.integers(1, 6), A=st.integers(1, 4), n=st.integers(1, 10), gamma=st.floats(0.0, 0.99),
