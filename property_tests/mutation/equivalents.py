@@ -11,7 +11,13 @@ _TIE_BAND = ("greedy_policy's tie band is a convention a few ulps wide (64 eps o
 _PI_CAP = ("policy iteration stops when the greedy policy repeats, after at most A^S improvements and in practice a "
            "handful; a cap of 1000 +- 1 is never reached (a cap of 1 is checked explicitly)")
 
+_SQUARE_SIM = ("hard_negative_weights rejects a sim that is not square (B x B: one image and one text per pair), so "
+               "sim.shape[0] and sim.shape[1] are the same number wherever either is read")
+
 EQUIVALENT: dict[str, str] = {
+    "blip.hard_negative_weights: sim.shape[0] -> sim.shape[1]": _SQUARE_SIM,
+    "blip.hard_negative_weights: sim.shape[1] -> sim.shape[0]": _SQUARE_SIM,
+    "blip.hard_negative_weights: sim.shape[0] -> sim.shape[1] (#2)": _SQUARE_SIM,
     "rl_basics.TIE_RTOL: 64 * EPS -> 65 * EPS": _TIE_BAND,
     "rl_basics.TIE_RTOL: 64 * EPS -> 63 * EPS": _TIE_BAND,
     "rl_basics.greedy_policy: TIE_RTOL * max(1.0, float(q.abs().max())) -> "
