@@ -49,6 +49,11 @@ def check_grid_world_result(result, rows, cols, forbidden, target, **_):
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != F64:
             raise ContractViolation(f"grid_world: {name} must be a float64 tensor of shape {shape}, got "
                                     f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+    dense_P = P.to_dense() if P.is_sparse else P
+    if not bool(((dense_P == 0) | (dense_P == 1)).all() & (dense_P.sum(-1) == 1).all()):
+        raise ContractViolation("grid_world: P must be deterministic, one next state per (s, a): a single 1 per row")
+    if not bool(torch.isfinite(R).all()):
+        raise ContractViolation("grid_world: R must be finite")
 
 
 @operation(
