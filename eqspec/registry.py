@@ -42,19 +42,19 @@ CAPABILITIES: dict[str, str] = {
 # Knobs of an algorithm, not of the equation: the float64 spec takes none of them
 ALGORITHM_KNOBS = frozenset({"block_sizes", "chunk_size", "full_world_only"})
 # Families: "kind:<value>" / "prediction:<value>": covers that value of the operation's kind= / prediction= option
+# (the values an operation lists are its own: EDM's schedules, its prediction targets)
 CAPABILITY_FAMILIES: dict[str, str] = {
-    "kind": "covers kind=<value> (a schedule family: vp, ve, iddpm, edm, fm)",
-    "prediction": "covers prediction=<value> (what the network predicts: epsilon, x0, v)",
+    "kind": "covers kind={}",
+    "prediction": "covers prediction={}",
 }
 
 
 def capability_meaning(name: str) -> str | None:
     """The meaning of a capability name, or None when the vocabulary has no such name."""
     family, sep, value = name.partition(":")
-    if sep:
-        return f"{CAPABILITY_FAMILIES[family].split(' (')[0].replace('<value>', value)}" if (
-            family in CAPABILITY_FAMILIES and value) else None
-    return CAPABILITIES.get(name)
+    if not sep:
+        return CAPABILITIES.get(name)
+    return CAPABILITY_FAMILIES[family].format(value) if family in CAPABILITY_FAMILIES and value else None
 
 
 def check_capabilities(names, allowed, what: str) -> frozenset[str]:

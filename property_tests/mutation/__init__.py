@@ -63,14 +63,6 @@ class Mutant:
         again = f" (#{self.occurrence})" if self.occurrence > 1 else ""
         return f"{self.module}.{self.function}: {self.edit.before} -> {self.edit.after}{again}"
 
-    @property
-    def documents(self) -> tuple[str, ...]:
-        return tuple(sorted({op.split(".")[0] for op in self.operations}))
-
-    def describe(self) -> dict:
-        return {"key": self.key, "module": self.module, "function": self.function, "line": self.edit.line,
-                "operator": self.edit.operator, "before": self.edit.before, "after": self.edit.after}
-
 
 # --- the static picture: modules, their top-level names, who references whom --------------------------
 # A module is named by its path below specs/: "dpo", "validators", "edm" (a package's __init__), "edm.samplers".
@@ -290,7 +282,7 @@ def implementations(mutants: Iterable[Mutant]) -> list[Implementation]:
     found = []
     for mutant in mutants:
         for impl in _spec_implementations():
-            if impl.operation in mutant.operations and _entry(impl) in _reach_set(mutant):
+            if (mutant.module, mutant.function) in _reach(_entry(impl)):
                 module, _, qualname = impl.target.partition(":")
                 suffix = "" if impl.name == "spec" else f"~{impl.name}"
                 found.append(Implementation(
@@ -301,16 +293,11 @@ def implementations(mutants: Iterable[Mutant]) -> list[Implementation]:
     return found
 
 
-def _reach_set(mutant: Mutant) -> set[tuple[str, str]]:
-    """The spec implementations' entries that reach the mutated name."""
-    node = (mutant.module, mutant.function)
-    return {_entry(impl) for impl in _spec_implementations() if node in _reach(_entry(impl))}
-
-
-def find(name: str) -> Mutant:
-    """The mutant named ``gen.<module>.<index>`` (the module may be dotted: gen.edm.samplers.3)."""
-    module, _, index = name.removeprefix("gen.").rpartition(".")
-    return mutants_of(module)[int(index)]
+def parse_name(name: str) -> tuple[str, int]:
+    """(module, index) of an implementation named ``gen.<module>.<index>[~<spec implementation>]`` (the module
+    may be dotted: gen.edm.samplers.3)."""
+    module, _, index = name.split("~")[0].removeprefix("gen.").rpartition(".")
+    return module, int(index)
 
 
 def selected(module: str, wanted: Iterable[str] | None) -> bool:

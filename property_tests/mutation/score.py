@@ -17,6 +17,7 @@ from pathlib import Path
 
 from eqspec.registry import REGISTRY
 
+from . import parse_name
 from .equivalents import EQUIVALENT
 
 KILLING = frozenset({"conformance", "contract", "implementation-error", "timeout"})
@@ -46,7 +47,7 @@ def score(rows: list[dict]) -> dict:
         elif status in ("passed", "deviation") or "already killed" in str(row.get("reason", "")):
             entry["ran"] = True
     documents: dict[str, dict] = {}
-    for _, entry in sorted(mutants.items(), key=lambda kv: _order(kv[0])):
+    for _, entry in sorted(mutants.items(), key=lambda kv: parse_name(kv[0])):
         entry["documents"] = sorted(d for d in entry["documents"] if d)
         if entry["killed_by"]:
             entry["verdict"] = "killed"
@@ -63,11 +64,6 @@ def score(rows: list[dict]) -> dict:
         scored = d["killed"] + d["survived"]
         d["score"] = d["killed"] / scored if scored else None
     return {"documents": dict(sorted(documents.items())), "mutants": mutants}
-
-
-def _order(name: str) -> tuple[str, int]:
-    module, _, index = name.removeprefix("gen.").rpartition(".")
-    return module, int(index)
 
 
 def format_score(result: dict) -> str:

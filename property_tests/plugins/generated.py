@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ..harness import Target
+from .rows import failure_kind
 
 
 def _mutant(item) -> str | None:
@@ -30,8 +31,6 @@ class GeneratedMutants:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
-        from .rows import failure_kind
-
         outcome = yield
         report = outcome.get_result()
         if call.when == "call" and report.failed and call.excinfo is not None and (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import guard
+from ..mutation import parse_name
 
 DEVICES = ("cpu", "cuda")
 
@@ -40,6 +41,5 @@ def mutant_mode(config) -> str | None:
 def mutant_flags(config, implementation_name: str) -> list[str]:
     """The options that bring a mutant back, for its repro command."""
     if mutant_mode(config) == "generated":
-        module = implementation_name.split("~")[0].removeprefix("gen.").rpartition(".")[0]
-        return ["--generated-mutants", "--mutation-module", module]
+        return ["--generated-mutants", "--mutation-module", parse_name(implementation_name)[0]]
     return ["--mutants"] if mutant_mode(config) == "hand" else []

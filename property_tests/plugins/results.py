@@ -11,6 +11,7 @@ import platform
 import shlex
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -142,10 +143,8 @@ def untested(config, rows: list[dict]) -> dict[str, list[str]]:
     for name in dict.fromkeys(n for n in named if n):
         own = [r for r in rows if r.get("implementation") == name]
         if not any(r.get("status") in ("passed", "failed", "deviation", "error") for r in own):
-            reasons: dict[str, int] = {}
-            for r in own:
-                reasons[str(r.get("reason", ""))[:160]] = reasons.get(str(r.get("reason", ""))[:160], 0) + 1
-            found[name] = [f"{reason} ({n}x)" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]]
+            reasons = Counter(str(r.get("reason", ""))[:160] for r in own)
+            found[name] = [f"{reason} ({n}x)" for reason, n in reasons.most_common(3)]
     return found
 
 
