@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .domain import Domain
+
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 # The capabilities: what an implementation may declare it does (``provides``) and what a property test may need
@@ -112,6 +114,7 @@ class Operation:
     # budget's floor (eqspec/budget.py); None: the outputs' own size
     magnitudes: Callable[..., tuple] | None = None
     capabilities: tuple[str, ...] = ()  # the vocabulary's names that apply to it (CAPABILITIES above)
+    domain: Domain | None = None  # every argument with its whole domain (eqspec/domain.py)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.capabilities if capability_meaning(c) is None]
@@ -244,6 +247,10 @@ class Registry:
         """Give an operation its error analysis (defined after the operation, since it uses its specs)."""
         self.operations[op_id] = dataclasses.replace(self.operations[op_id], magnitudes=fn)
 
+    def attach_domain(self, op_id: str, domain: Domain) -> None:
+        """Give an operation its domain where the builders it uses are defined after the operation."""
+        self.operations[op_id] = dataclasses.replace(self.operations[op_id], domain=domain)
+
     def add_claim(self, c: Claim) -> Claim:
         _require_document(self, c.document, c.id)
         unknown = [o for o in c.operations if o not in self.operations]
@@ -311,6 +318,7 @@ def operation(
     baseline: str | None = None,
     check_result: Callable[..., None] | None = None,
     capabilities: tuple[str, ...] = (),
+    domain: Domain | None = None,
 ) -> Callable[[Callable], Callable]:
     """Register a spec that other code can implement; the function is the operation's reference."""
 
@@ -318,7 +326,7 @@ def operation(
         op_id = f"{document}.{fn.__name__}"
         REGISTRY.add_spec(Spec(op_id, document, fn, latex, source, convention))
         REGISTRY.add_operation(Operation(op_id, document, fn, summary, returns, dtypes, baseline, check_result,
-                                         capabilities=tuple(capabilities)))
+                                         capabilities=tuple(capabilities), domain=domain))
         # The reference is itself an implementation: the property tests check the spec against the claims.
         REGISTRY.add_implementation(Implementation(
             operation=op_id, name="spec", target=f"{fn.__module__}:{fn.__qualname__}", origin="spec",

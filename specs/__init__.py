@@ -4,7 +4,7 @@ registry (eqspec/registry.py) when imported."""
 import importlib
 import pkgutil
 
-from eqspec.registry import REGISTRY, Registry
+from eqspec.registry import REGISTRY, Registry, claim
 
 from . import documents  # noqa: F401  (the twelve documents, before any spec module registers against them)
 
@@ -24,5 +24,22 @@ def load_specs() -> Registry:
         for info in pkgutil.iter_modules(__path__):
             if info.name in REGISTRY.documents:
                 importlib.import_module(f"{__name__}.{info.name}")
+        for doc in REGISTRY.documents:
+            declared = tuple(op.id for op in REGISTRY.operations_of(doc) if op.domain is not None)
+            if declared:
+                register_matches_spec(doc, declared)
         _LOADED = True
     return REGISTRY
+
+
+MATCHES_SPEC = "operations_match_spec"
+
+
+def register_matches_spec(doc: str, operations: tuple[str, ...]) -> None:
+    """The claim every declared operation makes: it computes its spec on the whole of its domain."""
+    claim(doc, MATCHES_SPEC, kind="budget", operations=operations,
+          statement="Every operation computes what its spec computes at random points of its whole declared domain "
+                    "(every argument varied, options and optional arguments included): every output within its "
+                    "error budget (counts and indices exactly), the inputs unchanged and no output sharing memory "
+                    "with an input.",
+          source="the operations' specs and their domains (eqspec/domain.py)")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.domain import FLAG, Choice, Domain, Int, Optional, Real, completion_mask, integers, log_probs, normal
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .validators import check_mask, check_same, check_tensor, check_token_ids
@@ -480,3 +481,36 @@ claim(DOC, "dpo_contract", kind="contract", operations=(SEQ, LOSS, FUSED),
                 "is not 0/1, beta <= 0, an unknown loss type, label_smoothing outside [0, 0.5)) is rejected with "
                 "an error naming the argument.",
       source="design.md (bad input)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+
+BETA = Optional(Real(1e-3, 20.0, edges=(0.1, 0.5, 1.0), log=True))
+LOSS_OPTIONS = dict(beta=BETA, loss_type=Optional(Choice(LOSS_TYPES)),
+                    label_smoothing=Optional(Real(0.0, 0.49, edges=(0.0, 0.1, 0.25))))
+SHARPNESS = Real(0.1, 30.0, edges=(1.0, 10.0), log=True)  # the spread of the logits: flat to one-hot rows
+
+REGISTRY.attach_domain(SEQ, Domain(
+    sizes=dict(N=Int(1, 5, edges=(1,)), T=Int(2, 12, edges=(2,)), V=Int(2, 40, edges=(2,)), sharp=SHARPNESS),
+    args=dict(logits=normal("N", "T", "V", scale="sharp"), input_ids=integers("N", "T", high="V"),
+              completion_mask=completion_mask("N", "T"), average=Optional(FLAG)),
+    large=dict(T=64, V=4096),
+))
+REGISTRY.attach_domain(LOSS, Domain(
+    sizes=dict(B=Int(1, 8, edges=(1,)), spread=Real(0.01, 200.0, edges=(1.0,), log=True)),
+    args=dict(chosen_logps=log_probs("B", scale="spread"), rejected_logps=log_probs("B", scale="spread"),
+              ref_chosen_logps=log_probs("B", scale="spread"), ref_rejected_logps=log_probs("B", scale="spread"),
+              **LOSS_OPTIONS),
+    large=dict(B=4096),
+))
+REGISTRY.attach_domain(FUSED, Domain(
+    sizes=dict(B=Int(1, 3, edges=(1,)), T=Int(2, 8, edges=(2,)), H=Int(1, 16, edges=(1,)), V=Int(2, 40, edges=(2,)),
+               sharp=SHARPNESS, spread=Real(0.1, 50.0, log=True)),
+    args=dict(hidden=normal("2 * B", "T", "H"), weight=normal("V", "H", scale="sharp / math.sqrt(H)"),
+              input_ids=integers("2 * B", "T", high="V"), completion_mask=completion_mask("2 * B", "T"),
+              ref_chosen_logps=log_probs("B", scale="spread"), ref_rejected_logps=log_probs("B", scale="spread"),
+              **LOSS_OPTIONS),
+    large=dict(T=48, V=2048),
+))

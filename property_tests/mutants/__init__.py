@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from eqspec.registry import Implementation
+from eqspec.registry import REGISTRY, Implementation
+from specs import MATCHES_SPEC
 
 
 def mutant(operation: str, name: str, target: str, *, targets: tuple[str, ...], notes: str,
@@ -22,8 +23,21 @@ def mutant(operation: str, name: str, target: str, *, targets: tuple[str, ...], 
 
 
 def load_mutants() -> list[Implementation]:
+    """Every mutant; one whose operation declares its domain also targets the document's differential claim (the
+    generic test must catch every plausible bug of a declared operation, whatever claim it was written for)."""
     found: list[Implementation] = []
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
         found.extend(getattr(module, "MUTANTS", []))
+    for m in found:
+        op = REGISTRY.operations.get(m.operation)
+        claim = f"{op.document}.{MATCHES_SPEC}" if op is not None else None
+        if op is not None and op.domain is not None and claim not in m.targets and not beyond_the_values(m):
+            m.targets = (*m.targets, claim)
     return found
+
+
+def beyond_the_values(m: Implementation) -> bool:
+    """A bug no value of the outputs at a valid input shows: it targets only contract claims (it accepts malformed
+    input) or statistical ones (a distribution); those claims' own tests catch it."""
+    return all(REGISTRY.claims[c].kind in ("contract", "statistical") for c in m.targets if c in REGISTRY.claims)

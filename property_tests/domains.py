@@ -1,0 +1,162 @@
+"""Hypothesis strategies derived from an operation's declared domain (eqspec/domain.py), and the inputs they make.
+
+A drawn ``Case`` holds the sizes, the scalars and the option values, and a seed; ``Case.inputs()`` builds the
+float64 inputs from the seed. ``for_target`` rounds them to the target's dtype and moves them to its device: the
+spec then sees exactly the rounded inputs the implementation saw (design.md, "Tolerances").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import hypothesis.strategies as st
+import torch
+from hypothesis import assume
+
+from eqspec.domain import OMIT, Built, Choice, Domain, Int, Optional, Real, resolve
+
+# The large sizes of a domain (thousands of tokens, long rows) are drawn in one example of this many on average:
+# enough for the regimes where low precision breaks, few enough that the default run stays short.
+LARGE_ONE_IN = 12
+
+
+def _real(arg: Real) -> st.SearchStrategy[float]:
+    if arg.log:
+        body = st.floats(math.log(arg.low), math.log(arg.high)).map(math.exp)
+    else:
+        body = st.floats(arg.low, arg.high, allow_nan=False, allow_infinity=False)
+    return st.one_of(st.sampled_from(arg.edges), body) if arg.edges else body
+
+
+def _int(arg: Int, case: dict) -> st.SearchStrategy[int]:
+    low, high = resolve(arg.low, case), resolve(arg.high, case)
+    assume(low <= high)
+    body = st.integers(low, high)
+    edges = [e for e in arg.edges if low <= e <= high]
+    return st.one_of(st.sampled_from(edges), body) if edges else body
+
+
+def _value(draw, arg, case: dict):
+    if isinstance(arg, Optional):
+        return OMIT if draw(st.booleans()) else _value(draw, arg.inner, case)
+    if isinstance(arg, Real):
+        return draw(_real(arg))
+    if isinstance(arg, Int):
+        return draw(_int(arg, case))
+    if isinstance(arg, Choice):
+        return draw(st.sampled_from(arg.options))
+    if isinstance(arg, Built):
+        return arg  # made by Case.inputs from the seed
+    raise TypeError(f"unknown domain entry {arg!r}")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drawn point of a domain: sizes and scalars by name (Built inputs are made from the seed)."""
+
+    domain: Domain
+    drawn: tuple[tuple[str, object], ...]
+    seed: int
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={'<built>' if isinstance(v, Built) else 'omitted' if v is OMIT else _short(v)}"
+                          for k, v in self.drawn)
+        return f"Case({shown}, seed={self.seed})"
+
+    def inputs(self) -> dict:
+        """name -> value (float64 tensors on the CPU), every argument of the operation; OMIT where left out."""
+        case: dict = {}
+        for i, (name, value) in enumerate(self.drawn):
+            if isinstance(value, Built):
+                gen = torch.Generator().manual_seed((self.seed + 7919 * i) % 2**63)
+                value = value.build(gen, case)
+            case[name] = value
+        return {name: case[name] for name in self.domain.args}
+
+    def scalar(self, name: str):
+        return dict(self.drawn)[name]
+
+
+def _short(v) -> str:
+    return getattr(v, "__name__", None) or repr(v)
+
+
+@st.composite
+def cases(draw, domain: Domain, target, pin: tuple | None = None) -> Case:
+    """A point of ``domain``; ``pin`` = (argument, value) holds one argument at one of its declared values."""
+    drawn: dict = {}
+    large = bool(domain.large) and not target.interpreted and draw(st.integers(1, LARGE_ONE_IN)) == 1
+    for name, size in domain.sizes.items():
+        drawn[name] = domain.large[name] if large and name in domain.large else _value(draw, size, drawn)
+    for name, arg in domain.args.items():
+        drawn[name] = pin[1] if pin is not None and pin[0] == name else _value(draw, arg, drawn)
+    assume(domain.where is None or domain.where(drawn))
+    return Case(domain, tuple(drawn.items()), draw(st.integers(0, 2**31 - 1)))
+
+
+# --- the inputs a target sees, and the spec's copy of them ----------------------------------------------------
+
+def convert(value, fn):
+    """``value`` with every tensor replaced by fn(tensor), through tuples, lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(convert(v, fn) for v in value)
+    if isinstance(value, list):
+        return [convert(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: convert(v, fn) for k, v in value.items()}
+    return value
+
+
+def for_target(inputs: dict, target) -> dict:
+    """Floating tensors rounded to the target's dtype, every tensor on its device."""
+    def move(x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            return target.tensor(x)
+        return x.to(target.device)
+
+    return {k: convert(v, move) for k, v in inputs.items()}
+
+
+def for_spec(inputs: dict) -> dict:
+    """The target's (rounded) inputs as float64 CPU tensors: what the spec computes from."""
+    def back(x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().cpu()
+        return x.to(torch.float64) if x.is_floating_point() else x.clone()
+
+    return {k: convert(v, back) for k, v in inputs.items()}
+
+
+def tensors(value, prefix: str = ""):
+    """(name, tensor) for every tensor inside ``value``."""
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        for i, v in enumerate(value):
+            yield from tensors(v, f"{prefix}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from tensors(v, f"{prefix}[{k!r}]" if prefix else str(k))
+
+
+def perturbed(inputs: dict, relative: float, gen: torch.Generator, fixed: tuple[str, ...] = ()) -> dict:
+    """Every floating tensor and float scalar moved by up to ``relative`` of itself, in a random direction: the
+    inputs a backward-stable implementation computes exactly. Not moved: the ``fixed`` arguments and 0/1 tensors
+    (masks, one-hot transitions, deterministic policies), which are exact by construction."""
+    def move(x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point() or bool(((x == 0) | (x == 1)).all()):
+            return x
+        delta = (torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * relative
+        return x * (1 + delta)
+
+    out = {}
+    for k, v in inputs.items():
+        if k in fixed:
+            out[k] = v
+            continue
+        if isinstance(v, float) and math.isfinite(v):
+            v = v * (1 + (float(torch.rand((), generator=gen)) * 2 - 1) * relative)
+        out[k] = convert(v, move)
+    return out

@@ -1,0 +1,63 @@
+"""Monte Carlo arithmetic: the spec re-run with every intermediate result rounded at random in a lower precision.
+
+How far a correct implementation in dtype d may be from the float64 spec depends on what is computed - on the
+sizes of the intermediate terms that cancel, not of the result (a gradient that sums terms of size 10 to 1e-3).
+Parker's Monte Carlo arithmetic (Parker, Pierce & Eggert 2000, "Monte Carlo Arithmetic: how to gamble with floating
+point and win") measures it without an error analysis per operation: every floating result of every aten operation
+the spec (and its autograd backward) executes is multiplied by (1 + delta), delta uniform in [-u, u] with u the
+unit roundoff of d, and the spread of the outputs is the rounding error an implementation that performs the same
+operations in d makes. The generic differential test (test_matches_spec.py) takes the largest deviation of a few
+such runs as its measured conditioning; its k (2 forward, 3 gradients) is the room left for an algorithm that
+orders the same operations differently.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+
+aten = torch.ops.aten
+
+# Operations that round nothing: they move, select or compare values (a perturbation there would be noise)
+_EXACT = {
+    "view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "squeeze", "unsqueeze", "slice",
+    "select", "index", "index_select", "gather", "scatter", "cat", "stack", "clone", "copy", "_to_copy", "detach",
+    "alias", "lift_fresh", "split", "split_with_sizes", "chunk", "unbind", "narrow", "flip", "roll", "repeat",
+    "where", "masked_fill", "zeros_like", "ones_like", "full_like", "empty_like", "zeros", "ones", "full", "empty",
+    "new_zeros", "new_ones", "new_full", "new_empty", "empty_strided", "fill", "arange", "clamp", "clamp_min",
+    "clamp_max", "relu", "abs", "neg", "max", "min", "maximum", "minimum", "amax", "amin", "sort", "topk", "argmax",
+    "argmin", "argsort", "eq", "ne", "lt", "le", "gt", "ge", "sign", "floor", "ceil", "round", "trunc", "diagonal",
+    "tril", "triu", "index_put", "index_add", "_index_put_impl", "as_strided", "unfold", "masked_select", "nonzero",
+    "one_hot", "constant_pad_nd", "pad", "embedding", "isnan", "isinf", "isfinite", "logical_and", "logical_or",
+    "logical_not", "bitwise_and", "bitwise_or", "lift", "set_", "resize_", "_local_scalar_dense", "item",
+    "scalar_tensor", "scalar", "eye", "linspace", "randn", "rand", "randint", "normal", "bernoulli", "multinomial",
+    "split_copy", "view_copy", "expand_copy", "permute_copy", "t_copy", "slice_copy", "select_copy", "unsqueeze_copy",
+    "squeeze_copy", "transpose_copy", "zero", "_reshape_alias", "masked_scatter", "repeat_interleave",
+}
+
+
+class RandomRounding(TorchDispatchMode):
+    """Every floating result of a rounding operation times (1 + delta), |delta| <= unit_roundoff."""
+
+    def __init__(self, unit_roundoff: float, generator: torch.Generator):
+        super().__init__()
+        self.u = unit_roundoff
+        self.gen = generator
+
+    def _round(self, t):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0:
+            return t
+        delta = (torch.rand(t.shape, generator=self.gen, dtype=t.dtype, device="cpu").to(t.device) * 2 - 1) * self.u
+        return t * (1 + delta)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name.endswith("_") or name.rstrip("_") in _EXACT or func.overloadpacket in (aten.copy_,):
+            return out
+        return tree_map(self._round, out)
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
