@@ -98,6 +98,8 @@ class Domain:
     torch.Generator): then only the contract, the shapes and the inputs' integrity are compared.
     ``large``: sizes to use in a few examples that reach the regimes where low precision breaks (thousands of
     tokens, long rows); drawn with a small probability.
+    ``needs``: the capabilities a drawn case needs beyond its option values (grouped heads need "gqa"); a case a
+    target does not support is not drawn for it. Option values need their capability by name (see ``needed``).
     ``fixed``: arguments exact by construction (a stochastic policy, a probability vector) that the spec's
     conditioning is not measured against (0/1 tensors never are).
     """
@@ -109,6 +111,7 @@ class Domain:
     determined: bool = True
     large: dict[str, int] = field(default_factory=dict)
     fixed: tuple[str, ...] = ()  # exact by construction (a policy whose rows sum to 1): never perturbed
+    needs: Callable[[dict], Any] | None = None  # drawn case -> the capabilities it needs (e.g. {"gqa"})
     note: str = ""
 
 
@@ -123,6 +126,15 @@ def pins(domain: Domain) -> list[tuple[str, Any]]:
         if isinstance(arg, Choice):
             found.extend((name, v) for v in arg.options)
     return found
+
+
+def needed(name: str, value: Any, capabilities: tuple[str, ...]) -> str | None:
+    """The capability an argument's value needs, if the operation's vocabulary has one for it: ``kind="vp"`` needs
+    "kind:vp", ``causal=True`` needs "causal", ``form="switch"`` needs "switch"."""
+    for c in (f"{name}:{value}", name if value is True else None, value if isinstance(value, str) else None):
+        if c is not None and c in capabilities:
+            return c
+    return None
 
 
 def pin_id(pin: tuple[str, Any] | None) -> str:

@@ -14,7 +14,7 @@ import hypothesis.strategies as st
 import torch
 from hypothesis import assume
 
-from eqspec.domain import OMIT, Built, Choice, Domain, Int, Optional, Real, resolve
+from eqspec.domain import OMIT, Built, Choice, Domain, Int, Optional, Real, needed, parameters, resolve
 
 # The large sizes of a domain (thousands of tokens, long rows) are drawn in one example of this many on average:
 # enough for the regimes where low precision breaks, few enough that the default run stays short.
@@ -37,15 +37,18 @@ def _int(arg: Int, case: dict) -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from(edges), body) if edges else body
 
 
-def _value(draw, arg, case: dict):
+def _value(draw, arg, case: dict, allowed=None):
+    """A value of ``arg``; ``allowed(value)`` says whether the target supports an option value."""
     if isinstance(arg, Optional):
-        return OMIT if draw(st.booleans()) else _value(draw, arg.inner, case)
+        return OMIT if draw(st.booleans()) else _value(draw, arg.inner, case, allowed)
     if isinstance(arg, Real):
         return draw(_real(arg))
     if isinstance(arg, Int):
         return draw(_int(arg, case))
     if isinstance(arg, Choice):
-        return draw(st.sampled_from(arg.options))
+        options = [v for v in arg.options if allowed is None or allowed(v)]
+        assume(options)
+        return draw(st.sampled_from(options))
     if isinstance(arg, Built):
         return arg  # made by Case.inputs from the seed
     raise TypeError(f"unknown domain entry {arg!r}")
@@ -89,9 +92,18 @@ def cases(draw, domain: Domain, target, pin: tuple | None = None) -> Case:
     large = bool(domain.large) and not target.interpreted and draw(st.integers(1, LARGE_ONE_IN)) == 1
     for name, size in domain.sizes.items():
         drawn[name] = domain.large[name] if large and name in domain.large else _value(draw, size, drawn)
+    capabilities = target.operation.capabilities
+    defaults = {p.name: p.default for p in parameters(target.operation.reference)}
     for name, arg in domain.args.items():
-        drawn[name] = pin[1] if pin is not None and pin[0] == name else _value(draw, arg, drawn)
+        def allowed(value, name=name):
+            c = needed(name, value, capabilities)
+            return c is None or c in target.impl.provides
+        drawn[name] = pin[1] if pin is not None and pin[0] == name else _value(draw, arg, drawn, allowed)
+    for name, value in drawn.items():  # an omitted option is its default value, which may need a capability too
+        if value is OMIT and name in defaults and (c := needed(name, defaults[name], capabilities)):
+            assume(c in target.impl.provides)
     assume(domain.where is None or domain.where(drawn))
+    assume(domain.needs is None or set(domain.needs(drawn)) <= target.impl.provides)
     return Case(domain, tuple(drawn.items()), draw(st.integers(0, 2**31 - 1)))
 
 
@@ -160,3 +172,24 @@ def perturbed(inputs: dict, relative: float, gen: torch.Generator, fixed: tuple[
             v = v * (1 + (float(torch.rand((), generator=gen)) * 2 - 1) * relative)
         out[k] = convert(v, move)
     return out
+
+
+def unsupported(domain: Domain, target) -> list[str]:
+    """The options for which the target supports no value (nor, when it may be omitted, the default): no point of the
+    domain is left for it."""
+    capabilities = target.operation.capabilities
+    defaults = {p.name: p.default for p in parameters(target.operation.reference)}
+
+    def ok(name, value):
+        c = needed(name, value, capabilities)
+        return c is None or c in target.impl.provides
+
+    found = []
+    for name, arg in domain.args.items():
+        inner = arg.inner if isinstance(arg, Optional) else arg
+        if not isinstance(inner, Choice) or any(ok(name, v) for v in inner.options):
+            continue
+        if isinstance(arg, Optional) and name in defaults and ok(name, defaults[name]):
+            continue
+        found.append(name)
+    return found

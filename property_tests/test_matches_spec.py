@@ -31,11 +31,11 @@ from hypothesis import given, settings
 
 from eqspec.budget import K_FORWARD, K_GRADIENT
 from eqspec.contracts import ArgumentError, ConformanceError, ContractViolation
-from eqspec.domain import call_arguments, pin_id, pins
+from eqspec.domain import call_arguments, needed, pin_id, pins
 from implementations import load_all
 from specs import MATCHES_SPEC
 
-from .domains import cases, convert, for_spec, for_target, tensors
+from .domains import cases, convert, for_spec, for_target, tensors, unsupported
 from .harness import checks, within_budget
 from .rounding import RandomRounding, unit_roundoff
 
@@ -214,6 +214,10 @@ def differential_test(op_id: str):
     @settings(max_examples=max(MIN_PIN_EXAMPLES, settings.default.max_examples // len(pinned)))
     @given(data=st.data())
     def test(target, pin, data):
+        if pin is not None and (c := needed(*pin, op.capabilities)) and c not in target.impl.provides:
+            pytest.skip(f"{target.name} does not provide {c}")
+        if missing := unsupported(domain, target):
+            pytest.skip(f"{target.name} supports no value of {', '.join(missing)} (eqspec_provides)")
         case = data.draw(cases(domain, target, pin), label="case")
         inputs = for_target(case.inputs(), target)
         before = {k: convert(v, torch.Tensor.clone) for k, v in inputs.items()}

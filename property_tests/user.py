@@ -5,7 +5,7 @@ A user callable is named by its ``module:callable`` string. It may declare what 
 
     my_attention.eqspec_devices = ("cuda",)              # default: ("cpu", "cuda")
     my_attention.eqspec_dtypes = ("float16", "bfloat16")  # default: every dtype of the operation
-    my_attention.eqspec_provides = {"causal", "gqa"}      # default: what the spec provides (e.g. lse, grad)
+    my_attention.eqspec_provides = {"causal", "gqa"}      # default: none - only what is declared is tested
 
 Entry points: a package may declare, in the group ``eqspec.implementations``, entries named by the operation
 (``"flash_attention.attention" = "mypkg.attn:flash_attn"``; several for one operation as
@@ -39,9 +39,8 @@ def make(op_id: str, target: str, source: str) -> Implementation:
     if op_id not in REGISTRY.operations:
         known = ", ".join(sorted(REGISTRY.operations))
         raise ImplArgumentError(f"{source}: unknown operation {op_id!r}; known operations: {known}")
-    spec_impl = REGISTRY.implementation(op_id, "spec")
     impl = Implementation(operation=op_id, name=target, target=target, origin="user",
-                          provides=spec_impl.provides, notes=f"user implementation ({source})")
+                          notes=f"user implementation ({source})")
     try:
         fn = load_target(target)
     except Exception as exc:  # reported by every test of this implementation; the run goes on

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .asv_results import load_asv_results
 from .conformance import build_report, to_json
+from .coverage import DEFAULT_MUTATION_SCORE, load_mutation_score
 from .formatting import kill_rate_text, totals_text
 from .html import render_html
 from .load import ResultsNotFound, load_results, merge_results
@@ -28,6 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"implementation, device and dtype are taken from the later file (default: "
                              f"{DEFAULT_RESULTS})")
     parser.add_argument("--mutants", default=DEFAULT_MUTANTS, help="results of the mutants run, if any")
+    parser.add_argument("--mutation-score", default=DEFAULT_MUTATION_SCORE,
+                        help="the generated-mutant score tox -e mutation writes, if any")
     parser.add_argument("--asv-results", default=DEFAULT_ASV, help="asv's results directory")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where index.html, conformance.md and .json go")
     parser.add_argument("--fail-on-failure", action="store_true",
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: cannot read {args.mutants}: {exc}", file=sys.stderr)
 
     registry, notes = load_registry()
-    report = build_report(results, registry, mutants, notes)
+    report = build_report(results, registry, mutants, notes, load_mutation_score(args.mutation_score))
     asv = load_asv_results(args.asv_results)
 
     out = Path(args.out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .coverage import domain_coverage
 from .kill_matrix import kill_matrix
 from .load import RunResults
 from .repro import repro_command as build_repro
@@ -137,6 +138,8 @@ class Report:
     kill: dict | None = None
     notes: list[str] = field(default_factory=list)
     libraries: list[dict] = field(default_factory=list)  # library_summaries: the third-party results per library
+    coverage: dict = field(default_factory=dict)  # reports/coverage.py domain_coverage: per document
+    mutation: dict | None = None  # the generated-mutant score (tox -e mutation), when one was written
 
     @property
     def failures(self) -> list[dict]:
@@ -151,7 +154,7 @@ def totals(rows: list[dict]) -> dict:
 
 
 def build_report(results: RunResults, registry, mutants: RunResults | None = None,
-                 notes: list[str] | None = None) -> Report:
+                 notes: list[str] | None = None, mutation: dict | None = None) -> Report:
     """Everything the renderers need, from the results, the optional mutants run and the registry."""
     mutant_rows = mutants.rows if mutants is not None else [r for r in results.rows if r.get("origin") == "mutant"]
     rows = [r for r in results.rows if r.get("origin") != "mutant"]
@@ -165,7 +168,7 @@ def build_report(results: RunResults, registry, mutants: RunResults | None = Non
             killed = [kill["claims"][c]["killed"] for c in ids if c in kill["claims"]]
             doc.kill_rate = sum(killed) / len(killed) if killed else None
     return Report(results, docs, totals(rows), rows, mutants, kill, list(results.notes) + list(notes or []),
-                  library_summaries(rows, registry, results.environment))
+                  library_summaries(rows, registry, results.environment), domain_coverage(registry, rows), mutation)
 
 
 # The Python package each library is recorded under in the results' environment (its version).
@@ -401,6 +404,8 @@ def to_json(report: Report) -> dict:
         "documents": documents,
         "libraries": report.libraries,
         "kill_matrix": report.kill,
+        "domain_coverage": report.coverage,
+        "mutation_score": report.mutation,
         "failures": [failure_record(r, report.results.run_for(r)) for r in report.failures],
     })
 

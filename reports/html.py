@@ -24,6 +24,7 @@ from .conformance import (
     skip_groups,
     statistics_records,
 )
+from .coverage import COVERAGE_COLUMNS, coverage_rows, survivors
 from .formatting import cell_counts, cell_text, fmt_number, header_fields, kill_rate_text
 from .kill_matrix import format_rate
 
@@ -358,8 +359,27 @@ def _statistics(d: DocumentView) -> str:
 
 # --- mutation testing and performance ---------------------------------------------------------------------
 
+def _coverage(report: Report) -> str:
+    """Each document's domains and its generated-mutant score, and every generated mutant not killed."""
+    if not report.coverage:
+        return ""
+    out = ["<h3>Domains and generated mutants</h3><table><tr>"
+           + "".join(f"<th>{e(title)}</th>" for _, title in COVERAGE_COLUMNS) + "</tr>"]
+    for row in coverage_rows(report.coverage, report.mutation):
+        out.append("<tr>" + "".join(f"<td>{e(row[key])}</td>" for key, _ in COVERAGE_COLUMNS) + "</tr>")
+    out.append("</table>")
+    if report.mutation is None:
+        out.append("<p>No generated-mutant score: <code>tox -e mutation</code> writes it.</p>")
+    left = survivors(report.mutation)
+    if left:
+        out.append(f"<details><summary>Generated mutants not killed ({len(left)})</summary><ul>"
+                   + "".join(f"<li><code>{e(n)}</code> <code>{e(k)}</code>: {e(v)}</li>" for n, k, v in left)
+                   + "</ul></details>")
+    return "\n".join(out)
+
+
 def _mutation(report: Report) -> str:
-    out = ['<section id="mutation"><h2>Mutation testing</h2>']
+    out = ['<section id="mutation"><h2>Mutation testing</h2>', _coverage(report)]
     kill = report.kill
     if kill is None:
         out.append("<p>No mutants results: run <code>tox -e mutants</code>.</p></section>")

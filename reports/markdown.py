@@ -16,6 +16,7 @@ from .formatting import (
     source_text,
     totals_text,
 )
+from .coverage import COVERAGE_COLUMNS, coverage_rows, survivors
 from .kill_matrix import format_rate
 from .load import DIFFERS
 
@@ -64,6 +65,7 @@ def render_markdown(report: Report) -> str:
             lines += [f"> {md(n)}" for n in report.notes] + [""]
 
     lines += _libraries(report)
+    lines += _coverage(report)
     for doc in report.documents:
         if doc.encoded:
             lines += _document(doc, report)
@@ -71,6 +73,24 @@ def render_markdown(report: Report) -> str:
     if pending:
         lines += ["Not yet encoded: " + ", ".join(code(p) for p in pending) + ".", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _coverage(report: Report) -> list[str]:
+    """Each document's domains (what the differential tests vary and compare) and its generated-mutant score."""
+    if not report.coverage:
+        return []
+    lines = ["## Domains and generated mutants", "",
+             "| " + " | ".join(title for _, title in COVERAGE_COLUMNS) + " |",
+             "|" + "---|" * len(COVERAGE_COLUMNS)]
+    for row in coverage_rows(report.coverage, report.mutation):
+        lines.append("| " + " | ".join(md(row[key]) for key, _ in COVERAGE_COLUMNS) + " |")
+    if report.mutation is None:
+        lines += ["", "No generated-mutant score: `tox -e mutation` writes it."]
+    left = survivors(report.mutation)
+    if left:
+        lines += ["", f"Generated mutants not killed ({len(left)}):", ""]
+        lines += [f"- {code(name)} {code(shorten(edit, 140))}: {md(verdict)}" for name, edit, verdict in left]
+    return lines + [""]
 
 
 def _libraries(report: Report) -> list[str]:

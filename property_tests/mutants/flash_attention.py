@@ -112,6 +112,7 @@ _ATTENTION_BUGS = {  # bug -> (claims it must break, what goes wrong)
 }
 for _bug in _ATTENTION_BUGS:
     globals()[_bug] = partial(_online_attention, bug=_bug)
+    globals()[_bug].eqspec_provides = {"lse", "gqa", "causal"}  # as a user's --impl: what the tests may ask of it
 
 
 # --- merge ------------------------------------------------------------------------------------------------
