@@ -21,6 +21,7 @@ end; an aborted run still leaves its rows for ``python -m reports``.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -47,7 +48,15 @@ def pytest_addoption(parser):
     add_options(parser)
 
 
+# The libraries' own chatter (FlexAttention's compile logs run to hundreds of KB): errors only; their findings are in
+# the results and the report
+QUIET_LOGGERS = ("torch._inductor", "torch._dynamo", "torch.fx", "torch._functorch", "transformers", "diffusers",
+                 "open_clip", "trl", "gymnasium", "liger_kernel", "k_diffusion")
+
+
 def pytest_configure(config):
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     config.addinivalue_line("markers", "eqspec(claims, operation, requires, dtypes): claims a property test checks")
     load_all()
     config._eqspec_user = user.collect(config.getoption("--impl"))
@@ -71,7 +80,8 @@ def pytest_configure(config):
     plugins.register(rows, "eqspec-rows")
     if mutants == "generated":
         plugins.register(generated.GeneratedMutants(), "eqspec-generated-mutants")
-    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) owns the results
+    # the controller (or a plain run) owns the results; a --collect-only run writes them only where told to
+    if not hasattr(config, "workerinput") and (not config.option.collectonly or config.getoption("--results")):
         plugins.register(ResultsPlugin(config), "eqspec-results")
 
 

@@ -21,6 +21,11 @@ COUNTS = ("passed", "failed", "skipped", "deviation", "error")
 ORIGIN_ORDER = ("spec", "torch", "triton", "thirdparty", "user")
 
 
+# How a failing row failed, in the reader's words: a wrong value is not an unsupported option or a crash
+FAILURE_CLASSES = {"conformance": "wrong value", "contract": "contract", "implementation-error": "exception",
+                   "timeout": "timeout", "unsupported": "unsupported", "harness": "suite error"}
+
+
 def outcome(status: str) -> str:
     return OUTCOMES.get(status, "fail")
 
@@ -56,10 +61,14 @@ class Cell:
     error: int = 0
     worst_ratio: float | None = None
     rows: list[dict] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=dict)  # failure class -> failing rows (FAILURE_CLASSES)
 
     def add(self, row: dict) -> None:
         key = count_key(row["status"])
         setattr(self, key, getattr(self, key) + 1)
+        if key in ("failed", "error"):
+            kind = FAILURE_CLASSES.get(str(row.get("failure_kind")), "failure")
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
         self.worst_ratio = max_or_none([self.worst_ratio, row_worst_ratio(row)])
         self.rows.append(row)
 
@@ -160,6 +169,12 @@ def build_report(results: RunResults, registry, mutants: RunResults | None = Non
     rows = [r for r in results.rows if r.get("origin") != "mutant"]
     claims = _claim_views(registry, rows + mutant_rows)
     docs = _document_views(registry, rows, claims)
+    narrowed = narrowing(results)
+    if narrowed:  # a partial run: only what ran, and a note of what did not
+        idle = [d.id for d in docs if not d.rows]
+        docs = [_only_what_ran(d) for d in docs if d.rows]
+        notes = [*(notes or []), f"a partial run ({narrowed}): only what ran is shown"
+                 + (f"; not run: {', '.join(idle)}" if idle else "")]
     kill = None
     if mutants is not None or mutant_rows:
         kill = kill_matrix(mutant_rows, list(claims))
@@ -167,8 +182,11 @@ def build_report(results: RunResults, registry, mutants: RunResults | None = Non
             ids = [c.id for c in doc.claims]
             killed = [kill["claims"][c]["killed"] for c in ids if c in kill["claims"]]
             doc.kill_rate = sum(killed) / len(killed) if killed else None
+    coverage = domain_coverage(registry, rows)
+    if narrowed:
+        coverage = {d: c for d, c in coverage.items() if d in {doc.id for doc in docs}}
     return Report(results, docs, totals(rows), rows, mutants, kill, list(results.notes) + list(notes or []),
-                  library_summaries(rows, registry, results.environment), domain_coverage(registry, rows), mutation)
+                  library_summaries(rows, registry, results.environment), coverage, mutation)
 
 
 # The Python package each library is recorded under in the results' environment (its version).
@@ -206,6 +224,25 @@ def library_summaries(rows: list[dict], registry, environment: dict) -> list[dic
                             "message": r.get("message")} for r in lib_rows if outcome(r["status"]) == "fail"]
         out.append(lib)
     return out
+
+
+def narrowing(results: RunResults) -> str:
+    """What narrowed the run to part of the suite (--only-impl, -k, --document, a file), or "" for a whole run."""
+    run = results.run or {}
+    parts = list(run.get("partial") or [])
+    if run.get("only_impl") and not any(p.startswith("--only-impl") for p in parts):
+        parts.append(f"--only-impl {' '.join(run['only_impl'])}")
+    return "; ".join(parts)
+
+
+def _only_what_ran(doc: DocumentView) -> DocumentView:
+    """The claims and the implementation columns with at least one row."""
+    ran = {r["implementation"] for r in doc.rows}
+    doc.implementations = [i for i in doc.implementations if i in ran]
+    doc.claims = [c for c in doc.claims if any(cl == c.id and i in ran and cell.rows
+                                                for (cl, i), cell in doc.cells.items())]
+    doc.cells = {k: v for k, v in doc.cells.items() if k[1] in ran}
+    return doc
 
 
 def _claim_views(registry, rows: list[dict]) -> dict[str, ClaimView]:

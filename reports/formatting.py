@@ -39,7 +39,11 @@ def cell_text(cell: Cell) -> str:
     n = cell.passed + cell.failed + cell.error + cell.deviation + cell.skipped
     if status == "fail":
         text += f" {cell.failed + cell.error}/{n}"
-    if cell.worst_ratio is not None and status in ("pass", "fail"):
+        if cell.kinds:
+            text += ": " + ", ".join(f"{kind}" + (f" {k}" if len(cell.kinds) > 1 else "")
+                                     for kind, k in sorted(cell.kinds.items(), key=lambda kv: -kv[1]))
+        return text  # a failing cell's worst ratio would be its passing tests' score
+    if cell.worst_ratio is not None and status == "pass":
         text += f" ({fmt_number(cell.worst_ratio)})"
     return text
 

@@ -63,6 +63,8 @@ def render_markdown(report: Report) -> str:
         lines.append("")
         if res.complete and report.notes:
             lines += [f"> {md(n)}" for n in report.notes] + [""]
+    elif res.complete and report.notes:
+        lines += [f"> {md(n)}" for n in report.notes] + [""]
 
     lines += _libraries(report)
     lines += _coverage(report)

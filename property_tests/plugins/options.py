@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .. import guard
 from ..mutation import parse_name
 
@@ -26,7 +28,11 @@ def add_options(parser) -> None:
     group.addoption("--mutation-sample", type=int, default=None, metavar="N",
                     help="N generated mutants per spec module, drawn with --mutation-seed (default: all)")
     group.addoption("--mutation-seed", type=int, default=0, metavar="SEED", help="the draw of --mutation-sample")
-    group.addoption("--results", default=None, metavar="PATH", help="result rows (JSON) output path")
+    group.addoption("--document", action="append", default=None, metavar="DOC",
+                    help="only the property tests of this document, e.g. dpo (repeatable; python -m specs lists them)")
+    group.addoption("--results", default=None, metavar="PATH",
+                    help="result rows (JSON) output path (default reports/out/results.json; a partial run - -k, "
+                         "--document, --only-impl, a file - writes reports/out/results-partial.json instead)")
     group.addoption("--impl-timeout", type=float, default=guard.DEFAULT_TIMEOUT_S, metavar="SECONDS",
                     help="deadline for one call of an implementation")
 
@@ -43,3 +49,22 @@ def mutant_flags(config, implementation_name: str) -> list[str]:
     if mutant_mode(config) == "generated":
         return ["--generated-mutants", "--mutation-module", parse_name(implementation_name)[0]]
     return ["--mutants"] if mutant_mode(config) == "hand" else []
+
+
+def partial_reasons(config) -> list[str]:
+    """What narrows this run to part of the suite: its results must not replace a complete run's."""
+    reasons = []
+    for option, shown in (("keyword", "-k"), ("markexpr", "-m")):
+        value = getattr(config.option, option, "")
+        if value:
+            reasons.append(f"{shown} {value}")
+    for option in ("--document", "--only-impl", "--origin", "--device", "--dtype"):
+        if config.getoption(option):
+            reasons.append(f"{option} {' '.join(map(str, config.getoption(option)))}")
+    suite = (config.rootpath / "property_tests").resolve()
+    narrower = [a for a in config.args if Path(a.split("::")[0]).resolve() != suite]
+    if narrower:
+        reasons.append(" ".join(narrower))
+    if getattr(config.option, "lf", False) or getattr(config.option, "failedfirst", False):
+        reasons.append("--lf")
+    return reasons

@@ -69,10 +69,22 @@ def pytest_generate_tests(metafunc):
 
 def pytest_collection_modifyitems(config, items):
     kept = []
+    documents = config.getoption("--document")
+    if documents:
+        unknown = sorted(set(documents) - set(REGISTRY.documents))
+        if unknown:
+            raise pytest.UsageError(f"--document: unknown {', '.join(unknown)}; the documents are "
+                                    f"{', '.join(REGISTRY.documents)}")
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if mutant_mode(config) and not isinstance(params.get("target"), Target):
             continue  # a test with no mutant aimed at its claims
+        narrowed = config.getoption("--only-impl") or config.getoption("--origin")
+        if narrowed and "target" in item.fixturenames and not isinstance(params.get("target"), Target):
+            continue  # no selected implementation has this test: nothing to run, not a skip
+        marker = item.get_closest_marker("eqspec")
+        if documents and (marker is None or REGISTRY.operations[marker.kwargs["operation"]].document not in documents):
+            continue
         _mark_deviation(item)
         _count_examples(item)
         kept.append(item)

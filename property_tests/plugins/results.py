@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 from hypothesis import settings
 
-from .options import mutant_mode
+from .options import mutant_mode, partial_reasons
+
+PARTIAL = "reports/out/results-partial.json"
 
 
 def _status(report) -> tuple[str, str | None, str | None]:
@@ -38,8 +40,9 @@ class Results:
     """Rows written as tests finish (.jsonl, survives an aborted run), then the whole run as one JSON file."""
 
     def __init__(self, config):
+        self.partial = partial_reasons(config) if not mutant_mode(config) else []
         default = {"hand": "reports/out/mutants.json", "generated": "reports/out/mutation.json"}.get(
-            mutant_mode(config), "reports/out/results.json")
+            mutant_mode(config), PARTIAL if self.partial else "reports/out/results.json")
         self.path = Path(config.getoption("--results") or config.rootpath / default)
         self.lines = self.path.with_suffix(".jsonl")
         self.rows: list[dict] = []
@@ -51,7 +54,7 @@ class Results:
                     "command": shlex.join(["python", "-m", "pytest", *config.invocation_params.args]),
                     "impl_args": config.getoption("--impl"), "only_impl": config.getoption("--only-impl"),
                     "pythonpath": os.environ.get("PYTHONPATH") if config.getoption("--impl") else None,
-                    "started": _now(), "finished": None, "complete": False},
+                    "partial": self.partial, "started": _now(), "finished": None, "complete": False},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # a stale results.json must never pass for this run's
@@ -127,8 +130,14 @@ class ResultsPlugin:
             session.exitstatus = 1
 
     def pytest_terminal_summary(self, terminalreporter, config):
-        terminalreporter.write_line(f"eqspec: {len(self.results.rows)} result rows in {self.results.path}; "
-                                    f"render the report with `python -m reports`")
+        path = self.results.path
+        shown = path.relative_to(config.rootpath) if path.is_relative_to(config.rootpath) else path
+        render = "python -m reports" + ("" if shown == Path("reports/out/results.json") else f" --results {shown}")
+        if self.results.partial:
+            terminalreporter.write_line(f"eqspec: a partial run ({'; '.join(self.results.partial)}): "
+                                        f"reports/out/results.json, the last complete run, is left as it was")
+        terminalreporter.write_line(f"eqspec: {len(self.results.rows)} result rows in {shown}; "
+                                    f"render the report with `{render}`")
         for name, reasons in getattr(self, "untested", {}).items():
             terminalreporter.write_line(f"eqspec: UNTESTED: {name} ran no test; skipped because: "
                                         f"{'; '.join(reasons) or 'no test was collected for it'}", red=True)

@@ -29,7 +29,8 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, guard.ImplementationTimeout):
         return "timeout"
     if isinstance(exc, guard.ImplementationError):
-        return "implementation-error"
+        # NotImplementedError: the implementation says it does not support this option (not a wrong answer)
+        return "unsupported" if isinstance(exc.__cause__, NotImplementedError) else "implementation-error"
     if isinstance(exc, (ConformanceError, AssertionError)):
         return "conformance"
     return "harness"
