@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 OMIT = object()  # an optional argument left out of the call: the implementation's default is compared
+GIVEN = object()  # a pin that passes an optional argument (drawn from its domain) rather than omitting it
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ def pins(domain: Domain) -> list[tuple[str, Any]]:
         if isinstance(arg, Optional):
             found.append((name, OMIT))
             arg = arg.inner
+            if not isinstance(arg, Choice):
+                found.append((name, GIVEN))  # a Choice's values are each pinned below
         if isinstance(arg, Choice):
             found.extend((name, v) for v in arg.options)
     return found
@@ -141,7 +144,7 @@ def pin_id(pin: tuple[str, Any] | None) -> str:
     if pin is None:
         return "any"
     name, value = pin
-    shown = "omitted" if value is OMIT else getattr(value, "__name__", None) or repr(value)
+    shown = "omitted" if value is OMIT else "given" if value is GIVEN else getattr(value, "__name__", None) or repr(value)
     return f"{name}={shown}"
 
 

@@ -14,7 +14,7 @@ import hypothesis.strategies as st
 import torch
 from hypothesis import assume
 
-from eqspec.domain import OMIT, Built, Choice, Domain, Int, Optional, Real, needed, parameters, resolve
+from eqspec.domain import GIVEN, OMIT, Built, Choice, Domain, Int, Optional, Real, needed, parameters, resolve
 
 # The large sizes of a domain (thousands of tokens, long rows) are drawn in one example of this many on average:
 # enough for the regimes where low precision breaks, few enough that the default run stays short.
@@ -98,7 +98,10 @@ def cases(draw, domain: Domain, target, pin: tuple | None = None) -> Case:
         def allowed(value, name=name):
             c = needed(name, value, capabilities)
             return c is None or c in target.impl.provides
-        drawn[name] = pin[1] if pin is not None and pin[0] == name else _value(draw, arg, drawn, allowed)
+        if pin is not None and pin[0] == name:
+            drawn[name] = _value(draw, arg.inner, drawn, allowed) if pin[1] is GIVEN else pin[1]
+        else:
+            drawn[name] = _value(draw, arg, drawn, allowed)
     for name, value in drawn.items():  # an omitted option is its default value, which may need a capability too
         if value is OMIT and name in defaults and (c := needed(name, defaults[name], capabilities)):
             assume(c in target.impl.provides)

@@ -16,10 +16,11 @@ import bisect
 import torch
 
 from eqspec.contracts import ArgumentError, ContractViolation, expect_tuple
-from eqspec.registry import claim, operation, spec
+from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
+from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .mdp import F64, check_gamma, check_policy, check_rewards, check_transitions, dense
-from .rl_basics import greedy_policy
+from .rl_basics import GAMMA, WORLD_P, WORLDS, domain_policy, domain_world, greedy_policy, named, world_sizes
 from .validators import check_count, check_tensor
 
 DOC = "monte_carlo"
@@ -276,7 +277,7 @@ def mc_basic(P, r, gamma: float, *, episode_length: int, iterations: int, episod
     check_count("iterations", iterations, minimum=1)
     if pi0 is not None:
         check_policy(pi0, S, A, "pi0")
-    pi = _first_action_policy(S, A) if pi0 is None else pi0.to(F64)
+    pi = _first_action_policy(S, A) if pi0 is None else pi0.to(F64, copy=True)
     s0 = torch.arange(S).repeat_interleave(A).repeat(episodes)
     a0 = torch.arange(A).repeat(S).repeat(episodes)
     for _ in range(iterations):
@@ -460,3 +461,168 @@ claim(DOC, "monte_carlo_contract", kind="contract",
       statement="Bad input (epsilon outside [0, 1], start states out of range, an unknown visit rule, a "
                 "non-stochastic P) is rejected with an ArgumentError naming the argument.",
       source="eqspec/contracts.py (the suite's input contract)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+# Worlds as rl_basics draws them (grid, random stochastic, deterministic; rewards with ties or spread), with
+# rewards r given either per pair (S, A) or per transition (S, A, S). The samplers draw from the torch.Generator
+# (or torch's global one when it is omitted); their output is a function of the inputs alone where every draw
+# has one possible outcome: a deterministic world (grid or deterministic) and a deterministic policy. That is
+# the domain of generate_episodes and of MC Basic (its policies are greedy, its starts exploring: every pair in
+# turn). MC Exploring Starts and MC epsilon-greedy draw their start pairs (and epsilon-greedy actions) whatever
+# the world: their outputs depend on the generator (determined=False), checked for the contract and the inputs.
+
+DETERMINISTIC_WORLDS = ("grid", "deterministic")
+SCALE = Real(1e-8, 1e8, edges=(1.0,), log=True)
+EPSILON = Real(0.0, 1.0, edges=(0.0, 1.0, 0.1, 0.5))
+
+
+def mc_world_sizes(worlds: tuple[str, ...] = WORLDS) -> dict:
+    return dict(world_sizes(worlds), rform=Choice(("pair", "transition")))
+
+
+def _rewards(gen, case):
+    """r of the drawn world: R (S, A) itself, or a reward per transition (S, A, S) (ties: integers)."""
+    P, R = domain_world(case)
+    if case["rform"] == "pair":
+        return R
+    S, A = R.shape
+    g = torch.Generator().manual_seed(case["wseed"] + 1)
+    if case["rewards"] == "ties":
+        return torch.randint(-1, 2, (S, A, S), generator=g).to(F64) * case["scale"]
+    return torch.randn(S, A, S, generator=g, dtype=F64) * case["scale"]
+
+
+WORLD_r = Built(_rewards, note="r of the drawn world: (S, A) or per transition (S, A, S)")
+def _seeded_generator(gen, case):
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=gen)))
+
+
+# omitted (torch's global generator) or a seeded one, each pinned in turn
+GENERATOR = Optional(Choice((named(Built(_seeded_generator, note="a seeded torch.Generator"), "seeded"),)))
+
+
+def _q_table(shape):
+    """Action values of the drawn shape: Gaussian, integers (ties), rows constant (all actions tie), or one
+    action far above the rest; times the drawn scale."""
+    def build(gen, case):
+        size = tuple(case[n] for n in shape)
+        kind = int(torch.randint(0, 4, (), generator=gen))
+        if kind == 0:
+            q = torch.randn(size, generator=gen, dtype=F64)
+        elif kind == 1:
+            q = torch.randint(-2, 3, size, generator=gen).to(F64)
+        elif kind == 2:
+            q = torch.randn(size[:-1] + (1,), generator=gen, dtype=F64).expand(size).clone()
+        else:
+            q = torch.randn(size, generator=gen, dtype=F64)
+            q[..., int(torch.randint(0, size[-1], (), generator=gen))] += 1e3
+        return q * case["scale"]
+    return Built(build, note=f"q {shape}: Gaussian, integer ties, constant rows, one dominant action")
+
+
+def _uniforms(edges_of):
+    """n uniform draws in [0, 1), a third of them replaced by edge values (0, the largest double below 1, and
+    those edges_of(case) names: epsilon itself, the boundaries k/A of the uniform branch)."""
+    def build(gen, case):
+        x = torch.rand(case["n"], generator=gen, dtype=F64)
+        edges = torch.tensor([0.0, 1.0 - 2.0**-53, *edges_of(case)], dtype=F64)
+        edges = edges[edges < 1.0]
+        replace = torch.rand(case["n"], generator=gen) < 1 / 3
+        x[replace] = edges[torch.randint(0, len(edges), (int(replace.sum()),), generator=gen)]
+        return x
+    return Built(build, note="uniforms in [0, 1) with edge values")
+
+
+def _indices(rows: str, length: str, bound: str):
+    """Indices in [0, bound) of shape (rows, length): uniform (repeated pairs when bound is small, never-visited
+    ones when it is large), one constant index, or two alternating ones."""
+    def build(gen, case):
+        n, L, m = case[rows], case[length], case[bound]
+        kind = int(torch.randint(0, 3, (), generator=gen))
+        if kind == 0:
+            return torch.randint(0, m, (n, L), generator=gen)
+        if kind == 1:
+            return torch.full((n, L), int(torch.randint(0, m, (), generator=gen)), dtype=torch.int64)
+        pair = torch.randint(0, m, (2,), generator=gen)
+        return pair[torch.arange(L) % 2].expand(n, L).clone()
+    return Built(build, note=f"indices ({rows}, {length}) in [0, {bound})")
+
+
+def _returns_rewards(gen, case):
+    """Rewards (n, L): Gaussian, sparse (mostly 0, as in the grid world), or integers (ties), times the scale."""
+    n, L = case["n"], case["L"]
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    if kind == 0:
+        r = torch.randn(n, L, generator=gen, dtype=F64)
+    elif kind == 1:
+        r = torch.randn(n, L, generator=gen, dtype=F64) * (torch.rand(n, L, generator=gen) < 0.2)
+    else:
+        r = torch.randint(-1, 2, (n, L), generator=gen).to(F64)
+    return r * case["scale"]
+
+
+REWARDS = Built(_returns_rewards, note="rewards (n, L): Gaussian, sparse, integer")
+
+
+def _start_states(gen, case):
+    return torch.randint(0, case["P"].shape[0], (case["n"],), generator=gen)
+
+
+def _first_actions(gen, case):
+    return torch.randint(0, case["P"].shape[1], (case["n"],), generator=gen)
+
+
+REGISTRY.attach_domain(f"{DOC}.epsilon_greedy", Domain(
+    sizes=dict(S=Int(1, 6), A=Int(1, 5), scale=SCALE),
+    args=dict(q=_q_table(("S", "A")), epsilon=EPSILON),
+))
+REGISTRY.attach_domain(f"{DOC}.epsilon_greedy_sample", Domain(
+    sizes=dict(A=Int(1, 5), n=Int(1, 16), scale=SCALE),
+    args=dict(q=_q_table(("A",)), epsilon=EPSILON,
+              u=_uniforms(lambda case: (case["epsilon"],)),
+              b=_uniforms(lambda case: tuple(k / case["A"] for k in range(1, case["A"])))),
+    exact=("actions",),
+))
+REGISTRY.attach_domain(f"{DOC}.generate_episodes", Domain(
+    sizes=dict(mc_world_sizes(DETERMINISTIC_WORLDS), n=Int(1, 6)),
+    args=dict(P=WORLD_P, r=WORLD_r, pi=domain_policy(("deterministic", "first")),
+              s0=Built(_start_states, note="start states (n,)"), length=Int(1, 12, edges=(1, 2)),
+              a0=Optional(Built(_first_actions, note="first actions (n,)")), generator=GENERATOR),
+    exact=("states", "actions", "rewards"), fixed=("P", "pi"),
+    note="deterministic worlds and policies: every draw has one outcome, the episodes are determined",
+))
+REGISTRY.attach_domain(f"{DOC}.discounted_returns", Domain(
+    sizes=dict(n=Int(1, 4, edges=(1,)), L=Int(1, 20, edges=(1, 2)), scale=SCALE),
+    args=dict(rewards=REWARDS, gamma=Real(0.0, 1.0, edges=(0.0, 1.0, 0.5, 0.999))),
+    large=dict(L=2000),
+))
+REGISTRY.attach_domain(f"{DOC}.mc_action_values", Domain(
+    sizes=dict(n=Int(1, 4, edges=(1,)), L=Int(1, 15, edges=(1, 2)), scale=SCALE),
+    args=dict(S=Int(1, 6, edges=(1,)), A=Int(1, 4, edges=(1,)), states=_indices("n", "L", "S"),
+              actions=_indices("n", "L", "A"), rewards=REWARDS, gamma=Real(0.0, 1.0, edges=(0.0, 1.0, 0.9)),
+              visit=Optional(Choice(VISITS))),
+    exact=("counts",), large=dict(L=500),
+))
+REGISTRY.attach_domain(f"{DOC}.mc_basic", Domain(
+    sizes=mc_world_sizes(DETERMINISTIC_WORLDS),
+    args=dict(P=WORLD_P, r=WORLD_r, gamma=GAMMA, episode_length=Int(1, 15, edges=(1, 2)),
+              iterations=Int(1, 8, edges=(1, 2)), episodes=Optional(Int(1, 3, edges=(1, 2))),
+              pi0=Optional(domain_policy(("deterministic", "first"))), generator=GENERATOR),
+    exact=("pi",), fixed=("P", "pi0"),
+    note="deterministic worlds and policies (MC Basic's own are greedy): its episodes are determined",
+))
+REGISTRY.attach_domain(f"{DOC}.mc_exploring_starts", Domain(
+    sizes=mc_world_sizes(),
+    args=dict(P=WORLD_P, r=WORLD_r, gamma=GAMMA, episode_length=Int(1, 15, edges=(1, 2)),
+              episodes=Int(1, 40, edges=(1, 2)), visit=Optional(Choice(("first", "every"))), generator=GENERATOR),
+    determined=False, fixed=("P",),
+))
+REGISTRY.attach_domain(f"{DOC}.mc_epsilon_greedy", Domain(
+    sizes=mc_world_sizes(),
+    args=dict(P=WORLD_P, r=WORLD_r, gamma=GAMMA, epsilon=EPSILON, episode_length=Int(1, 15, edges=(1, 2)),
+              episodes=Int(1, 40, edges=(1, 2)), generator=GENERATOR),
+    determined=False, fixed=("P",),
+))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from eqspec.contracts import ArgumentError, ContractViolation, expect_tuple
-from eqspec.registry import claim, operation, spec
+from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
+from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .mdp import EPS, F64, P_pi, check_mdp, check_policy, check_values, dense, r_pi
 from .validators import check_count
@@ -157,7 +158,7 @@ def iterative_policy_evaluation(P, R, pi, gamma: float, v0, sweeps: int) -> torc
     check_policy(pi, S, A)
     check_values("v0", v0, S)
     check_count("sweeps", sweeps, minimum=0)
-    v = v0.to(F64)
+    v = v0.to(F64, copy=True)  # the result never aliases the caller's v0 (sweeps = 0)
     for _ in range(sweeps):
         v = bellman_matrix(P, R, pi, v, gamma)
     return v
@@ -219,7 +220,7 @@ def _v0(v0, S: int) -> torch.Tensor:
     if v0 is None:
         return torch.zeros(S, dtype=F64)
     check_values("v0", v0, S)
-    return v0.to(F64)
+    return v0.to(F64, copy=True)
 
 
 @operation(
@@ -262,7 +263,7 @@ def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000
         pi[:, 0] = 1.0
     else:
         check_policy(pi0, S, A, "pi0")
-        pi = pi0.to(F64)
+        pi = pi0.to(F64, copy=True)  # never the caller's pi0 itself (a pi0 already greedy is returned)
     vs = [state_values(P, R, pi, gamma)]
     for _ in range(max_iterations):
         new_pi = greedy_policy(action_values(P, R, vs[-1], gamma))
@@ -354,3 +355,179 @@ claim(DOC, "rl_basics_contract", kind="contract",
       statement="Bad input (P rows not summing to 1, gamma outside [0, 1), a policy of the wrong shape, a cell "
                 "off the grid) is rejected with an ArgumentError naming the argument; P may be a torch sparse tensor.",
       source="eqspec/contracts.py (the suite's input contract)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+# A world is drawn as a few sizes and a seed (wseed) and built from them alone, by every argument that needs it
+# (P, R, and monte_carlo's r), so that P and R always describe one MDP:
+#   grid: the book's grid world, 1 x 1 to 4 x 4 (1 x n and n x 1 included), forbidden cells anywhere (none, some,
+#         all, the target itself), the target often in a corner, the four rewards drawn from GRID_REWARDS (0 and a
+#         positive forbidden reward included; duplicates make actions tie) or Gaussian, times a scale;
+#   random: a stochastic MDP of S states and A actions, each pair reaching `succ` successors (1: deterministic
+#         rows inside a stochastic world, S: dense rows);
+#   deterministic: one successor per pair (chains, self loops, unreachable states).
+# Rewards 'ties': integers in -1..1, and for about half the states the last action a copy of the first (same
+# successors, same reward), so that greedy choices tie exactly; 'spread': Gaussian. The scale spans 1e-6 .. 1e6
+# (below 1 every q is within the absolute tie tolerance TIE_RTOL of the maximum: all actions tie).
+
+WORLDS = ("grid", "random", "deterministic")
+GRID_REWARDS = (-10.0, -1.0, 0.0, 1.0, 5.0)
+REWARD_NAMES = ("r_boundary", "r_forbidden", "r_target", "r_other")
+GAMMA = Real(0.0, 0.999, edges=(0.0, 0.5, 0.9, 0.999))  # the whole of [0, 1) that a float64 solve conditions well
+
+
+def world_sizes(worlds: tuple[str, ...] = WORLDS) -> dict:
+    """The sizes a world is built from (domain_world)."""
+    return dict(world=Choice(worlds), rows=Int(1, 4), cols=Int(1, 4), S=Int(1, 6), A=Int(1, 4), succ=Int(1, 6),
+                rewards=Choice(("ties", "spread")),
+                scale=Real(1e-6, 1e6, edges=(1.0,), log=True), wseed=Int(0, 2**31 - 1))
+
+
+def named(built: Built, name: str) -> Built:
+    """``built`` with a stable name: in a Choice, each named builder is pinned in turn by the differential test
+    (an Optional(Built) alone is pinned only at its omission; pin ids use ``__name__``)."""
+    object.__setattr__(built, "__name__", name)
+    return built
+
+
+def _pick(seq, gen: torch.Generator):
+    return seq[int(torch.randint(0, len(seq), (), generator=gen))]
+
+
+def domain_world(case: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, R) of the world the case's sizes describe (the same every time it is asked for)."""
+    g = torch.Generator().manual_seed(case["wseed"])
+    scale, ties = case["scale"], case["rewards"] == "ties"
+    if case["world"] == "grid":
+        rows, cols = case["rows"], case["cols"]
+        cells = [(i, j) for i in range(1, rows + 1) for j in range(1, cols + 1)]
+        target = _pick([(1, 1), (1, cols), (rows, 1), (rows, cols)] if float(torch.rand((), generator=g)) < 0.5
+                       else cells, g)
+        density = _pick((0.0, 0.25, 0.5, 1.0), g)
+        forbidden = [c for c in cells if float(torch.rand((), generator=g)) < density]
+        rewards = {k: (_pick(GRID_REWARDS, g) if ties else 5 * float(torch.randn((), generator=g, dtype=F64))) * scale
+                   for k in REWARD_NAMES}
+        return grid_world(rows, cols, forbidden, target, **rewards)
+    S, A = case["S"], case["A"]
+    if case["world"] == "random":
+        weights = torch.rand(S, A, S, generator=g, dtype=F64) + 0.05
+        keep = torch.rand(S, A, S, generator=g).argsort(-1) < min(case["succ"], S)
+        P = weights * keep
+        P = P / P.sum(-1, keepdim=True)
+    else:
+        P = torch.nn.functional.one_hot(torch.randint(0, S, (S, A), generator=g), S).to(F64)
+    R = (torch.randint(-1, 2, (S, A), generator=g).to(F64) if ties
+         else torch.randn(S, A, generator=g, dtype=F64)) * scale
+    if ties and A > 1:
+        copy = torch.rand(S, generator=g) < 0.5
+        P[copy, A - 1] = P[copy, 0]
+        R[copy, A - 1] = R[copy, 0]
+    return P, R
+
+
+WORLD_P = Built(lambda gen, case: domain_world(case)[0], note="P of the drawn world (grid, random, deterministic)")
+WORLD_R = Built(lambda gen, case: domain_world(case)[1], note="R of the drawn world")
+POLICIES = ("deterministic", "stochastic", "uniform", "sparse", "first")
+
+
+def domain_policy(kinds: tuple[str, ...] = POLICIES) -> Built:
+    """A policy (S, A) for the drawn P: one-hot rows, random rows (squared uniforms: some near 0), uniform rows,
+    rows with exact zeros, or a_1 everywhere (the default pi0)."""
+    def build(gen, case):
+        S, A = case["P"].shape[:2]
+        kind = _pick(kinds, gen)
+        if kind == "deterministic":
+            return torch.nn.functional.one_hot(torch.randint(0, A, (S,), generator=gen), A).to(F64)
+        if kind == "first":
+            return torch.nn.functional.one_hot(torch.zeros(S, dtype=torch.int64), A).to(F64)
+        if kind == "uniform":
+            return torch.full((S, A), 1.0 / A, dtype=F64)
+        w = torch.rand(S, A, generator=gen, dtype=F64) ** 2
+        if kind == "sparse":
+            keep = torch.rand(S, A, generator=gen) < 0.5
+            keep[torch.arange(S), torch.randint(0, A, (S,), generator=gen)] = True
+            w = (w + 0.01) * keep
+        return w / w.sum(-1, keepdim=True)
+    return Built(build, note=f"policy of kind {kinds}")
+
+
+def _values(gen, case):
+    """State values (S,) for the drawn P: 0, a constant (ties), or Gaussian at the size of R / (1 - gamma)."""
+    S = case["P"].shape[0]
+    kind = int(torch.randint(0, 4, (), generator=gen))
+    if kind == 0:
+        return torch.zeros(S, dtype=F64)
+    if kind == 1:
+        return torch.full((S,), float(torch.randn((), generator=gen, dtype=F64)) * 10 * case["scale"], dtype=F64)
+    return torch.randn(S, generator=gen, dtype=F64) * 10 * case["scale"]
+
+
+VALUES = Built(_values, note="values (S,): zeros, constant or Gaussian x 10 scale")
+GIVEN_VALUES = Choice((named(Built(_values, note=VALUES.note), "values"),))  # Optional(GIVEN_VALUES): v0 pinned both ways
+EVERY_POLICY = Choice(tuple(named(domain_policy((k,)), k) for k in POLICIES))  # each kind of policy pinned
+
+
+def _forbidden_cells(gen, case):
+    rows, cols = case["rows"], case["cols"]
+    cells = [(i, j) for i in range(1, rows + 1) for j in range(1, cols + 1)]
+    kind = int(torch.randint(0, 5, (), generator=gen))
+    if kind == 0:
+        return []
+    if kind == 1:
+        return cells  # every cell, the target included
+    chosen = [c for c in cells if float(torch.rand((), generator=gen)) < 0.4]
+    if kind == 2:
+        return tuple([list(c) for c in chosen] + [list(c) for c in chosen[:1]])  # lists, one twice
+    return chosen
+
+
+def _target(gen, case):
+    rows, cols = case["rows"], case["cols"]
+    if float(torch.rand((), generator=gen)) < 0.6:
+        return _pick([(1, 1), (1, cols), (rows, 1), (rows, cols)], gen)
+    cell = (int(torch.randint(1, rows + 1, (), generator=gen)), int(torch.randint(1, cols + 1, (), generator=gen)))
+    return list(cell) if float(torch.rand((), generator=gen)) < 0.3 else cell
+
+
+def _grid_reward(*edges: float) -> Optional:
+    return Optional(Real(-10.0, 10.0, edges=edges))
+
+
+_WORLD = dict(P=WORLD_P, R=WORLD_R)
+
+REGISTRY.attach_domain(f"{DOC}.grid_world", Domain(
+    args=dict(rows=Int(1, 6, edges=(1, 2)), cols=Int(1, 6, edges=(1, 2)),
+              forbidden=Built(_forbidden_cells, note="none, all, a random subset (as lists, one twice)"),
+              target=Built(_target, note="a corner or any cell"),
+              r_boundary=_grid_reward(-1.0, 0.0, 1.0, -10.0), r_forbidden=_grid_reward(-1.0, 0.0, 5.0, -10.0),
+              r_target=_grid_reward(1.0, 0.0, -1.0, 10.0), r_other=_grid_reward(0.0, -1.0, 1.0)),
+    exact=("P", "R"),
+))
+REGISTRY.attach_domain(f"{DOC}.state_values", Domain(
+    sizes=world_sizes(), args=dict(**_WORLD, pi=EVERY_POLICY, gamma=GAMMA), fixed=("P", "pi"),
+))
+REGISTRY.attach_domain(f"{DOC}.iterative_policy_evaluation", Domain(
+    sizes=world_sizes(),
+    args=dict(**_WORLD, pi=EVERY_POLICY, gamma=GAMMA, v0=VALUES, sweeps=Int(0, 40, edges=(0, 1))),
+    fixed=("P", "pi"),
+))
+REGISTRY.attach_domain(f"{DOC}.action_values", Domain(
+    sizes=world_sizes(), args=dict(**_WORLD, v=VALUES, gamma=GAMMA), fixed=("P",),
+))
+REGISTRY.attach_domain(f"{DOC}.value_iteration", Domain(
+    sizes=world_sizes(), args=dict(**_WORLD, gamma=GAMMA, iterations=Int(0, 40, edges=(0, 1)),
+                                   v0=Optional(GIVEN_VALUES)),
+    exact=("pi",), fixed=("P",),
+))
+REGISTRY.attach_domain(f"{DOC}.policy_iteration", Domain(
+    sizes=world_sizes(), args=dict(**_WORLD, gamma=GAMMA, pi0=Optional(EVERY_POLICY),
+                                   max_iterations=Optional(Int(1, 30, edges=(1, 2)))),
+    exact=("pi",), fixed=("P", "pi0"),
+))
+REGISTRY.attach_domain(f"{DOC}.truncated_policy_iteration", Domain(
+    sizes=world_sizes(), args=dict(**_WORLD, gamma=GAMMA, j=Int(1, 10, edges=(1, 2)),
+                                   iterations=Int(0, 20, edges=(0, 1)), v0=Optional(GIVEN_VALUES)),
+    exact=("pi",), fixed=("P",),
+))

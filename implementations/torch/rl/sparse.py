@@ -76,7 +76,7 @@ def iterative_policy_evaluation(P, R, pi, gamma, v0, sweeps):
     check_values("v0", v0, S)
     Pc, pi = _csr(P), pi.to(F64)
     r_pi = (pi * R).sum(1)
-    v = v0.to(F64)
+    v = v0.to(F64, copy=True)
     for _ in range(sweeps):
         v = _sweep(Pc, r_pi, pi, v, gamma)
     return v
@@ -104,7 +104,7 @@ def policy_iteration(P, R, gamma, *, pi0=None, max_iterations=1000):
         pi[:, 0] = 1.0
     else:
         check_policy(pi0, S, A, "pi0")
-        pi = pi0.to(F64)
+        pi = pi0.to(F64, copy=True)
     vs = [_evaluate(Pc, R, pi, gamma)]
     for _ in range(max_iterations):
         new_pi = _greedy(_q(Pc, R, vs[-1], gamma))
