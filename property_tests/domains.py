@@ -90,14 +90,23 @@ def cases(draw, domain: Domain, target, pin: tuple | None = None) -> Case:
     """A point of ``domain``; ``pin`` = (argument, value) holds one argument at one of its declared values."""
     drawn: dict = {}
     large = bool(domain.large) and not target.interpreted and draw(st.integers(1, LARGE_ONE_IN)) == 1
-    for name, size in domain.sizes.items():
-        drawn[name] = domain.large[name] if large and name in domain.large else _value(draw, size, drawn)
     capabilities = target.operation.capabilities
     defaults = {p.name: p.default for p in parameters(target.operation.reference)}
-    for name, arg in domain.args.items():
-        def allowed(value, name=name):
+
+    def allowed_for(name):
+        def allowed(value):
             c = needed(name, value, capabilities)
             return c is None or c in target.impl.provides
+        return allowed
+
+    for name, size in domain.sizes.items():  # a size named like a capability ("bias": True) needs it too
+        drawn[name] = (domain.large[name] if large and name in domain.large
+                       else _value(draw, size, drawn, allowed_for(name)))
+    for name, arg in domain.args.items():
+        allowed = allowed_for(name)
+        if name in capabilities and name not in target.impl.provides and isinstance(arg, Optional):
+            drawn[name] = OMIT  # an argument named like a capability (shared=) only for those that provide it
+            continue
         if pin is not None and pin[0] == name:
             drawn[name] = _value(draw, arg.inner, drawn, allowed) if pin[1] is GIVEN else pin[1]
         else:

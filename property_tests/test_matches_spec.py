@@ -31,7 +31,7 @@ from hypothesis import given, settings
 
 from eqspec.budget import K_FORWARD, K_GRADIENT
 from eqspec.contracts import ArgumentError, ConformanceError, ContractViolation
-from eqspec.domain import call_arguments, needed, pin_id, pins
+from eqspec.domain import GIVEN, call_arguments, needed, pin_id, pins
 from implementations import load_all
 from specs import MATCHES_SPEC
 
@@ -232,6 +232,8 @@ def differential_test(op_id: str):
     def test(target, pin, data):
         if pin is not None and (c := needed(*pin, op.capabilities)) and c not in target.impl.provides:
             pytest.skip(f"{target.name} does not provide {c}")
+        if pin is not None and pin[1] is GIVEN and pin[0] in op.capabilities and pin[0] not in target.impl.provides:
+            pytest.skip(f"{target.name} does not provide {pin[0]}")
         if missing := unsupported(domain, target):
             pytest.skip(f"{target.name} supports no value of {', '.join(missing)} (eqspec_provides)")
         case = data.draw(cases(domain, target, pin), label="case")

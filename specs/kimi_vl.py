@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F_
 
 from eqspec.contracts import ArgumentError, expect_tensor
-from eqspec.registry import claim, operation, spec
+from eqspec.domain import OMIT, Built, Choice, Domain, Int, Optional, Real, resolve
+from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .flash_attention import varlen_attention
 from .moe_routing import (  # noqa: F401  (re-exported: the document's operations)
@@ -195,7 +196,7 @@ def pos_emb(weight: torch.Tensor, h: int, w: int) -> torch.Tensor:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(name, f"{name} must be a positive integer, got {n!r}")
     if (h, w) == tuple(weight.shape[:2]):
-        return weight.flatten(0, 1)
+        return weight.flatten(0, 1).clone()  # the table itself, never a view of the caller's weight
     W = weight.to(F64).permute(2, 0, 1)[None]
     P = F_.interpolate(W, size=(h, w), mode="bicubic", align_corners=False)[0]
     return P.permute(1, 2, 0).flatten(0, 1).to(weight.dtype)
@@ -506,3 +507,136 @@ claim(DOC, "kimi_vl_contract", kind="contract", operations=(ROUTE, MOE, DISPATCH
                 "expert weights of the wrong shape, odd h or w for the merger, a head dim not divisible by 4, "
                 "indices out of range) is rejected with an error naming the argument.",
       source="design.md (bad input)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# (the routing operations' domains are declared in specs/moe_routing.py)
+# ---------------------------------------------------------------------------------------------------
+
+def _grid(*, even: bool = False, max_side: int = 5):
+    """1 to 3 images of h x w patches: sides of 1 (even: 2), non-square grids, the same image twice."""
+    def build(gen, case):
+        sides = torch.tensor([2, 4, 6]) if even else torch.arange(1, max_side + 1)
+        n = int(torch.randint(1, 4, (), generator=gen))
+        pairs = [tuple(sides[torch.randint(0, len(sides), (2,), generator=gen)].tolist()) for _ in range(n)]
+        if n > 1 and int(torch.randint(0, 3, (), generator=gen)) == 0:
+            pairs[1] = pairs[0]
+        return pairs
+    return Built(build, note=f"{'even ' if even else ''}grids (h, w) of 1 to 3 images")
+
+
+def _grid_hw(gen, case):
+    """The drawn grid as a list of pairs or as an int tensor (N, 2) (int64 or int32)."""
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    if kind == 0:
+        return [tuple(p) for p in case["grid"]]
+    return torch.tensor(case["grid"], dtype=(torch.int64, torch.int32)[kind - 1])
+
+
+def _tokens(dim: str, scale: str = "scale"):
+    return Built(lambda gen, case: torch.randn(sum(h * w for h, w in case["grid"]), case[dim], generator=gen,
+                                               dtype=F64) * case[scale], note=f"(sum h w, {dim}) packed tokens")
+
+
+def _rope_positions(gen, case):
+    """(T, 2) (row, column): the raster positions of packed images (restarting at (0, 0)), or far positions (a
+    large image's last rows and columns, up to 512) - int64 or int32."""
+    if case["far"]:
+        pos = torch.randint(0, 513, (case["T"], 2), generator=gen)
+        pos[0] = torch.tensor([512, 512]) if case["T"] > 1 else pos[0]
+    else:
+        pos = grid_positions(case["grid"])
+    return pos.to((torch.int64, torch.int32)[int(torch.randint(0, 2, (), generator=gen))])
+
+
+REGISTRY.attach_domain(ROPE, Domain(
+    sizes=dict(grid=_grid(max_side=6), far=Choice((False, True)), heads=Int(1, 3, edges=(1,)),
+               d=Choice((4, 8, 12, 16, 32, 64)), scale=Real(1e-3, 1e3, edges=(1.0,), log=True),
+               T=Built(lambda gen, case: sum(h * w for h, w in case["grid"]), note="sum h w")),
+    args=dict(x=Built(lambda gen, case: torch.randn(case["T"], case["heads"], case["d"], generator=gen, dtype=F64)
+                      * case["scale"], note="(T, H, d) head vectors"),
+              positions=Built(_rope_positions, note="(T, 2) (row, column)"),
+              theta=Optional(Real(1.5, 1e6, edges=(THETA, 100.0, 2.0), log=True))),
+))
+
+
+def _pos_table(gen, case):
+    return torch.randn(case["H0"], case["W0"], case["D"], generator=gen, dtype=F64) * case["scale"]
+
+
+REGISTRY.attach_domain(POS, Domain(
+    sizes=dict(H0=Int(1, 8, edges=(1, 2)), W0=Int(1, 8, edges=(1,)), D=Int(1, 6, edges=(1,)),
+               same=Choice((False, True)), scale=Real(1e-2, 1e2, edges=(1.0,), log=True)),
+    args=dict(weight=Built(_pos_table, note="(H0, W0, D) position table"),
+              h=Int("H0 if same else 1", "H0 if same else 20", edges=(1, 2)),
+              w=Int("W0 if same else 1", "W0 if same else 20", edges=(1,))),
+    large=dict(H0=64, W0=64, D=16),
+))
+
+
+def _encoder_params(gen, case) -> dict:
+    """MoonViT weights: D wide, ``layers`` blocks of MLP width M, an (H0, W0) position table; LayerNorm gains
+    around 1, biases small."""
+    D, P, M = case["D"], case["P"], case["M"]
+
+    def r(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen, dtype=F64) * scale
+
+    params = {"patch_w": r(D, P, scale=1 / math.sqrt(P)), "patch_b": r(D, scale=0.1),
+              "pos": r(case["H0"], case["W0"], D, scale=0.5), "final_w": 1 + r(D, scale=0.1),
+              "final_b": r(D, scale=0.1), "layers": []}
+    for _ in range(case["layers"]):
+        params["layers"].append({
+            "ln1_w": 1 + r(D, scale=0.1), "ln1_b": r(D, scale=0.1),
+            "qkv_w": r(3 * D, D, scale=case["sharp"] / math.sqrt(D)), "qkv_b": r(3 * D, scale=0.1),
+            "o_w": r(D, D, scale=1 / math.sqrt(D)), "o_b": r(D, scale=0.1),
+            "ln2_w": 1 + r(D, scale=0.1), "ln2_b": r(D, scale=0.1),
+            "fc1_w": r(M, D, scale=1 / math.sqrt(D)), "fc1_b": r(M, scale=0.1),
+            "fc2_w": r(D, M, scale=1 / math.sqrt(M)), "fc2_b": r(D, scale=0.1)})
+    return params
+
+
+REGISTRY.attach_domain(ENCODE, Domain(
+    sizes=dict(grid=_grid(max_side=4), D=Choice((8, 16)), P=Int(1, 12, edges=(1,)), M=Int(1, 16, edges=(1,)),
+               H0=Int(1, 4, edges=(1,)), W0=Int(1, 4, edges=(1,)), layers=Int(0, 2, edges=(0, 1)),
+               sharp=Real(0.1, 4.0, edges=(1.0,), log=True), scale=Real(0.01, 10.0, edges=(1.0,), log=True)),
+    args=dict(patches=_tokens("P"), grid_hw=Built(_grid_hw, note="list of pairs or int tensor (N, 2)"),
+              params=Built(_encoder_params, note="MoonViT weights"), heads=Optional(Choice((1, 2, 4)))),
+    where=lambda c: c["heads"] is OMIT or c["D"] % (4 * c["heads"]) == 0,
+))
+
+REGISTRY.attach_domain(MERGE, Domain(
+    sizes=dict(grid=_grid(even=True), D=Int(1, 8, edges=(1,)), scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
+    args=dict(x=_tokens("D"), grid_hw=Built(_grid_hw, note="list of pairs or int tensor (N, 2)")),
+    exact=("merged",),
+))
+
+
+def _projector_x(gen, case):
+    """(T, D) tokens of spread ``scale`` around ``center``; some patches constant (variance 0: eps decides)."""
+    T = sum(h * w for h, w in case["grid"])
+    x = torch.randn(T, case["D"], generator=gen, dtype=F64) * case["scale"] + case["center"]
+    flat = torch.rand(T, generator=gen) < 0.2
+    return torch.where(flat[:, None], x[:, :1], x)
+
+
+def _linear(rows: str, cols: str, scale: float = 1.0):
+    return Built(lambda gen, case: torch.randn(resolve(rows, case), resolve(cols, case), generator=gen, dtype=F64)
+                 * (scale / math.sqrt(resolve(cols, case))), note=f"({rows}, {cols}) weight")
+
+
+def _vector(n: str, center: float = 0.0, scale: float = 0.1):
+    return Built(lambda gen, case: center + torch.randn(resolve(n, case), generator=gen, dtype=F64) * scale,
+                 note=f"({n}) vector")
+
+
+REGISTRY.attach_domain(PROJ, Domain(
+    sizes=dict(grid=_grid(even=True), D=Int(1, 8, edges=(1,)), Dt=Int(1, 8, edges=(1,)),
+               scale=Real(1e-3, 1e2, edges=(1.0,), log=True), center=Real(-5.0, 5.0, edges=(0.0,))),
+    args=dict(x=Built(_projector_x, note="(T, D) tokens, some constant"),
+              grid_hw=Built(_grid_hw, note="list of pairs or int tensor (N, 2)"),
+              ln_w=_vector("D", 1.0), ln_b=_vector("D"), w1=_linear("4 * D", "4 * D"), b1=_vector("4 * D"),
+              w2=_linear("Dt", "4 * D"), b2=_vector("Dt"),
+              eps=Optional(Real(1e-12, 0.1, edges=(LN_EPS, 1e-6), log=True))),
+))

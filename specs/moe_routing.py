@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
 from eqspec.registry import REGISTRY, claim, operation, spec  # noqa: F401  (claim: used by specs/kimi_vl.py)
 
 from .validators import check_tensor
@@ -446,3 +447,257 @@ def moe_magnitudes(x, w_router, bias, w_gate, w_up, w_down, config, shared=None)
 
 
 REGISTRY.attach_magnitudes(f"{DOC}.moe", moe_magnitudes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+
+EXPERTS = Choice((1, 2, 3, 4, 6, 8, 12, 16))  # 1 expert, odd counts (groups of 3), the usual powers of two
+LOGIT_QUANTUM = 2.0 ** -3  # logits on a grid of 1/8 (exact in bfloat16 below 32): distinct values stay apart
+BIAS_QUANTUM = 2.0 ** -6
+NEAR = 2.0 ** -8  # a near tie: one column 1/256 above another, resolved by a float32 router
+
+
+def _router_config(gen, case) -> RouterConfig:
+    """A valid RouterConfig for E = case["E"]: scoring, norm_topk_prob and routed_scaling_factor from the drawn
+    sizes; n_group among the divisors of E leaving groups of >= 2 (or 1, half the time), topk_group and top_k
+    anywhere in their valid ranges (1 ... the kept experts, at most 8)."""
+    E = case["E"]
+    divisors = [g for g in range(2, E + 1) if E % g == 0 and E // g >= 2]
+    n_group = 1
+    if case["groups"] and divisors:
+        n_group = divisors[int(torch.randint(0, len(divisors), (), generator=gen))]
+    topk_group = int(torch.randint(1, n_group + 1, (), generator=gen))
+    kept = topk_group * (E // n_group)
+    top_k = 1 if case["top1"] else int(torch.randint(1, min(kept, 8) + 1, (), generator=gen))
+    return RouterConfig(top_k=top_k, n_group=n_group, topk_group=topk_group, scoring=case["scoring"],
+                        norm_topk_prob=case["norm"], routed_scaling_factor=case["rsf"] if case["scaling"] else 1.0)
+
+
+# The draws named like capabilities (scoring values, groups, scaling, bias) are drawn only for implementations that
+# declare them (a Mixtral router has softmax scoring and none of the others)
+CONFIG_SIZES = dict(scoring=Choice(SCORINGS), groups=Choice((False, True)), top1=Choice((False, True)),
+                    norm=Choice((True, False)), scaling=Choice((False, True)),
+                    rsf=Real(0.01, 10.0, edges=(1.0, 2.446, 0.5), log=True))
+CONFIG = Built(_router_config, note="RouterConfig: scoring, groups, top_k, norm, scaling")
+
+
+def _tie_pattern(gen, case) -> dict:
+    """Which columns are tied (shared by the logits and the bias so that the selection scores tie too)."""
+    E = case["E"]
+    kind = int(torch.randint(0, 4, (), generator=gen))  # 0: none, 1: exact ties, 2: near ties, 3: all equal
+    pairs = torch.randint(0, E, (int(torch.randint(1, E + 1, (), generator=gen)), 2), generator=gen).tolist()
+    return dict(kind=kind, pairs=pairs)
+
+
+def _apply_ties(t: torch.Tensor, ties: dict, near: float) -> torch.Tensor:
+    t = t.clone()
+    if ties["kind"] == 3:
+        return t[..., :1].expand(t.shape).clone()
+    if ties["kind"] in (1, 2):
+        for src, dst in ties["pairs"]:
+            if src != dst:
+                t[..., dst] = t[..., src] + (near if ties["kind"] == 2 else 0.0)
+    return t
+
+
+def _route_logits(gen, case) -> torch.Tensor:
+    """(T, E) logits of spread ``scale`` on a grid of 1/8, clamped to +-10 (where a float32 sigmoid still tells
+    grid neighbours apart), with exact ties, near ties (1/256 apart) or all-equal rows per the tie pattern."""
+    x = torch.randn(case["T"], case["E"], generator=gen, dtype=F64) * case["scale"]
+    x = (x / LOGIT_QUANTUM).round().clamp(-10 / LOGIT_QUANTUM, 10 / LOGIT_QUANTUM) * LOGIT_QUANTUM
+    return _apply_ties(x, case["ties"], NEAR)
+
+
+def _route_bias(gen, case) -> torch.Tensor:
+    """(E) correction bias: none (zeros), one constant for all, or spread ``bias_scale`` on a grid of 1/64, with
+    the logits' exact ties repeated (tied columns keep tied selection scores)."""
+    E, kind = case["E"], int(torch.randint(0, 3, (), generator=gen))
+    if kind == 0 or not case["biased"]:
+        return torch.zeros(E, dtype=F64)
+    if kind == 1:
+        return torch.full((E,), float(torch.randn((), generator=gen, dtype=F64)) * case["bias_scale"], dtype=F64)
+    b = torch.randn(E, generator=gen, dtype=F64) * case["bias_scale"]
+    b = (b / BIAS_QUANTUM).round().clamp(-100, 100) * BIAS_QUANTUM
+    return _apply_ties(b, case["ties"], 0.0)
+
+
+ROUTE_SIZES = dict(T=Int(1, 12, edges=(1,)), E=EXPERTS, scale=Real(0.05, 8.0, edges=(1.0, 8.0), log=True),
+                   bias_scale=Real(0.01, 1.5, edges=(0.1, 1.0), log=True),
+                   ties=Built(_tie_pattern, note="tied columns"), biased=Choice((False, True)), **CONFIG_SIZES)
+
+
+def _needs_bias(case: dict) -> set[str]:
+    """A nonzero correction bias needs an implementation that takes one ("bias")."""
+    return {"bias"} if case["biased"] else set()
+
+REGISTRY.attach_domain(f"{DOC}.route", Domain(
+    sizes=ROUTE_SIZES,
+    args=dict(logits=Built(_route_logits, note="(T, E) logits on a 1/8 grid with ties"),
+              bias=Built(_route_bias, note="(E) bias: zeros, constant or spread"), config=CONFIG),
+    exact=("indices",),
+    large=dict(T=4096, E=64),
+    needs=_needs_bias,
+))
+
+
+def _loads(gen, case) -> torch.Tensor:
+    """(E) token counts: at random, all equal (every expert at the mean), one expert taking everything, all zero,
+    or balanced but for a pair; int64, int32 or float64 (fractional loads)."""
+    E, kind = case["E"], int(torch.randint(0, 5, (), generator=gen))
+    if kind == 0:
+        c = torch.randint(0, 50, (E,), generator=gen).to(F64)
+    elif kind == 1:
+        c = torch.full((E,), 7.0, dtype=F64)
+    elif kind == 2:
+        c = torch.zeros(E, dtype=F64)
+        c[int(torch.randint(0, E, (), generator=gen))] = 100.0
+    elif kind == 3:
+        c = torch.zeros(E, dtype=F64)
+    else:
+        c = torch.full((E,), 4.0, dtype=F64)
+        if E >= 2:
+            c[0], c[-1] = 3.0, 5.0
+    dtype = (torch.int64, torch.int32, F64)[int(torch.randint(0, 3, (), generator=gen))]
+    if dtype == F64 and kind == 0:
+        return c * 0.37  # fractional loads
+    return c.to(dtype)
+
+
+REGISTRY.attach_domain(f"{DOC}.bias_update", Domain(
+    sizes=dict(E=Int(1, 16, edges=(1, 2)), spread=Real(0.0, 2.0, edges=(0.0, 0.01))),
+    args=dict(bias=Built(lambda gen, case: torch.randn(case["E"], generator=gen, dtype=F64) * case["spread"],
+                         note="(E) bias"),
+              counts=Built(_loads, note="(E) loads"),
+              gamma=Optional(Real(1e-8, 10.0, edges=(1e-3, 1e-8, 1.0), log=True))),
+    exact=("bias",),
+    large=dict(E=4096),
+))
+
+
+def _affinities(gen, case) -> torch.Tensor:
+    """(T, E) router scores: sigmoid or softmax of logits of spread ``scale``."""
+    x = torch.randn(case["T"], case["E"], generator=gen, dtype=F64) * case["scale"]
+    x = _apply_ties(x, case["ties"], 1e-3)
+    return torch.sigmoid(x) if case["scoring"] == "sigmoid" else torch.softmax(x, -1)
+
+
+def _selected(gen, case) -> torch.Tensor:
+    """(T, K) int64: the top-K of the scores (the router's choice), or K distinct experts at random, or every token
+    on the same K experts (the most unbalanced routing)."""
+    T, E, K = case["T"], case["E"], case["K"]
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    if kind == 0:
+        return case["scores"].topk(K, dim=-1).indices
+    if kind == 1:
+        return torch.stack([torch.randperm(E, generator=gen)[:K] for _ in range(T)])
+    return torch.randperm(E, generator=gen)[:K].expand(T, K).clone()
+
+
+REGISTRY.attach_domain(f"{DOC}.balance_loss", Domain(
+    sizes=dict(T=Int(1, 12, edges=(1,)), E=Int(1, 16, edges=(2, 8)), K=Int(1, "E"),
+               scale=Real(0.05, 10.0, edges=(1.0,), log=True), scoring=Choice(SCORINGS),
+               ties=Built(_tie_pattern, note="tied columns")),
+    args=dict(scores=Built(_affinities, note="(T, E) sigmoid or softmax scores"),
+              indices=Built(_selected, note="(T, K) selected experts"),
+              form=Optional(Choice(BALANCE_FORMS)), alpha=Optional(Real(0.0, 10.0, edges=(1.0, 0.0)))),
+    large=dict(T=4096, E=64, K=6),
+))
+
+
+def _indices(gen, case) -> torch.Tensor:
+    """(T, K) expert ids in [0, n_experts): at random (repeats inside a token allowed: the dispatch is
+    capacity-free), all on one expert, or on the last expert only (the others' buffers empty)."""
+    T, K, E = case["T"], case["K"], case["n_experts"]
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    if kind == 1:
+        return torch.zeros(T, K, dtype=torch.int64)
+    if kind == 2:
+        return torch.full((T, K), E - 1, dtype=torch.int64)
+    return torch.randint(0, E, (T, K), generator=gen)
+
+
+REGISTRY.attach_domain(f"{DOC}.dispatch", Domain(
+    sizes=dict(T=Int(1, 12, edges=(1,)), K=Int(1, 6, edges=(1,)), D=Int(1, 8, edges=(1,))),
+    args=dict(x=Built(lambda gen, case: torch.randn(case["T"], case["D"], generator=gen, dtype=F64),
+                      note="(T, D) tokens"),
+              n_experts=Int(1, 16, edges=(1, 16)), indices=Built(_indices, note="(T, K) expert ids")),
+    exact=("x_sorted", "counts", "positions"),
+    large=dict(T=4096, K=6, D=16),
+))
+
+
+def _positions(gen, case) -> torch.Tensor:
+    """(T, K) rows of y_sorted: a permutation of the T K slots (what dispatch returns), or rows drawn with repeats
+    (a slot read twice, the extra rows never)."""
+    T, K, N = case["T"], case["K"], case["N"]
+    if int(torch.randint(0, 2, (), generator=gen)) == 0:
+        return torch.randperm(N, generator=gen)[:T * K].view(T, K)
+    return torch.randint(0, N, (T, K), generator=gen)
+
+
+def _combine_weights(gen, case) -> torch.Tensor:
+    """(T, K) weights: non-negative router weights, signed ones, or zeros."""
+    T, K = case["T"], case["K"]
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    w = torch.rand(T, K, generator=gen, dtype=F64) * 2.446
+    if kind == 1:
+        w = torch.randn(T, K, generator=gen, dtype=F64)
+    if kind == 2:
+        w = torch.zeros(T, K, dtype=F64)
+    return w
+
+
+REGISTRY.attach_domain(f"{DOC}.combine", Domain(
+    sizes=dict(T=Int(1, 12, edges=(1,)), K=Int(1, 6, edges=(1,)), D=Int(1, 8, edges=(1,)),
+               N=Int("T * K", "T * K + 3"), scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
+    args=dict(y_sorted=Built(lambda gen, case: torch.randn(case["N"], case["D"], generator=gen, dtype=F64)
+                             * case["scale"], note="(N, D) expert outputs"),
+              positions=Built(_positions, note="(T, K) rows"), weights=Built(_combine_weights, note="(T, K)")),
+    large=dict(T=4096, K=6, D=16),
+))
+
+
+def _moe_weights(gen, case) -> dict:
+    """Router rows, bias and SwiGLU experts; some experts are exact copies of others (router row, bias and expert
+    weights), so that ties in the selection are ties between identical experts."""
+    E, D, F = case["E"], case["D"], case["F"]
+    w_router = torch.randn(E, D, generator=gen, dtype=F64) * (case["sharp"] / math.sqrt(D))
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    biased = kind != 0 and case["biased"]
+    bias = torch.randn(E, generator=gen, dtype=F64) * 0.5 if biased else torch.zeros(E, dtype=F64)
+    w_gate = torch.randn(E, F, D, generator=gen, dtype=F64) / math.sqrt(D)
+    w_up = torch.randn(E, F, D, generator=gen, dtype=F64) / math.sqrt(D)
+    w_down = torch.randn(E, D, F, generator=gen, dtype=F64) / math.sqrt(F)
+    if kind == 2 and E >= 2:
+        for _ in range(int(torch.randint(1, E, (), generator=gen))):
+            src, dst = torch.randint(0, E, (2,), generator=gen).tolist()
+            for t in (w_router, bias, w_gate, w_up, w_down):
+                t[dst] = t[src]
+    return dict(w_router=w_router, bias=bias, w_gate=w_gate, w_up=w_up, w_down=w_down)
+
+
+def _part(name: str) -> Built:
+    return Built(lambda gen, case: case["experts"][name], note=f"{name} of the drawn experts")
+
+
+def _shared(gen, case):
+    Fs, D = case["n_shared"] * case["F"], case["D"]
+    return (torch.randn(Fs, D, generator=gen, dtype=F64) / math.sqrt(D),
+            torch.randn(Fs, D, generator=gen, dtype=F64) / math.sqrt(D),
+            torch.randn(D, Fs, generator=gen, dtype=F64) / math.sqrt(Fs))
+
+
+REGISTRY.attach_domain(f"{DOC}.moe", Domain(
+    sizes=dict(T=Int(1, 8, edges=(1,)), D=Choice((1, 4, 8, 16)), F=Choice((1, 4, 8)), E=Choice((1, 2, 4, 6, 8)),
+               n_shared=Int(1, 2), sharp=Real(0.1, 10.0, edges=(2.0,), log=True),
+               xscale=Real(0.01, 30.0, edges=(1.0,), log=True), **CONFIG_SIZES, biased=Choice((False, True)),
+               experts=Built(_moe_weights, note="router, bias and experts, some duplicated")),
+    args=dict(x=Built(lambda gen, case: torch.randn(case["T"], case["D"], generator=gen, dtype=F64) * case["xscale"],
+                      note="(T, D) tokens"),
+              w_router=_part("w_router"), bias=_part("bias"), w_gate=_part("w_gate"), w_up=_part("w_up"),
+              w_down=_part("w_down"), config=CONFIG,
+              shared=Optional(Built(_shared, note="(s_gate, s_up, s_down) of width n_shared F"))),
+    needs=_needs_bias,
+))  # no large size: each token's output is its own short sums (the spec's per-token loop makes thousands slow)

@@ -17,7 +17,8 @@ import math
 import torch
 
 from eqspec.contracts import ArgumentError, ContractViolation
-from eqspec.registry import claim, operation, spec
+from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
+from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .mdp import F64
 from .validators import check_tensor
@@ -238,3 +239,166 @@ claim(DOC, "stochastic_approximation_contract", kind="contract",
       statement="Bad input (a step sequence of the wrong length or negative, g not callable, mini-batch indices "
                 "out of range) is rejected with an ArgumentError naming the argument.",
       source="eqspec/contracts.py (the suite's input contract)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+
+# Leading shapes of the iterates: a scalar run, a batch of one, several independent runs, a 2-d batch
+RUN_SHAPES = Choice(((), (1,), (3,), (2, 2)))
+STEP_KINDS = ("harmonic", "constant", "zero", "one", "uniform", "geometric", "above_one")
+
+
+def _steps(name: str, length: str = "K") -> Built:
+    """Non-negative finite step sizes (K,): 1/k, a constant, all 0 (nothing moves), all 1 (the sample overwrites
+    the iterate), uniform in [0, 1], summable 2^-k, and steps above 1 (overshooting)."""
+    def build(gen, case):
+        K = int(case[length])
+        kind = STEP_KINDS[int(torch.randint(0, len(STEP_KINDS), (), generator=gen))]
+        k = torch.arange(1, K + 1, dtype=F64)
+        if kind == "harmonic":
+            return 1.0 / k
+        if kind == "constant":
+            return torch.full((K,), float(torch.rand((), generator=gen, dtype=F64)) * 0.9 + 0.05, dtype=F64)
+        if kind == "zero":
+            return torch.zeros(K, dtype=F64)
+        if kind == "one":
+            return torch.ones(K, dtype=F64)
+        if kind == "uniform":
+            return torch.rand(K, generator=gen, dtype=F64)
+        if kind == "geometric":
+            return 2.0 ** -k
+        return 1.0 + torch.rand(K, generator=gen, dtype=F64)  # in [1, 2): still a contraction for g' <= 1
+    return Built(build, note=f"step sizes ({length},) of {', '.join(STEP_KINDS)}")
+
+
+def _noise(length: str = "K") -> Built:
+    """eta (K, *shape) ~ N(0, sigma^2); sigma 0 is the noiseless recursion."""
+    return Built(lambda gen, case: torch.randn((int(case[length]), *case["shape"]), generator=gen, dtype=F64)
+                 * case["sigma"], note=f"noise ({length}, *shape) x sigma")
+
+
+def _start(gen, case):
+    """The initial iterate: a Python float (broadcast over the runs) or a tensor of the runs' shape."""
+    if case["start_tensor"]:
+        return torch.randn(case["shape"], generator=gen, dtype=F64) * case["start"]
+    return float(case["start"])
+
+
+def g_tanh(w):
+    """The book's example: root 1, 0 < g' <= 1."""
+    return torch.tanh(w - 1)
+
+
+def g_linear(w):
+    """c (w - w*) with c = 1/2, w* = -2: condition (a) with c_1 = c_2."""
+    return 0.5 * (w + 2)
+
+
+def g_saturating(w):
+    """w / (1 + |w|): root 0, g' -> 0 far away (condition (a) fails at infinity)."""
+    return w / (1 + w.abs())
+
+
+def grad_square(w, x):
+    """f = |w - x|^2 / 2."""
+    return w - x
+
+
+def grad_tanh(w, x):
+    """A smoothed absolute loss: f = log cosh(w - x)."""
+    return torch.tanh(w - x)
+
+
+def grad_scaled(w, x):
+    """f = (x w - 1)^2 / 2 elementwise: the gradient depends on x through a product."""
+    return x * (x * w - 1)
+
+
+def grad_least_squares(w, x):
+    """f = (a . w - y)^2 / 2 with x = (a, y): w (d,), x (d + 1,)."""
+    a, y = x[:-1], x[-1]
+    return (a @ w - y) * a
+
+
+GRADIENTS = Choice((grad_square, grad_tanh, grad_scaled, grad_least_squares))
+
+
+def _samples(rows: str) -> Built:
+    """Samples (rows, *shape), or (rows, d + 1) = (features, target) for the least-squares gradient."""
+    def build(gen, case):
+        shape = (case["d"] + 1,) if case["grad_f"] is grad_least_squares else tuple(case["shape"])
+        return torch.randn((int(case[rows]), *shape), generator=gen, dtype=F64) * case["spread"] + case["center"]
+    return Built(build, note=f"samples ({rows}, *shape) x spread + center")
+
+
+def _gd_start(gen, case):
+    """w_1 of the samples' shape (a float only for scalar samples: the iterates keep w_1's shape)."""
+    if case["grad_f"] is grad_least_squares:
+        return torch.randn(case["d"], generator=gen, dtype=F64) * case["start"]
+    if case["shape"] == () and not case["start_tensor"]:
+        return float(case["start"])
+    return torch.randn(case["shape"], generator=gen, dtype=F64) * case["start"]
+
+
+START = dict(shape=RUN_SHAPES, start=Real(-5.0, 5.0, edges=(0.0, 1.0, -3.0)), start_tensor=Choice((False, True)))
+GD_SIZES = dict(K=Int(1, 10, edges=(1,)), shape=RUN_SHAPES, d=Int(1, 3, edges=(1,)),
+                spread=Real(0.0, 4.0, edges=(0.0, 1.0)), center=Real(-3.0, 3.0, edges=(0.0,)),
+                start=Real(-5.0, 5.0, edges=(0.0, 2.0)), start_tensor=Choice((False, True)))
+
+REGISTRY.attach_domain(f"{DOC}.incremental_mean", Domain(
+    sizes=dict(K=Int(1, 12, edges=(1, 2)), shape=RUN_SHAPES, spread=Real(0.0, 100.0, edges=(0.0, 1.0)),
+               center=Real(-10.0, 10.0, edges=(0.0,))),
+    args=dict(x=Built(lambda gen, case: torch.randn((case["K"], *case["shape"]), generator=gen, dtype=F64)
+                      * case["spread"] + case["center"], note="samples (K, *shape)"),
+              w1=Optional(Real(-10.0, 10.0, edges=(0.0, 1.0, -2.5))),
+              alpha=Optional(_steps("alpha"))),
+    large=dict(K=2000),
+))
+REGISTRY.attach_domain(_RM, Domain(
+    sizes=dict(K=Int(1, 12, edges=(1,)), sigma=Real(0.0, 3.0, edges=(0.0, 1.0)), **START),
+    args=dict(g=Choice((g_tanh, g_linear, g_saturating)), w1=Built(_start, note="a float or a tensor of runs"),
+              a=_steps("a"), eta=_noise()),
+    large=dict(K=2000),
+))
+REGISTRY.attach_domain(f"{DOC}.dvoretzky", Domain(
+    sizes=dict(K=Int(1, 12, edges=(1,)), sigma=Real(0.0, 3.0, edges=(0.0, 1.0)), **START),
+    args=dict(delta1=Built(_start, note="a float or a tensor of runs"), alpha=_steps("alpha"), beta=_steps("beta"),
+              eta=_noise()),
+    large=dict(K=2000),
+))
+REGISTRY.attach_domain(f"{DOC}.sgd", Domain(
+    sizes=GD_SIZES,
+    args=dict(grad_f=GRADIENTS, w1=Built(_gd_start, note="a float or a tensor (d,) for least squares"),
+              x=_samples("K"), alpha=_steps("alpha")),
+    large=dict(K=1000),
+))
+REGISTRY.attach_domain(f"{DOC}.bgd", Domain(
+    sizes=dict(n=Int(1, 6, edges=(1,)), **GD_SIZES),
+    args=dict(grad_f=GRADIENTS, w1=Built(_gd_start, note="a float or a tensor (d,) for least squares"),
+              X=_samples("n"), alpha=_steps("alpha")),
+    large=dict(n=200, K=50),
+))
+
+
+def _minibatches(gen, case):
+    """(K, m) indices into the n rows, drawn with replacement: repeats inside a batch, one row every step, every
+    row in order, or the last row only."""
+    K, m, n = case["K"], case["m"], case["n"]
+    kind = int(torch.randint(0, 4, (), generator=gen))
+    if kind == 1:
+        return torch.full((K, m), int(torch.randint(0, n, (), generator=gen)), dtype=torch.int64)
+    if kind == 2:
+        return (torch.arange(K * m, dtype=torch.int64) % n).view(K, m)
+    if kind == 3:
+        return torch.full((K, m), n - 1, dtype=torch.int64)
+    return torch.randint(0, n, (K, m), generator=gen)
+
+
+REGISTRY.attach_domain(f"{DOC}.mbgd", Domain(
+    sizes=dict(n=Int(1, 6, edges=(1,)), m=Int(1, 5, edges=(1,)), **GD_SIZES),
+    args=dict(grad_f=GRADIENTS, w1=Built(_gd_start, note="a float or a tensor (d,) for least squares"),
+              X=_samples("n"), alpha=_steps("alpha"), indices=Built(_minibatches, note="(K, m) with replacement")),
+    large=dict(n=200, m=32, K=50),
+))

@@ -35,7 +35,7 @@ def rope_2d(x, positions, *, theta: float = THETA):
 
 def pos_emb(weight, h: int, w: int):
     if (h, w) == tuple(weight.shape[:2]):
-        return weight.flatten(0, 1)
+        return weight.flatten(0, 1).clone()
     P = F.interpolate(weight.permute(2, 0, 1)[None], size=(h, w), mode="bicubic", align_corners=False)[0]
     return P.permute(1, 2, 0).flatten(0, 1)
 
