@@ -174,6 +174,9 @@ class Implementation:
     notes: str = ""
     interpreted_on_cpu: bool = False  # Triton under TRITON_INTERPRET: keep sizes small
     targets: tuple[str, ...] = ()  # mutants only: the claims this wrong implementation must break
+    # where it is defined within the operation's domain: argument -> (low, high) for an integer argument (a world of
+    # worker processes has 2 to 4 ranks); the differential test draws only inside
+    limits: dict[str, tuple[int, int]] = field(default_factory=dict)
     _loaded: Callable | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> Callable:

@@ -29,22 +29,25 @@ def _real(arg: Real) -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from(arg.edges), body) if arg.edges else body
 
 
-def _int(arg: Int, case: dict) -> st.SearchStrategy[int]:
+def _int(arg: Int, case: dict, limit: tuple[int, int] | None = None) -> st.SearchStrategy[int]:
     low, high = resolve(arg.low, case), resolve(arg.high, case)
+    if limit is not None:  # the implementation is defined on part of the range only
+        low, high = max(low, limit[0]), min(high, limit[1])
     assume(low <= high)
     body = st.integers(low, high)
     edges = [e for e in arg.edges if low <= e <= high]
     return st.one_of(st.sampled_from(edges), body) if edges else body
 
 
-def _value(draw, arg, case: dict, allowed=None):
-    """A value of ``arg``; ``allowed(value)`` says whether the target supports an option value."""
+def _value(draw, arg, case: dict, allowed=None, limit=None):
+    """A value of ``arg``; ``allowed(value)`` says whether the target supports an option value, ``limit`` bounds an
+    integer where the target is defined."""
     if isinstance(arg, Optional):
-        return OMIT if draw(st.booleans()) else _value(draw, arg.inner, case, allowed)
+        return OMIT if draw(st.booleans()) else _value(draw, arg.inner, case, allowed, limit)
     if isinstance(arg, Real):
         return draw(_real(arg))
     if isinstance(arg, Int):
-        return draw(_int(arg, case))
+        return draw(_int(arg, case, limit))
     if isinstance(arg, Choice):
         options = [v for v in arg.options if allowed is None or allowed(v)]
         assume(options)
@@ -107,10 +110,11 @@ def cases(draw, domain: Domain, target, pin: tuple | None = None) -> Case:
         if name in capabilities and name not in target.impl.provides and isinstance(arg, Optional):
             drawn[name] = OMIT  # an argument named like a capability (shared=) only for those that provide it
             continue
+        limit = target.impl.limits.get(name)
         if pin is not None and pin[0] == name:
-            drawn[name] = _value(draw, arg.inner, drawn, allowed) if pin[1] is GIVEN else pin[1]
+            drawn[name] = _value(draw, arg.inner, drawn, allowed, limit) if pin[1] is GIVEN else pin[1]
         else:
-            drawn[name] = _value(draw, arg, drawn, allowed)
+            drawn[name] = _value(draw, arg, drawn, allowed, limit)
     for name, value in drawn.items():  # an omitted option is its default value, which may need a capability too
         if value is OMIT and name in defaults and (c := needed(name, defaults[name], capabilities)):
             assume(c in target.impl.provides)

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError, ContractViolation, expect_tensor, expect_tuple
 from eqspec.registry import REGISTRY, Implementation, claim, operation, spec
 
 from .validators import check_dim, check_same, check_tensor
@@ -506,7 +506,7 @@ def unmasked_pairs(Sq: int, Sk: int, causal: bool) -> int:
 
 def check_flops_result(result, *args, provides=frozenset(), **kwargs) -> None:
     if isinstance(result, bool) or not isinstance(result, (int, float)) or result < 0:
-        raise ArgumentError("attention_flops", f"attention_flops must return a non-negative number, got {result!r}")
+        raise ContractViolation(f"attention_flops must return a non-negative number, got {result!r}")
 
 
 @operation(
@@ -619,3 +619,238 @@ claim(DOC, "attention_contract", kind="contract", operations=(ATT, SMX, f"{DOC}.
                 "tensors, bad cu_seqlens) is rejected with an error; results have the documented shapes and "
                 "dtypes (o in q's dtype, lse float32 or wider).",
       source="design.md (bad input); the operation signatures")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+# Sizes stay small: the Triton kernels run under the CPU interpreter (one 64 x 64 tile per program there, so
+# lengths 64 / 65 and a few above reach a second tile). Head dims are the ones kernels get wrong (1, below tl.dot's
+# 16, odd, just below a power of two, 128). Scores are drawn at a chosen spread ``sharp`` whatever the scale and
+# head dim: flat rows to one-hot rows (large logits), constant and tied rows, masked entries and masked rows.
+
+from eqspec.domain import FLAG, OMIT, Built, Choice, Domain, Int, Optional, Real  # noqa: E402
+
+HEAD_DIMS = (1, 8, 16, 59, 64, 111, 128)
+SCALE = Optional(Real(-2.0, 4.0, edges=(0.0, 1.0, 0.125, -0.5, 1e-3)))  # any finite real: 0, negative, != 1/sqrt(D)
+SHARP = Real(0.01, 300.0, edges=(1.0, 30.0), log=True)  # the scores' spread: flat rows to one-hot rows
+V_SCALE = Real(0.01, 100.0, edges=(1.0,), log=True)
+
+
+def _pick(gen: torch.Generator, n: int) -> int:
+    return int(torch.randint(0, n, (), generator=gen))
+
+
+def _rows(gen: torch.Generator, shape, sharp: float, offset: float, masked: str) -> torch.Tensor:
+    """Logit rows (..., N): gaussian x sharp + offset; some rows constant, some with duplicated values; with
+    masked != "none" entries of -inf (each row keeps one finite), with "rows" also whole rows of -inf."""
+    x = torch.randn(shape, generator=gen, dtype=F64) * sharp + offset
+    rows = x.reshape(-1, shape[-1])
+    n = rows.shape[1]
+    for r in range(rows.shape[0]):
+        kind = _pick(gen, 8)
+        if kind == 0:
+            rows[r] = offset  # a constant row: the uniform distribution
+        elif kind == 1:
+            rows[r] = offset + sharp * torch.randint(-1, 2, (n,), generator=gen).to(F64)  # ties at the max
+        if masked != "none":
+            drop = torch.rand(n, generator=gen) < 0.4
+            drop[_pick(gen, n)] = False
+            rows[r] = rows[r].masked_fill(drop, -math.inf)
+            if masked == "rows" and _pick(gen, 3) == 0:
+                rows[r] = -math.inf  # a fully masked row: y = 0, lse = -inf
+    return x
+
+
+def _softmax_input(gen: torch.Generator, case: dict) -> torch.Tensor:
+    shape = ((case["N"],), (case["R"], case["N"]), (2, case["R"], case["N"]))[case["rank"] - 1]
+    return _rows(gen, shape, case["sharp"], case["offset"], case["masked"])
+
+
+def _partition(gen: torch.Generator, case: dict) -> list[int]:
+    """A partition of the row into positive blocks: one block, single columns, or random cuts."""
+    n = case["N"]
+    kind = _pick(gen, 4)
+    if kind == 0:
+        return [n]
+    if kind == 1:
+        return [1] * n
+    cuts = sorted(set(torch.randint(1, n, (_pick(gen, n) + 1,), generator=gen).tolist())) if n > 1 else []
+    bounds = [0, *cuts, n]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+SOFTMAX_SIZES = dict(rank=Choice((1, 2, 3)), R=Int(1, 6, edges=(1,)), N=Int(1, 70, edges=(1, 2, 64, 65)),
+                     sharp=Real(0.01, 1e3, edges=(1.0, 100.0), log=True),
+                     offset=Real(-1e4, 1e4, edges=(0.0, 1e3, -1e3)), masked=Choice(("none", "some", "rows")))
+
+REGISTRY.attach_domain(f"{DOC}.softmax", Domain(
+    sizes=SOFTMAX_SIZES,
+    args=dict(x=Built(_softmax_input, note="logit rows: large, tied, constant, partly and fully masked")),
+    large=dict(N=4096, R=4),
+))
+REGISTRY.attach_domain(f"{DOC}.online_softmax", Domain(
+    sizes=SOFTMAX_SIZES,
+    args=dict(x=Built(_softmax_input, note="logit rows: large, tied, constant, partly and fully masked"),
+              block_sizes=Built(_partition, note="a partition of the row: one block, single columns, random")),
+    large=dict(N=4096, R=4),
+))
+
+
+def _tau(case: dict) -> float:
+    scale = case.get("scale", OMIT)
+    return 1.0 / math.sqrt(case["D"]) if scale is OMIT or scale is None else float(scale)
+
+
+def _dv(case: dict) -> int:
+    return case["D"] if case["Dv"] == 0 else case["Dv"]
+
+
+def _qk_entries(case: dict) -> float:
+    """The size of q and k entries that gives scores of spread ``sharp`` under the scale in use."""
+    tau = abs(_tau(case))
+    return 1.0 if tau == 0 else min(16.0, math.sqrt(case["sharp"] / (tau * math.sqrt(case["D"]))))
+
+
+def _tokens(gen: torch.Generator, shape, axis: int, size: float) -> torch.Tensor:
+    """Gaussian rows along ``axis`` (the tokens); some draws with every token equal (tied scores: uniform
+    attention) or pairs of duplicated tokens, some with a zero token."""
+    x = torch.randn(shape, generator=gen, dtype=F64) * size
+    x = x.movedim(axis, 0)
+    kind = _pick(gen, 6)
+    if kind == 0 and x.shape[0] > 1:
+        x[1:] = x[:1].clone()
+    elif kind == 1 and x.shape[0] > 1:
+        x[1::2] = x[0:x.shape[0] - 1:2][:x[1::2].shape[0]].clone()
+    elif kind == 2:
+        x[_pick(gen, x.shape[0])] = 0.0
+    return x.movedim(0, axis).contiguous()
+
+
+def _dense(which: str) -> Built:
+    def build(gen, case):
+        B, Hkv, Sq, Sk, D = case["B"], case["Hkv"], case["Sq"], case["Sk"], case["D"]
+        H = Hkv * case["G"]
+        if which == "q":
+            return _tokens(gen, (B, H, Sq, D), 2, _qk_entries(case))
+        if which == "k":
+            return _tokens(gen, (B, Hkv, Sk, D), 2, _qk_entries(case))
+        return _tokens(gen, (B, Hkv, Sk, _dv(case)), 2, case["vscale"])
+    return Built(build, note=f"{which}: scores of spread sharp, tied / duplicated / zero tokens")
+
+
+def _causal(case: dict) -> bool:
+    return case["causal"] is not OMIT and bool(case["causal"])
+
+
+def _forward(which: int) -> Built:
+    """o (which = 0) or lse (which = 1) of the float64 forward on the drawn q, k, v: the saved results."""
+    def build(gen, case):
+        scale = case["scale"] if case["scale"] is not OMIT else None
+        return attention(case["q"], case["k"], case["v"], causal=_causal(case), scale=scale)[which].detach()
+    return Built(build, note=("o", "lse")[which] + " of the forward")
+
+
+def _gqa(case: dict) -> set[str]:
+    return {"gqa"} if case["G"] > 1 else set()
+
+
+ATTENTION_SIZES = dict(B=Int(1, 2, edges=(1,)), Hkv=Int(1, 2, edges=(1,)), G=Int(1, 4, edges=(1, 3)),
+                       Sq=Int(1, 80, edges=(1, 64, 65)), Sk=Int(1, 80, edges=(1, 64, 65)), D=Choice(HEAD_DIMS),
+                       Dv=Choice((0, 1, 16, 59, 128)),  # 0: Dv = D
+                       sharp=SHARP, vscale=V_SCALE)
+
+REGISTRY.attach_domain(f"{DOC}.attention", Domain(
+    sizes=ATTENTION_SIZES,
+    args=dict(scale=SCALE, causal=Optional(FLAG), q=_dense("q"), k=_dense("k"), v=_dense("v")),
+    large=dict(Sq=96, Sk=2048),    needs=_gqa,
+))
+REGISTRY.attach_domain(f"{DOC}.attention_backward", Domain(
+    sizes=dict(ATTENTION_SIZES, doscale=V_SCALE),
+    args=dict(scale=SCALE, causal=Optional(FLAG), q=_dense("q"), k=_dense("k"), v=_dense("v"),
+              o=_forward(0), lse=_forward(1),
+              do=Built(lambda gen, case: _tokens(gen, tuple(case["o"].shape), 2, case["doscale"]),
+                       note="output gradient")),
+    large=dict(Sq=96, Sk=2048),    needs=_gqa,
+))
+
+
+def _merge_o(gen: torch.Generator, case: dict) -> torch.Tensor:
+    return torch.randn(case["R"], case["S"], case["Dv"], generator=gen, dtype=F64) * case["oscale"]
+
+
+def _merge_lse(first: bool):
+    def build(gen, case):
+        shape = (case["R"], case["S"])
+        if first:
+            L = case["offset"] + case["spread"] * torch.randn(shape, generator=gen, dtype=F64)
+        else:
+            L = case["lse_a"] + case["gap"] * torch.randn(shape, generator=gen, dtype=F64)
+            L = torch.where(torch.rand(shape, generator=gen) < 0.2, case["lse_a"], L)  # ties
+            L = torch.where(torch.isneginf(L), case["offset"], L)
+        empty = torch.rand(shape, generator=gen) < case["empty"]
+        return L.masked_fill(empty, -math.inf)  # an empty split (both empty now and then)
+    return Built(build, note=f"lse_{'a' if first else 'b'}: offset +- spread, gaps, ties, -inf")
+
+
+REGISTRY.attach_domain(f"{DOC}.merge", Domain(
+    sizes=dict(R=Int(1, 3, edges=(1,)), S=Int(1, 8, edges=(1,)), Dv=Int(1, 70, edges=(1, 64)),
+               oscale=V_SCALE, offset=Real(-1e4, 1e4, edges=(0.0, 80.0, -80.0)),
+               spread=Real(0.01, 1e3, edges=(1.0,), log=True), gap=Real(0.0, 1e3, edges=(0.0, 1.0, 50.0)),
+               empty=Real(0.0, 1.0, edges=(0.0, 0.3, 1.0))),
+    args=dict(o_a=Built(_merge_o, note="partial outputs"), lse_a=_merge_lse(True),
+              o_b=Built(_merge_o, note="partial outputs"), lse_b=_merge_lse(False)),
+    large=dict(S=2048, Dv=128),
+))
+
+
+def _cu_seqlens(which: str) -> Built:
+    """[0, cumsum(lengths)] int32 over NB sequences: zero-length sequences, lengths across a tile, the keys' lengths
+    equal to the queries', independent, or zero where the queries are not (no keys: o = 0, lse = -inf)."""
+    def build(gen, case):
+        nb, most = case["NB"], case["Lmax"]
+        lengths = torch.randint(0, most + 1, (nb,), generator=gen)
+        lengths = torch.where(torch.rand(nb, generator=gen) < 0.25, 0, lengths)
+        if which == "k":
+            cq = case["cu_seqlens_q"].to(torch.int64)
+            kind = _pick(gen, 3)
+            if kind == 0:
+                lengths = cq.diff()
+            elif kind == 1:
+                lengths = torch.where(cq.diff() > 0, torch.randint(1, most + 1, (nb,), generator=gen), lengths)
+        if int(lengths.sum()) == 0:
+            lengths[_pick(gen, nb)] = 1 + _pick(gen, most)
+        return torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]).to(torch.int32)
+    return Built(build, note=f"cu_seqlens_{which}")
+
+
+def _packed(which: str) -> Built:
+    def build(gen, case):
+        Hkv, D = case["Hkv"], case["D"]
+        if which == "q":
+            return _tokens(gen, (int(case["cu_seqlens_q"][-1]), Hkv * case["G"], D), 0, _qk_entries(case))
+        Tk = int(case["cu_seqlens_k"][-1])
+        if which == "k":
+            return _tokens(gen, (Tk, Hkv, D), 0, _qk_entries(case))
+        return _tokens(gen, (Tk, Hkv, _dv(case)), 0, case["vscale"])
+    return Built(build, note=f"packed {which}")
+
+
+REGISTRY.attach_domain(f"{DOC}.varlen_attention", Domain(
+    sizes=dict(NB=Int(1, 4, edges=(1,)), Lmax=Int(1, 70, edges=(1, 64, 65)), Hkv=Int(1, 2, edges=(1,)),
+               G=Int(1, 4, edges=(1, 3)), D=Choice(HEAD_DIMS), Dv=Choice((0, 1, 16, 59, 128)), sharp=SHARP,
+               vscale=V_SCALE),
+    args=dict(scale=SCALE, causal=Optional(FLAG), cu_seqlens_q=_cu_seqlens("q"), cu_seqlens_k=_cu_seqlens("k"),
+              q=_packed("q"), k=_packed("k"), v=_packed("v")),
+    large=dict(NB=3, Lmax=1024),    needs=_gqa,
+))
+
+# 0 is in every range (an empty batch counts nothing); the edges favour non-empty sizes so that most draws count
+# pairs: a causal count with Sq > Sk (rows that see no key) must meet batch and heads >= 1 to be seen
+SEQLEN = Int(0, 20000, edges=(0, 1, 2, 1024))
+REGISTRY.attach_domain(f"{DOC}.attention_flops", Domain(
+    args=dict(batch=Int(0, 64, edges=(1, 3)), heads=Int(0, 128, edges=(1, 16)), seqlen_q=SEQLEN, seqlen_k=SEQLEN,
+              head_dim=Int(0, 256, edges=(0, 1, 64, 128)), head_dim_v=Optional(Int(0, 256, edges=(0, 1, 64))),
+              causal=Optional(FLAG), mode=Optional(Choice(("fwd", "bwd", "fwd_bwd")))),
+    exact=("flops",),
+))

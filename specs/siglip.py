@@ -331,3 +331,104 @@ claim(DOC, "contract", kind="contract", operations=(LOSS, CHUNK, SHARDED),
                 "chunk size that is not a positive integer, an unknown schedule, a world size that does not "
                 "divide n) is rejected with an error naming the argument.",
       source="design.md (bad input)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+# Features: any non-zero rows (normalised inside), with duplicated pairs, texts equal (or opposite) to their
+# images, orthonormal pairs (every off-diagonal cosine exactly 0), D = 1 (cosines +-1); t' from a near-zero
+# temperature to t ~ 1100, the bias across the logits' range; t' and b as numbers or one-element tensors.
+
+from eqspec.domain import Built, Choice, Domain, Int, Optional, Real  # noqa: E402
+from eqspec.registry import REGISTRY  # noqa: E402
+
+SCALAR_FORMS = Choice(("number", "0-d", "1-element"))
+
+
+def _pick(gen: torch.Generator, n: int) -> int:
+    return int(torch.randint(0, n, (), generator=gen))
+
+
+def _images(gen: torch.Generator, case: dict) -> torch.Tensor:
+    n, D = case["n"] if "n" in case else case["world_size"] * case["bl"], case["D"]
+    x = torch.randn(n, D, generator=gen, dtype=F64)
+    kind = _pick(gen, 5)
+    if kind == 0 and D >= n:
+        x = torch.eye(n, D, dtype=F64)[torch.randperm(n, generator=gen)]  # orthonormal rows
+    elif kind == 1 and n > 1:
+        x[1::2] = x[0:n - 1:2][:x[1::2].shape[0]].clone()  # duplicated images
+    elif kind == 2:
+        x = x.abs()  # every cosine positive
+    x = torch.where(x.norm(dim=-1, keepdim=True) == 0, torch.ones_like(x), x)  # no zero row
+    scale = torch.exp(torch.randn(n, 1, generator=gen, dtype=F64) * case["spread"])
+    return x * scale * case["fscale"]
+
+
+def _texts(gen: torch.Generator, case: dict) -> torch.Tensor:
+    x = case["image_features"]
+    n, D = x.shape
+    kind = _pick(gen, 5)
+    if kind == 0:
+        y = x * torch.exp(torch.randn(n, 1, generator=gen, dtype=F64))  # each text parallel to its image
+    elif kind == 1:
+        y = x + 0.1 * x.norm(dim=-1, keepdim=True) * torch.randn(n, D, generator=gen, dtype=F64) / math.sqrt(D)
+    elif kind == 2:
+        y = -x.flip(0)  # opposite of another pair's image
+    else:
+        y = torch.randn(n, D, generator=gen, dtype=F64) * case["fscale"]
+    return torch.where(y.norm(dim=-1, keepdim=True) == 0, torch.ones_like(y), y)
+
+
+def _scalar(size: str, form: str) -> Built:
+    def build(gen, case):
+        v = case[size]
+        return {"number": v, "0-d": torch.tensor(v, dtype=F64),
+                "1-element": torch.tensor([v], dtype=F64)}[case[form]]
+    return Built(build, note=f"{size} as a number, a 0-d or a one-element tensor")
+
+
+FEATURES = dict(image_features=Built(_images, note="features: orthonormal, duplicated, positive, random norms"),
+                text_features=Built(_texts, note="texts: parallel, near, opposite or independent of the images"))
+SCALARS = dict(t_prime=_scalar("tp", "tp_form"), bias=_scalar("b", "b_form"))
+SCALAR_SIZES = dict(tp=Real(-5.0, 7.0, edges=(INIT_T_PRIME, 0.0, 7.0, -5.0)),
+                    b=Real(-30.0, 30.0, edges=(INIT_BIAS, 0.0, -30.0, 30.0)), tp_form=SCALAR_FORMS, b_form=SCALAR_FORMS,
+                    fscale=Real(1e-3, 1e3, edges=(1.0,), log=True), spread=Real(0.0, 3.0, edges=(0.0,)))
+
+
+def _logit_matrix(gen: torch.Generator, case: dict) -> torch.Tensor:
+    n = case["n"]
+    L = torch.randn(n, n, generator=gen, dtype=F64) * case["lscale"] + case["offset"]
+    kind = _pick(gen, 4)
+    if kind == 0:
+        L[:] = case["offset"]  # every logit tied
+    elif kind == 1:
+        L = L + torch.eye(n, dtype=F64) * case["lscale"] * 4  # the positives well above the negatives
+    return L
+
+
+FEATURE_SIZES = dict(n=Int(1, 12, edges=(1, 2)), D=Int(1, 16, edges=(1, 2)))
+
+REGISTRY.attach_domain(PAIR, Domain(
+    sizes=dict(n=Int(1, 12, edges=(1, 2)), lscale=Real(1e-3, 100.0, edges=(1.0, 10.0), log=True),
+               offset=Real(-40.0, 40.0, edges=(INIT_BIAS, 0.0, 20.0, -20.0))),
+    args=dict(L=Built(_logit_matrix, note="logits: spread, offset, ties, separated positives")),
+    large=dict(n=1024),
+))
+REGISTRY.attach_domain(LOSS, Domain(
+    sizes=dict(FEATURE_SIZES, **SCALAR_SIZES),
+    args=dict(FEATURES, **SCALARS),
+    large=dict(n=1024, D=64),
+))
+REGISTRY.attach_domain(CHUNK, Domain(
+    sizes=dict(FEATURE_SIZES, **SCALAR_SIZES),
+    args=dict(FEATURES, **SCALARS, chunk_size=Int(1, "n + 3", edges=(1, 2, 3))),
+    large=dict(n=384, D=64),  # chunks of one row: 384 chunks
+))
+REGISTRY.attach_domain(SHARDED, Domain(
+    sizes=dict(bl=Int(1, 4, edges=(1,)), D=Int(1, 16, edges=(1, 2)), **SCALAR_SIZES),
+    # world_size first: the features hold world_size x bl pairs; gloo worlds have at most 4 ranks
+    args=dict(world_size=Int(1, 4, edges=(1, 2, 3, 4)), schedule=Optional(Choice(SCHEDULES)),
+              **FEATURES, **SCALARS),
+))
+REGISTRY.attach_domain(f"{DOC}.initial_parameters", Domain())

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from eqspec.contracts import ArgumentError
-from implementations.torch.contrastive.distributed import MAX_WORLD, run_sharded, visits_from_blocks
+from implementations.torch.contrastive.distributed import MAX_WORLD, run_sharded
 from specs.siglip import check_schedule
 from specs.validators import check_scalar
 
@@ -76,7 +76,7 @@ def siglip_rank(image, text, t_prime: float, bias: float, schedule: str, *, grou
 
     def recording_loss(image_features, text_features, *args, negative_only=False, **kwargs):
         if negative_only:
-            received.append(text_features[0].detach().numpy().copy())
+            received.append(text_features.detach().numpy().copy())
         return own_loss(image_features, text_features, *args, negative_only=negative_only, **kwargs)
 
     loss_fn._loss = recording_loss  # only to see which blocks arrived; the loss is open_clip's
@@ -100,6 +100,17 @@ def clip_sharded_loss(image_features, text_features, logit_scale, *, world_size:
 
 def siglip_sharded_loss(image_features, text_features, t_prime, bias, *, world_size: int, schedule: str = "bidir"):
     tp, b = float(check_scalar("t_prime", t_prime)), float(check_scalar("bias", bias))
-    losses, d_image, d_text, firsts = run_sharded(f"{_M}:siglip_rank", image_features, text_features, world_size,
+    losses, d_image, d_text, blocks = run_sharded(f"{_M}:siglip_rank", image_features, text_features, world_size,
                                                   (tp, b, check_schedule(schedule)))
-    return losses, d_image, d_text, visits_from_blocks(text_features, world_size, firsts)
+    return losses, d_image, d_text, visits_from_blocks(text_features, world_size, blocks)
+
+
+def visits_from_blocks(text_features: torch.Tensor, world_size: int, blocks: list) -> torch.Tensor:
+    """Which rank's text block each received block is, read from its contents (open_clip does not say): the rank
+    whose normalised block it equals. Where two ranks hold identical normalised blocks (D = 1, duplicated texts)
+    the contents cannot tell them apart and the first such rank is named."""
+    y = F.normalize(text_features.detach().cpu().double(), dim=-1)
+    shards = y.reshape(world_size, -1, y.shape[-1])
+    out = [[int((shards - torch.from_numpy(b).double()).abs().amax(dim=(1, 2)).argmin()) for b in rank_blocks]
+           for rank_blocks in blocks]
+    return torch.tensor(out, dtype=torch.int64).reshape(world_size, world_size - 1)

@@ -9,6 +9,7 @@ _EAGER = f"{_M}.eager"
 _DIST = f"{_M}.distributed"
 _DT = ("float64", "float32")
 _GRAD = frozenset({"grad"})
+_RANKS = {"world_size": (2, 4)}  # a world of worker processes: 2 to 4 ranks (one GPU each under NCCL)
 
 for _impl in (
     Implementation("clip.contrastive_loss", "torch.eager", f"{_EAGER}:contrastive_loss", "torch", dtypes=_DT,
@@ -20,10 +21,10 @@ for _impl in (
     Implementation("clip.zero_shot_classifier", "torch.eager", f"{_EAGER}:zero_shot_classifier", "torch",
                    dtypes=_DT, notes="F.normalize, mean over templates, F.normalize"),
     Implementation("clip.sharded_loss", "torch.distributed_gloo", f"{_DIST}:clip_sharded_loss", "torch",
-                   devices=("cpu",), dtypes=_DT, provides=_GRAD,
+                   devices=("cpu",), dtypes=_DT, provides=_GRAD, limits=_RANKS,
                    notes="W gloo processes on 127.0.0.1: all_gather with gradient, local loss, labels + b rank"),
     Implementation("clip.sharded_loss", "torch.distributed_nccl", f"{_DIST}:clip_sharded_loss", "torch",
-                   devices=("cuda",), dtypes=_DT, provides=_GRAD,
+                   devices=("cuda",), dtypes=_DT, provides=_GRAD, limits=_RANKS,
                    notes="the same rank code under NCCL, one GPU per rank (2 to 4 GPUs)"),
     Implementation("siglip.pairwise_loss", "torch.eager", f"{_EAGER}:pairwise_loss", "torch", dtypes=_DT,
                    provides=_GRAD, notes="F.logsigmoid of the labelled n x n logits (the baseline)"),
@@ -35,11 +36,11 @@ for _impl in (
                    dtypes=_DT, provides=_GRAD,
                    notes="row chunks of (chunk_size, n) logits, autograd.Function that recomputes them in backward"),
     Implementation("siglip.sharded_loss", "torch.distributed_gloo", f"{_DIST}:siglip_sharded_loss", "torch",
-                   devices=("cpu",), dtypes=_DT, provides=_GRAD,
+                   devices=("cpu",), dtypes=_DT, provides=_GRAD, limits=_RANKS,
                    notes="W gloo processes: local block, then other ranks' text blocks by isend/irecv (bidir or "
                          "shift), gradients sent back the same way"),
     Implementation("siglip.sharded_loss", "torch.distributed_nccl", f"{_DIST}:siglip_sharded_loss", "torch",
-                   devices=("cuda",), dtypes=_DT, provides=_GRAD,
+                   devices=("cuda",), dtypes=_DT, provides=_GRAD, limits=_RANKS,
                    notes="the same rank code under NCCL, one GPU per rank (2 to 4 GPUs)"),
     Implementation("blip.soft_targets", "torch.eager", f"{_EAGER}:soft_targets", "torch", dtypes=_DT,
                    notes="alpha softmax + (1 - alpha) fill_diagonal_ one-hot"),

@@ -154,9 +154,12 @@ def siglip_rank(image: np.ndarray, text: np.ndarray, t_prime: float, bias: float
     t, b = (torch.tensor(v, dtype=x.dtype, device=x.device) for v in (t_prime, bias))
     t = t.exp()
     loss = _siglip_block(x_hat, y_hat, t, b, positives=True)
+    # each block travels with its origin rank in an extra column (a constant: no gradient), so that which rank's
+    # texts a rank received is read off the block, not guessed from its contents (duplicate texts are valid input)
+    tagged = torch.cat([y_hat, torch.full((y_hat.shape[0], 1), float(rank), dtype=y_hat.dtype, device=y_hat.device)], 1)
     received = []
     if schedule == "bidir":
-        to_left = to_right = y_hat
+        to_left = to_right = tagged
         rounds, remainder = divmod(W - 1, 2)
         for _ in range(rounds):
             from_right, from_left = ExchangeBoth.apply(group, left, right, to_left, to_right)
@@ -165,16 +168,16 @@ def siglip_rank(image: np.ndarray, text: np.ndarray, t_prime: float, bias: float
         if remainder:
             received.append(Shift.apply(group, left, right, to_right))
     else:
-        to_right = y_hat
+        to_right = tagged
         for _ in range(W - 1):
             to_right = Shift.apply(group, left, right, to_right)
             received.append(to_right)
     for block in received:
-        loss = loss + _siglip_block(x_hat, block, t, b, positives=False)
+        loss = loss + _siglip_block(x_hat, block[:, :-1], t, b, positives=False)
     loss = loss / x.shape[0]
     loss.backward()
-    firsts = np.stack([_numpy(blk[0]) for blk in received])
-    return _numpy(loss), _numpy(x.grad / W), _numpy(y.grad / W), firsts
+    origins = np.array([int(round(float(blk[0, -1]))) for blk in received], dtype=np.int64)
+    return _numpy(loss), _numpy(x.grad / W), _numpy(y.grad / W), origins
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,12 +296,9 @@ def run_sharded(target: str, image_features, text_features, world_size: int, ext
     return losses, d_image, d_text, [r[3] for r in results]
 
 
-def visits_from_blocks(text_features: torch.Tensor, world_size: int, firsts: list) -> torch.Tensor:
-    """Which rank's block each received block is: the rank whose first normalised text row is nearest."""
-    y = F.normalize(text_features.detach().cpu().double(), dim=-1)
-    heads = y[:: y.shape[0] // world_size]
-    out = [(torch.cdist(torch.from_numpy(f).double(), heads)).argmin(dim=1) for f in firsts]
-    return torch.stack(out).to(torch.int64).reshape(world_size, world_size - 1)
+def visits_from_origins(world_size: int, origins: list) -> torch.Tensor:
+    """visits[r, k]: the rank whose text block rank r received k-th (each block carried its origin)."""
+    return torch.from_numpy(np.stack(origins)).to(torch.int64).reshape(world_size, world_size - 1)
 
 
 def clip_sharded_loss(image_features, text_features, logit_scale, *, world_size: int):
@@ -309,6 +309,6 @@ def clip_sharded_loss(image_features, text_features, logit_scale, *, world_size:
 
 def siglip_sharded_loss(image_features, text_features, t_prime, bias, *, world_size: int, schedule: str = "bidir"):
     tp, b = float(check_scalar("t_prime", t_prime)), float(check_scalar("bias", bias))
-    losses, d_image, d_text, firsts = run_sharded(f"{_M}:siglip_rank", image_features, text_features, world_size,
-                                                  (tp, b, check_schedule(schedule)))
-    return losses, d_image, d_text, visits_from_blocks(text_features, world_size, firsts)
+    losses, d_image, d_text, origins = run_sharded(f"{_M}:siglip_rank", image_features, text_features, world_size,
+                                                   (tp, b, check_schedule(schedule)))
+    return losses, d_image, d_text, visits_from_origins(world_size, origins)
