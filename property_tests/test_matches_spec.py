@@ -40,7 +40,9 @@ from .harness import checks, within_budget
 from .rounding import RandomRounding, unit_roundoff
 
 REGISTRY = load_all()
-ROUNDING_RUNS = 2  # Monte Carlo arithmetic runs of the spec: the larger deviation of the two is the conditioning
+# Monte Carlo arithmetic runs of the spec: the largest deviation is the conditioning. Measured: two runs fell 3x
+# short of a correct float32 chunked GRPO loss's error (20 runs spread to 7.5e-8; it was off by 2.2e-8)
+ROUNDING_RUNS = 4
 # The random roundings are drawn at this many unit roundoffs of the dtype: a correct algorithm may order, block and
 # fuse the same operations differently, and its errors then add up rather than average out (measured: the chunked
 # DPO losses' errors reached 4x the spread of runs at one unit roundoff, on gradients that cancel).
@@ -223,11 +225,14 @@ def compare_gradients(target, op, domain, inputs, spec_inputs, ref, seed: int, d
 def differential_test(op_id: str):
     op = REGISTRY.operations[op_id]
     domain = op.domain
-    pinned = pins(domain) or [None]
+    # float64 runs each pin (the generated and the hand-written mutants are float64: every option and omission
+    # must meet them); other dtypes run once, unpinned, over the whole domain - the rounding, not the options, is
+    # what differs there, and the per-claim tests carry their error analyses
+    pinned = [None, *pins(domain)]
 
     @checks(f"{op.document}.{MATCHES_SPEC}", operation=op_id)
     @pytest.mark.parametrize("pin", pinned, ids=pin_id)
-    @settings(max_examples=max(MIN_PIN_EXAMPLES, settings.default.max_examples // len(pinned)))
+    @settings(max_examples=max(MIN_PIN_EXAMPLES, settings.default.max_examples // max(len(pinned) - 1, 1)))
     @given(data=st.data())
     def test(target, pin, data):
         if pin is not None and (c := needed(*pin, op.capabilities)) and c not in target.impl.provides:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from eqspec.contracts import ArgumentError, ContractViolation, check_scalar_result, expect_tuple
-from eqspec.registry import claim, operation, spec
+from eqspec.domain import FLAG, Built, Choice, Domain, Int, Optional, Real, normal
+from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .validators import check_dim, check_same, check_scalar, check_tensor, check_unit_interval
 
@@ -394,3 +395,200 @@ claim(DOC, "contract", kind="contract", operations=(ITC, f"{DOC}.enqueue", ITM, 
                 "off the batch grid, ITM logits not (3B, 2), input_ids not matching the logits) is rejected with "
                 "an error naming the argument.",
       source="design.md (bad input); blip_pretrain.py (assert queue_size % batch_size == 0)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+
+def _randint(gen: torch.Generator, low: int, high: int) -> int:
+    """One integer in [low, high) from the generator."""
+    return int(torch.randint(low, high, (), generator=gen))
+
+
+def _similarities(gen: torch.Generator, rows: int, cols: int, scale: float) -> torch.Tensor:
+    """(rows, cols) similarities of spread ``scale``: Gaussian, or with ties (entries on a coarse grid, a constant
+    row, a column repeated, every entry equal)."""
+    x = torch.randn(rows, cols, generator=gen, dtype=F64)
+    kind = _randint(gen, 0, 6)
+    if kind == 1:
+        x = torch.round(2 * x) / 2  # ties on a grid
+    elif kind == 2:
+        x[_randint(gen, 0, rows)] = x[0, 0]  # a constant row
+    elif kind == 3:
+        x[:, _randint(gen, 0, cols)] = x[:, 0]  # a repeated column (the positive tied with a negative)
+    elif kind == 4:
+        x = torch.full_like(x, float(x[0, 0]))  # all equal
+    return x * scale
+
+
+def _features(gen: torch.Generator, rows: int, D: int, case: dict) -> torch.Tensor:
+    """(rows, D) features: L2-normalised as BLIP's projections (case["unit"]) or of spread case["fscale"]; a
+    duplicated row now and then (tied similarities)."""
+    x = torch.randn(rows, D, generator=gen, dtype=F64)
+    if rows > 1 and _randint(gen, 0, 4) == 0:
+        x[-1] = x[0]
+    return F.normalize(x, dim=-1) if case["unit"] else x * case["fscale"]
+
+
+def _drifted(name: str):
+    """The momentum copy of feature ``name``: the online features moved by case["drift"] (0: identical)."""
+    def build(gen, case):
+        x = case[name]
+        y = x + case["drift"] * torch.randn(x.shape, generator=gen, dtype=F64)
+        return F.normalize(y, dim=-1) if case["unit"] else y
+    return Built(build, note=f"{name} + drift")
+
+
+def _queue(momentum: str):
+    """A (K, D) queue of earlier momentum features; now and then holding copies of this batch's (``momentum``)
+    rows, as after the batch was enqueued."""
+    def build(gen, case):
+        q = _features(gen, case["K"], case["D"], case)
+        if _randint(gen, 0, 3) == 0:
+            rows = min(case["K"], case["B"])
+            q[:rows] = case[momentum][:rows]
+        return q
+    return Built(build, note="queue (K, D)")
+
+
+def _temperature(gen, case):
+    """temp as a number or as a one-element tensor (learnt in BLIP: the gradient reaches it)."""
+    return torch.tensor(case["tau"], dtype=F64) if case["tau_tensor"] else case["tau"]
+
+
+def _theta_shape(case) -> tuple[int, ...]:
+    return (case["d0"], case["d1"], case["d0"] + 1)[:case["rank"]]
+
+
+def _hard_negative_ids(gen, case):
+    """ids (B,), int64 or int32: drawn among case["distinct"] values (duplicates; all equal when 1), or all distinct
+    (a permutation)."""
+    B = case["B"]
+    ids = torch.randperm(B, generator=gen) if _randint(gen, 0, 4) == 0 else torch.randint(
+        0, case["distinct"], (B,), generator=gen)
+    return ids if _randint(gen, 0, 2) else ids.to(torch.int32)
+
+
+def _itm_logits(gen, case):
+    """(3B, 2) logits of spread case["scale"]; some rows tied (both logits equal), some with one huge margin."""
+    x = torch.randn(3 * case["B"], 2, generator=gen, dtype=F64) * case["scale"]
+    tied = torch.rand(3 * case["B"], generator=gen) < 0.2
+    x[tied, 1] = x[tied, 0]
+    return x
+
+
+def _pad_token(gen, case):
+    """A pad id in the vocabulary (0, the last id, any) or outside it (-100, V)."""
+    V = case["V"]
+    return [0, V - 1, _randint(gen, 0, V), -100, V][_randint(gen, 0, 5)]
+
+
+def _caption_ids(gen, case):
+    """(B, T) token ids in [0, V): rows right-padded with pad_token_id after a random length (a row may be all
+    pads after its first token), pads also where a drawn id equals the pad; at least one target is not a pad."""
+    B, T, V, pad = case["B"], case["T"], case["V"], case["pad_token_id"]
+    ids = torch.randint(0, V, (B, T), generator=gen)
+    for b in range(B):
+        length = _randint(gen, 1, T + 1)
+        ids[b, length:] = pad
+    if not bool((ids[:, 1:] != pad).any()):
+        ids[_randint(gen, 0, B), _randint(gen, 1, T)] = (pad + 1) % V if 0 <= pad < V else 0
+    return ids
+
+
+_CAPTIONS = ("a dog on a beach", "a dog on a beach", "", " ", "two cats", "A DOG ON A BEACH", "a photo of",
+             "caption", "\n", "ein Hund")
+
+
+def _captions(gen, case):
+    """N captions from a small pool: duplicates, empty and blank strings."""
+    return [_CAPTIONS[_randint(gen, 0, len(_CAPTIONS))] for _ in range(case["N"])]
+
+
+def _match_prob(gen, case):
+    """N match probabilities in [0, 1]: uniform, with exact 0, 1/2 (not kept: the rule is > 1/2) and 1, and values
+    a hair either side of 1/2."""
+    N = case["N"]
+    p = torch.rand(N, generator=gen, dtype=F64)
+    special = torch.tensor([0.0, 0.5, 1.0, 0.5 + 2**-40, 0.5 - 2**-40, 0.5 + 2**-20, 0.5 - 2**-20], dtype=F64)
+    pick = torch.rand(N, generator=gen) < 0.5
+    p[pick] = special[torch.randint(0, len(special), (int(pick.sum()),), generator=gen)]
+    return p
+
+
+def _human(gen, case):
+    N, kind = case["N"], case["human_kind"]
+    if kind == "none":
+        return torch.zeros(N, dtype=torch.bool)
+    if kind == "all":
+        return torch.ones(N, dtype=torch.bool)
+    return torch.rand(N, generator=gen) < 0.5
+
+
+SCALE = Real(0.01, 1000.0, edges=(1.0, 1 / TEMP_INIT, 1 / TEMP_MIN), log=True)  # similarities / temperature
+ALPHAS = Real(0.0, 1.0, edges=(0.0, ALPHA, 1.0))
+
+REGISTRY.attach_domain(TGT, Domain(
+    sizes=dict(B=Int(1, 6, edges=(1,)), Q=Int(0, 12, edges=(0,)), scale=SCALE),
+    args=dict(sim_m=Built(lambda gen, case: _similarities(gen, case["B"], case["B"] + case["Q"], case["scale"]),
+                          note="(B, B + Q) similarities"),
+              alpha=ALPHAS),
+    large=dict(Q=4096),
+))
+REGISTRY.attach_domain(ITC, Domain(
+    sizes=dict(B=Int(1, 6, edges=(1,)), K=Int(1, 20, edges=(1,)), D=Int(1, 16, edges=(1,)), unit=FLAG,
+               fscale=Real(0.1, 3.0, edges=(1.0,), log=True), drift=Real(0.0, 1.0, edges=(0.0, 0.1)),
+               tau=Real(TEMP_MIN, 2.0, edges=(TEMP_MIN, TEMP_INIT, TEMP_MAX), log=True), tau_tensor=FLAG),
+    args=dict(image_feat=Built(lambda gen, case: _features(gen, case["B"], case["D"], case), note="(B, D)"),
+              text_feat=Built(lambda gen, case: _features(gen, case["B"], case["D"], case), note="(B, D)"),
+              image_feat_m=_drifted("image_feat"), text_feat_m=_drifted("text_feat"),
+              image_queue=_queue("image_feat_m"), text_queue=_queue("text_feat_m"),
+              temp=Built(_temperature, note="a number or a one-element tensor"), alpha=ALPHAS),
+    large=dict(K=4096, D=64),
+))
+REGISTRY.attach_domain(f"{DOC}.momentum_update", Domain(
+    sizes=dict(rank=Int(0, 3, edges=(0, 1)), d0=Int(1, 5, edges=(1,)), d1=Int(1, 9, edges=(1,)),
+               spread=Real(1e-3, 1e3, edges=(1.0,), log=True), drift=Real(0.0, 2.0, edges=(0.0, 1e-8))),
+    args=dict(theta_m=Built(lambda gen, case: torch.randn(_theta_shape(case), generator=gen, dtype=F64)
+                            * case["spread"], note="any shape, a 0-d tensor included"),
+              theta=Built(lambda gen, case: case["theta_m"] + case["drift"] * case["spread"]
+                          * torch.randn(_theta_shape(case), generator=gen, dtype=F64), note="theta_m + drift"),
+              m=Real(0.0, 1.0, edges=(0.0, 0.5, MOMENTUM, 0.999, 1.0))),
+))
+REGISTRY.attach_domain(f"{DOC}.enqueue", Domain(
+    sizes=dict(B=Int(1, 4, edges=(1,)), n=Int(1, 6, edges=(1, 2)), D=Int(1, 6, edges=(1,)),
+               slot=Int(0, "n - 1", edges=(0,)), from_end=FLAG),
+    args=dict(queue=normal("B * n", "D"),
+              ptr=Built(lambda gen, case: case["B"] * ((case["n"] - 1 - case["slot"]) if case["from_end"]
+                                                      else case["slot"]),
+                        note="a multiple of B in [0, K): 0, the last slot (wrap-around), any"),
+              feats=normal("B", "D", scale=10.0)),
+    exact=("queue", "ptr"),
+))
+REGISTRY.attach_domain(f"{DOC}.hard_negative_weights", Domain(
+    sizes=dict(B=Int(1, 8, edges=(1, 2)), distinct=Int(1, "B", edges=(1,)), scale=SCALE),
+    args=dict(sim=Built(lambda gen, case: _similarities(gen, case["B"], case["B"], case["scale"]), note="(B, B)"),
+              ids=Optional(Built(_hard_negative_ids, note="(B,) ids with duplicates, or distinct"))),
+    large=dict(B=1024),
+))
+REGISTRY.attach_domain(ITM, Domain(
+    sizes=dict(B=Int(1, 12, edges=(1,)), scale=Real(0.01, 300.0, edges=(1.0,), log=True)),
+    args=dict(itm_logits=Built(_itm_logits, note="(3B, 2) logits, some rows tied")),
+    large=dict(B=4096),
+))
+REGISTRY.attach_domain(LM, Domain(
+    sizes=dict(B=Int(1, 3, edges=(1,)), T=Int(2, 10, edges=(2,)), V=Int(2, 40, edges=(2,)),
+               sharp=Real(0.1, 30.0, edges=(1.0, 10.0), log=True)),
+    args=dict(logits=normal("B", "T", "V", scale="sharp"),
+              pad_token_id=Built(_pad_token, note="in the vocabulary or outside it"),
+              input_ids=Built(_caption_ids, note="(B, T) ids, right-padded"),
+              smoothing=Optional(Real(0.0, 1.0, edges=(0.0, LABEL_SMOOTHING, 1.0)))),
+    large=dict(T=64, V=4096),
+))
+REGISTRY.attach_domain(f"{DOC}.capfilt", Domain(
+    sizes=dict(N=Int(1, 16), human_kind=Choice(("none", "all", "some"))),
+    args=dict(captions=Built(_captions, note="N strings with duplicates and empty ones"),
+              match_prob=Built(_match_prob, note="(N,) in [0, 1], ties at 1/2"),
+              human=Built(_human, note="(N,) bool: none, all or some")),
+))

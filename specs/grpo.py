@@ -25,6 +25,8 @@ import re
 import torch
 
 from eqspec.contracts import ArgumentError, expect_tensor
+from eqspec.domain import FLAG, OMIT, Built, Choice, Domain, Int, Optional, Real, normal
+from eqspec.domain import completion_mask as mask_builder
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .dpo import logits_gradient_magnitudes, scored_token_magnitudes, selective_log_softmax
@@ -526,3 +528,288 @@ claim(DOC, "grpo_contract", kind="contract", operations=(ADV, LOGPS, LOSS, FUSED
                 "that disagree, ids outside the vocabulary, temperature <= 0, a missing reference with beta != 0) "
                 "is rejected with an error naming the argument.",
       source="design.md (bad input)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+
+def _randint(gen: torch.Generator, low: int, high: int) -> int:
+    """One integer in [low, high) from the generator."""
+    return int(torch.randint(low, high, (), generator=gen))
+
+
+def _rewards(gen, case):
+    """(n G,) rewards, each group of one kind: binary (R1's rule-based rewards), continuous of spread
+    case["scale"] around an offset, constant, near-constant (a relative spread of 1e-9), ties among a few
+    values, or all equal but one."""
+    G, n, scale = case["group_size"], case["n"], case["scale"]
+    groups = []
+    for _ in range(n):
+        kind = _randint(gen, 0, 6)
+        offset = [0.0, 1.0, -3.0, 100.0][_randint(gen, 0, 4)]
+        x = torch.randn(G, generator=gen, dtype=F64)
+        if kind == 0:
+            r = (x > 0).to(F64)
+        elif kind == 1:
+            r = offset + scale * x
+        elif kind == 2:
+            r = torch.full((G,), offset + scale * float(x[0]), dtype=F64)
+        elif kind == 3:
+            c = offset + scale * float(x[0])
+            r = c + 1e-9 * max(abs(c), 1.0) * torch.randn(G, generator=gen, dtype=F64)
+        elif kind == 4:
+            r = torch.tensor([-1.0, 0.0, 0.5, 1.0], dtype=F64)[torch.randint(0, 4, (G,), generator=gen)] * scale
+        else:
+            r = torch.full((G,), offset, dtype=F64)
+            r[_randint(gen, 0, G)] = offset + scale * float(x[0])
+        groups.append(r)
+    return torch.cat(groups)
+
+
+def _logits(gen, case):
+    """(N, T, V) logits of spread case["sharp"]; some rows constant (every token tied)."""
+    x = torch.randn(case["N"], case["T"], case["V"], generator=gen, dtype=F64) * case["sharp"]
+    flat = torch.rand(case["N"], case["T"], generator=gen) < 0.15
+    x[flat] = x[flat][:, :1]
+    return x
+
+
+def _token_ids(gen, case):
+    """(N, T) ids in [0, V), int64 or int32."""
+    ids = torch.randint(0, case["V"], (case["N"], case["T"]), generator=gen)
+    return ids if _randint(gen, 0, 2) else ids.to(torch.int32)
+
+
+def _mask(gen, case):
+    """A (N, T) completion mask (eqspec.domain.completion_mask: all-zero rows = empty completions, full rows, cut
+    rows: unequal lengths) as int64, bool or float64."""
+    m = mask_builder("N", "T").build(gen, case)
+    return m.to([torch.int64, torch.bool, F64][_randint(gen, 0, 3)])
+
+
+def _junk(gen, case, x):
+    """x with its masked positions holding anything when case["junk"]: values of either sign up to 1e3 (whose
+    exp overflows in every dtype: a masked position that reaches the arithmetic turns the loss into NaN)."""
+    if not case["junk"]:
+        return x
+    masked = case["completion_mask"] == 0
+    size = 10 ** (3 * torch.rand(x.shape, generator=gen, dtype=F64))
+    return torch.where(masked, torch.where(torch.rand(x.shape, generator=gen) < 0.5, -size, size), x)
+
+
+def _policy_logps(gen, case):
+    """(N, T) log-probs of spread case["spread"] (some exactly 0)."""
+    x = -torch.randn(case["N"], case["T"], generator=gen, dtype=F64).abs() * case["spread"]
+    x = torch.where(torch.rand(x.shape, generator=gen) < 0.1, torch.zeros_like(x), x)
+    return _junk(gen, case, x)
+
+
+def _near(base: str, exact_share: float):
+    """Log-probs near case[base] (old or reference): moved by case["drift"] (ratios inside and outside the clip
+    range on both sides), a share of them exactly equal (rho = 1, delta = 0)."""
+    def build(gen, case):
+        x = case[base]
+        y = (x + case["drift"] * torch.randn(x.shape, generator=gen, dtype=F64)).clamp(max=0.0)  # log-probs <= 0
+        y = torch.where(torch.rand(x.shape, generator=gen) < exact_share, x, y)
+        return _junk(gen, case, y)
+    return build
+
+
+def _advantages(gen, case):
+    """(N,) advantages of spread case["A_scale"], some exactly 0 (a constant group), signs mixed."""
+    A = torch.randn(case["N"], generator=gen, dtype=F64) * case["A_scale"]
+    return torch.where(torch.rand(case["N"], generator=gen) < 0.2, torch.zeros_like(A), A)
+
+
+def _or_none(flag: str, build):
+    """None where case[flag], else build(gen, case)."""
+    return lambda gen, case: None if case[flag] else build(gen, case)
+
+
+def _current_logps(case):
+    """The log-probs the fused loss computes from hidden and weight (float64), at the drawn temperature."""
+    T = 1.0 if case["temperature"] is OMIT else case["temperature"]
+    return selective_log_softmax(case["hidden"] @ case["weight"].T / T, case["completion_ids"].long())
+
+
+def _fused_near(gen, case):
+    """Old or reference log-probs near the current ones: moved by case["drift"] (never 0 here: the fused
+    implementations' log-probs differ from the spec's by rounding, and a ratio of exactly 1 on a clip bound of
+    eps = 0 would put the gradient's jump within that rounding); junk at masked positions when case["junk"]."""
+    x = _current_logps(case)
+    return _junk(gen, case, (x + case["drift"] * torch.randn(x.shape, generator=gen, dtype=F64)).clamp(max=0.0))
+
+
+def _beta_unless_flagged(gen, case):
+    """beta: case["b"] (0 included), or 0 where case["ref_none"] (no reference log-probs will be passed)."""
+    return 0.0 if case["ref_none"] else case["b"]
+
+
+def _beta_unless_omitted(gen, case):
+    """beta: case["b"] (0 included), or 0 where ref_logps is omitted (None)."""
+    return 0.0 if case["ref_logps"] is OMIT else case["b"]
+
+
+BETAS = Real(1e-3, 10.0, edges=(0.0, 0.04, 1.0), log=True)
+CLIP_OPTIONS = dict(epsilon_low=Optional(Real(0.0, 0.99, edges=(0.0, 0.2, 0.5))),
+                    epsilon_high=Optional(Real(1e-3, 10.0, edges=(0.0, 0.2, 0.28), log=True)),
+                    loss_type=Optional(Choice(AGGREGATIONS)),
+                    max_completion_length=Optional(Int("T", "3 * T + 4")))
+SHARPNESS = Real(0.1, 30.0, edges=(1.0, 10.0), log=True)
+DRIFT = Real(1e-3, 3.0, edges=(0.1, 0.3, 1.0), log=True)  # ratios within the clip range and beyond it
+
+REGISTRY.attach_domain(ADV, Domain(
+    sizes=dict(n=Int(1, 6, edges=(1,)), scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
+    args=dict(std=Optional(Choice(STDS)),
+              group_size=Int("1 if std in ('population', 'none') else 2", 8, edges=(1, 2)),
+              rewards=Built(_rewards, note="(n G,) rewards: binary, continuous, constant and near-constant groups"),
+              eps=Optional(Real(1e-10, 10.0, edges=(0.0, 1e-4), log=True))),
+    large=dict(n=1024),
+))
+REGISTRY.attach_domain(LOGPS, Domain(
+    sizes=dict(N=Int(1, 4, edges=(1,)), T=Int(1, 8, edges=(1,)), V=Int(1, 40, edges=(1, 2)), sharp=SHARPNESS),
+    args=dict(logits=Built(_logits, note="(N, T, V), some rows constant"),
+              completion_ids=Built(_token_ids, note="(N, T) int64 or int32"),
+              temperature=Optional(Real(0.05, 20.0, edges=(1.0, 0.1, 10.0), log=True))),
+    large=dict(T=64, V=4096),
+))
+REGISTRY.attach_domain(LOSS, Domain(
+    sizes=dict(N=Int(1, 6, edges=(1,)), T=Int(1, 10, edges=(1,)), spread=Real(0.01, 10.0, edges=(1.0,), log=True),
+               drift=DRIFT, A_scale=Real(1e-3, 100.0, edges=(1.0,), log=True), b=BETAS, old_none=FLAG,
+               ref_none=FLAG, junk=FLAG),
+    args=dict(completion_mask=Built(_mask, note="(N, T): empty, full and cut rows; int64, bool or float"),
+              logps=Built(_policy_logps, note="(N, T) log-probs, junk at masked positions"),
+              old_logps=Built(_or_none("old_none", _near("logps", 0.2)), note="None (on-policy) or near logps"),
+              beta=Optional(Built(_beta_unless_flagged, note="b, or 0 where ref_logps is None")),
+              ref_logps=Built(lambda gen, case: None if case["ref_none"] and case["beta"] is not OMIT
+                              else _near("logps", 0.1)(gen, case), note="None (beta = 0) or near logps"),
+              advantages=Built(_advantages, note="(N,), some 0"),
+              **CLIP_OPTIONS),
+    large=dict(N=8, T=1024),
+))
+REGISTRY.attach_domain(FUSED, Domain(
+    sizes=dict(N=Int(1, 4, edges=(1,)), T=Int(1, 8, edges=(1,)), H=Int(1, 16, edges=(1,)),
+               V=Int(2, 40, edges=(2,)), sharp=SHARPNESS, drift=DRIFT,
+               A_scale=Real(1e-3, 100.0, edges=(1.0,), log=True), b=BETAS, junk=FLAG),
+    args=dict(hidden=normal("N", "T", "H"), weight=normal("V", "H", scale="sharp / math.sqrt(H)"),
+              completion_ids=Built(_token_ids, note="(N, T) int64 or int32"),
+              completion_mask=Built(_mask, note="(N, T): empty, full and cut rows; int64, bool or float"),
+              advantages=Built(_advantages, note="(N,), some 0"),
+              temperature=Optional(Real(0.1, 10.0, edges=(1.0, 0.3, 3.0), log=True)),
+              old_logps=Optional(Built(_fused_near, note="near the current log-probs")),
+              ref_logps=Optional(Built(_fused_near, note="near the current log-probs")),
+              beta=Optional(Built(_beta_unless_omitted, note="b, or 0 where ref_logps is omitted")),
+              **CLIP_OPTIONS),
+    where=lambda d: d["beta"] is not OMIT or d["ref_logps"] is not OMIT,  # the default beta 0.04 needs ref_logps
+    large=dict(T=48, V=2048),
+))
+
+
+_THOUGHTS = ("", "x", "2 + 2 = 4", "first\nthen\n\nso", "<answer>4</answer>", "</think")
+_ANSWERS = ("", "4", "\n4\n", "x </answer", "<think>y</think>", "a\nb")
+_SPACES = ("", " ", "\n", "\n\n\t ", "  \r\n")
+_BREAKS = ("before", "after", "nested", "tag", "tag")
+
+
+def _pick(gen, pool):
+    return pool[_randint(gen, 0, len(pool))]
+
+
+def _completion(gen) -> str:
+    """R1's template <think>...</think><answer>...</answer> with random contents and spacing (a thought over several
+    lines), half of the time broken once: text before or after, a second <think>, a tag dropped or misspelt."""
+    parts = ["", "<think>", _pick(gen, _THOUGHTS), "</think>", _pick(gen, _SPACES), "<answer>", _pick(gen, _ANSWERS),
+             "</answer>", _pick(gen, _SPACES), ""]
+    if _randint(gen, 0, 2):
+        return "".join(parts)
+    broken = _pick(gen, _BREAKS)
+    if broken == "before":
+        parts[0] = _pick(gen, (" ", "\n", "x", "<think>"))
+    elif broken == "after":
+        parts[9] = _pick(gen, ("x", " and more", "</answer>", "\n<answer>5</answer>"))
+    elif broken == "nested":
+        parts[2] = _pick(gen, ("<think>", "a <think> b", "a\n<think>"))
+    else:
+        i = _pick(gen, (1, 3, 5, 7))
+        parts[i] = _pick(gen, ("", parts[i][1:], parts[i][:-1], parts[i].upper(), parts[i].replace(">", " >")))
+    return "".join(parts)
+
+
+def _format_completions(gen, case):
+    """N completions: the template, broken or not, the empty string and duplicates."""
+    out = []
+    for _ in range(case["N"]):
+        kind = _randint(gen, 0, 8)
+        out.append("" if kind == 0 else out[_randint(gen, 0, len(out))] if kind == 1 and out else _completion(gen))
+    return out
+
+
+# Answers in classes that the accuracy reward holds equal (as numbers, or as strings without spaces, $ and a final
+# dot); the last classes are unparseable as a solution (NaN) or break the braces
+_ANSWER_CLASSES = (("4", "4.0", " 4 ", "$4$", "4.", "04", "4e0"), ("-3", "-3.0", "$-3$"), ("1e2", "100", "100.0"),
+                   ("\\frac{1}{2}", "\\frac {1}{2}", "\\frac{1}{2}."), ("\\frac{1}{3}",), ("x^{2}", "x^{ 2 }"),
+                   ("a b", "ab", "$ab$"), ("nan",), ("", "  "), ("{",))
+
+
+def _answer(gen, cls: int | None = None) -> str:
+    if cls is None:
+        cls = _randint(gen, 0, len(_ANSWER_CLASSES))
+    return _pick(gen, _ANSWER_CLASSES[cls])
+
+
+def _class_of(answer: str) -> int | None:
+    return next((i for i, c in enumerate(_ANSWER_CLASSES) if answer in c), None)
+
+
+def _box(answer: str) -> str:
+    return "\\boxed{" + answer + "}"
+
+
+def _boxed(gen, answer: str) -> str:
+    """A completion around ``answer``: boxed once, after a wrong box, with nested braces, unclosed, a later unclosed
+    box, or no box at all."""
+    wrong = _answer(gen)
+    return _pick(gen, ("the answer is " + _box(answer), _box(wrong) + " no, " + _box(answer),
+                       _box(answer) + " no, " + _box(wrong), _box("{" + answer + "}"), _box(answer)[:-1],
+                       _box(answer) + " then " + _box(wrong)[:-1], "the answer is " + answer, _box(answer) + ".",
+                       _box(answer)))
+
+
+def _solution(gen, answer: str) -> str:
+    """A solution: the bare answer, boxed, in a sentence, or an unclosed box (then the whole text is the gold)."""
+    return _pick(gen, (answer, _box(answer), "so " + _box(answer) + ".", _box(answer)[:-1]))
+
+
+def _solutions(gen, case):
+    """N solutions over the pool of answers (numbers, fractions, empty and blank ones: NaN), duplicates included."""
+    out = []
+    for _ in range(case["N"]):
+        out.append(out[_randint(gen, 0, len(out))] if out and _randint(gen, 0, 6) == 0
+                   else _solution(gen, _answer(gen)))
+    return out
+
+
+def _accuracy_completions(gen, case):
+    """One completion per solution: around an answer of the solution's class (equal to it) two times in three,
+    around any answer of the pool otherwise; duplicates."""
+    out = []
+    for s in case["solutions"]:
+        gold = last_boxed(s)
+        cls = _class_of(s if gold is None else gold)
+        said = _answer(gen, cls if cls is not None and _randint(gen, 0, 3) else None)
+        out.append(out[-1] if out and _randint(gen, 0, 6) == 0 else _boxed(gen, said))
+    return out
+
+
+REGISTRY.attach_domain(f"{DOC}.format_reward", Domain(
+    sizes=dict(N=Int(1, 16)),
+    args=dict(completions=Built(_format_completions, note="N strings: the template, broken or not")),
+    exact=("rewards",),
+))
+REGISTRY.attach_domain(f"{DOC}.accuracy_reward", Domain(
+    sizes=dict(N=Int(1, 16)),
+    args=dict(solutions=Built(_solutions, note="N solutions: bare, boxed, unclosed, empty"),
+              completions=Built(_accuracy_completions, note="N completions around a boxed answer")),
+    exact=("rewards",),
+))
