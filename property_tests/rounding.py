@@ -49,7 +49,10 @@ class RandomRounding(TorchDispatchMode):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0:
             return t
         delta = (torch.rand(t.shape, generator=self.gen, dtype=t.dtype, device="cpu").to(t.device) * 2 - 1) * self.u
-        return t * (1 + delta)
+        # small integers are exact in the dtype and every correctly rounded operation returns them exactly (exp(0)
+        # is 1, so 1 - exp(0) is 0 and its square root is 0, not NaN): they are not perturbed
+        exact = (t == t.round()) & (t.abs() <= 1 / self.u)
+        return torch.where(exact, t, t * (1 + delta))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

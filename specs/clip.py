@@ -296,3 +296,135 @@ claim(DOC, "contract", kind="contract", operations=(LOSS, LOCAL, SHARDED),
                 "or non-scalar logit_scale, a world size that does not divide N) is rejected with an error naming "
                 "the argument.",
       source="design.md (bad input)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+
+from eqspec.domain import Built, Choice, Domain, Int, Real, resolve  # noqa: E402
+from eqspec.registry import REGISTRY  # noqa: E402
+
+# The stored log-temperature t over its whole range: below the clamp (scale < 1), its ends 0 and ln 100, CLIP's
+# initial ln(1 / 0.07), and beyond the clamp (exp(12) = 1.6e5: near one-hot rows)
+# (the first edge and option of each is what hypothesis draws first: a generic point, the boundaries follow)
+LOG_SCALE = Real(-10.0, 12.0, edges=(INIT_LOGIT_SCALE, 0.0, MAX_LOGIT_SCALE, -3.0, 8.0, 12.0))
+SCALE_FORMS = Choice(("0-d tensor", "number", "(1,) tensor"))
+
+
+def _logit_scale(gen, case):
+    """The drawn t as a Python number or a one-element tensor (which then carries a gradient)."""
+    t, form = case["t"], case["t_form"]
+    if form == "number":
+        return float(t)
+    return torch.tensor(t, dtype=F64) if form == "0-d tensor" else torch.tensor([t], dtype=F64)
+
+
+def _rows(gen, n: int, D: int, spread: float) -> torch.Tensor:
+    """n Gaussian rows of norms 10^U(-spread, spread); sometimes with repeated rows (ties)."""
+    x = torch.randn(n, D, generator=gen, dtype=F64)
+    x = x * 10 ** (spread * (2 * torch.rand(n, 1, generator=gen, dtype=F64) - 1))
+    if n > 1 and int(torch.randint(0, 3, (), generator=gen)) == 0:
+        x[torch.randint(0, n, (n,), generator=gen) < n // 2 + 1] = x[0].clone()
+    return x
+
+
+def _image_features(rows: str):
+    def build(gen, case):
+        return _rows(gen, resolve(rows, case), case["D"], case["norm_spread"])
+    return Built(build, note=f"image features ({rows}, D)")
+
+
+def _text_features(gen, case):
+    """Independent of the images, aligned with them (the image plus noise: the trained regime, a small loss), or
+    the images themselves rescaled (every pair identical up to its norm)."""
+    image = case["image_features"]
+    n, D = image.shape
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    if kind == 0:
+        return _rows(gen, n, D, case["norm_spread"])
+    scale = 10 ** (2 * torch.rand(n, 1, generator=gen, dtype=F64) - 1)
+    if kind == 1:
+        noise = torch.randn(n, D, generator=gen, dtype=F64) * image.norm(dim=1, keepdim=True) / math.sqrt(D)
+        return (image + float(torch.rand((), generator=gen)) * noise) * scale
+    return image * scale
+
+
+FEATURES = dict(D=Int(1, 16, edges=(4, 1, 2)), norm_spread=Real(0.0, 6.0, edges=(1.0, 0.0)), t=LOG_SCALE,
+                t_form=SCALE_FORMS)
+
+
+def _logit_matrix(gen, case):
+    """(N, N) logits of spread ``scale``: random, diagonal-dominant (a trained model), constant (every pair tied)
+    or with repeated rows and columns."""
+    N, scale = case["N"], case["scale"]
+    L = torch.randn(N, N, generator=gen, dtype=F64)
+    kind = int(torch.randint(0, 4, (), generator=gen))
+    if kind == 1:
+        L = L + 3 * torch.eye(N, dtype=F64)
+    elif kind == 2:
+        L = torch.full_like(L, float(L[0, 0]))
+    elif kind == 3 and N > 1:
+        L[N // 2:] = L[0]
+        L[:, N // 2:] = L[:, :1]
+    return L * scale
+
+
+def _log_scales(gen, case):
+    """Values of the stored log-temperature inside, at the ends of and beyond the clamp, the drawn t first."""
+    shape = {"0-d": (), "vector": (case["n"],), "matrix": (2, case["n"])}[case["shape"]]
+    edges = torch.tensor([0.0, MAX_LOGIT_SCALE, -1e-12, MAX_LOGIT_SCALE + 1e-12, MAX_LOGIT_SCALE - 1e-12,
+                          INIT_LOGIT_SCALE, -50.0, 50.0], dtype=F64)
+    x = 60 * torch.rand(shape, generator=gen, dtype=F64) - 30
+    pick = torch.randint(0, 2 * len(edges), shape, generator=gen)
+    x = torch.where(pick < len(edges), edges[pick.clamp(max=len(edges) - 1)], x)
+    x.view(-1)[0] = case["t"]
+    return x
+
+
+def _class_embeddings(gen, case):
+    """(C, K, D) template embeddings of norms spread over decades; sometimes a template repeated (ties)."""
+    C, K, D = case["C"], case["K"], case["D"]
+    e = torch.randn(C, K, D, generator=gen, dtype=F64)
+    e = e * 10 ** (case["norm_spread"] * (2 * torch.rand(C, K, 1, generator=gen, dtype=F64) - 1))
+    if K > 1 and int(torch.randint(0, 3, (), generator=gen)) == 0:
+        e[:, 1:] = e[:, :1] * 10 ** torch.rand(C, K - 1, 1, generator=gen, dtype=F64)
+    return e
+
+
+REGISTRY.attach_domain(CE, Domain(
+    sizes=dict(N=Int(1, 8, edges=(3, 1, 2)), scale=Real(1e-3, 1e4, edges=(10.0, 1.0, 100.0), log=True)),
+    args=dict(L=Built(_logit_matrix, note="(N, N) logits")),
+    large=dict(N=1024),
+))
+REGISTRY.attach_domain(LOSS, Domain(
+    sizes=dict(N=Int(1, 8, edges=(3, 1, 2)), **FEATURES),
+    args=dict(image_features=_image_features("N"), text_features=Built(_text_features, note="text features"),
+              logit_scale=Built(_logit_scale, note="t: a number or a one-element tensor")),
+    large=dict(N=1024, D=64),
+))
+REGISTRY.attach_domain(f"{DOC}.clamp_logit_scale", Domain(
+    sizes=dict(t=Real(-50.0, 50.0, edges=(10.0, MAX_LOGIT_SCALE, 0.0, INIT_LOGIT_SCALE, -1.0)),
+               shape=Choice(("vector", "0-d", "matrix")), n=Int(1, 6, edges=(4, 1))),
+    args=dict(logit_scale=Built(_log_scales, note="log-temperatures in, at and beyond [0, ln 100]")),
+))
+REGISTRY.attach_domain(LOCAL, Domain(
+    sizes=dict(b=Int(1, 3, edges=(2, 1)), **FEATURES),
+    args=dict(world_size=Int(1, 4, edges=(2, 1, 4)), rank=Int(0, "world_size - 1", edges=(1, 0, 2, 3)),
+              image_features=_image_features("world_size * b"),
+              text_features=Built(_text_features, note="text features"),
+              logit_scale=Built(_logit_scale, note="t: a number or a one-element tensor")),
+    large=dict(b=256, D=64),
+))
+REGISTRY.attach_domain(SHARDED, Domain(
+    sizes=dict(b=Int(1, 3, edges=(2, 1)), **FEATURES),
+    args=dict(world_size=Int(1, 4, edges=(2, 1, 4)), image_features=_image_features("world_size * b"),
+              text_features=Built(_text_features, note="text features"),
+              logit_scale=Built(_logit_scale, note="t: a number or a one-element tensor")),
+))
+REGISTRY.attach_domain(f"{DOC}.zero_shot_classifier", Domain(
+    sizes=dict(C=Int(1, 6, edges=(3, 1)), K=Int(1, 8, edges=(3, 1)), D=Int(2, 16, edges=(4, 2)),
+               norm_spread=Real(0.0, 6.0, edges=(1.0, 0.0))),
+    args=dict(class_embeddings=Built(_class_embeddings, note="(C, K, D) template embeddings")),
+    large=dict(C=200, K=80, D=64),
+))

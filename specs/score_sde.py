@@ -134,7 +134,7 @@ def marginal(x0: torch.Tensor, t, *, kind: str = "vp", beta_min: float = BETA_MI
     X = _x("x0", x0)
     T = _t(t, X)
     if kind == "ve":
-        mean = X
+        mean = X.clone()  # a new tensor, never the caller's x0 itself
         std = torch.sqrt(ve_sigma(T, sigma_min, sigma_max) ** 2 - sigma_min**2)
     else:
         _, B = beta_integral(T, beta_min, beta_max)
@@ -364,7 +364,7 @@ def pc_sampler(score_fn: Callable, x_T: torch.Tensor, noise: torch.Tensor, *, ki
         raise ArgumentError("noise", f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
                             f"{(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
     times = torch.linspace(1.0, eps, N, dtype=F64).tolist()
-    x = x_T.to(F64)
+    x = x_T.to(F64, copy=True)  # with no step at all (predictor "none", no corrector) a copy of x_T, never x_T
     x_mean = x
     for i, t in enumerate(times):
         for j in range(corrector_steps):
@@ -453,3 +453,199 @@ claim(DOC, "contract", kind="contract", operations=(_op("sde"), _op("predictor_s
       statement="Malformed input (unknown kind or predictor, t outside [0, 1], shape mismatch, a noise tensor of the "
                 "wrong shape, a score_fn that is not callable) is rejected with an error naming the argument.",
       source="design.md (bad input)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Domains: every argument over its whole range (eqspec/domain.py); the differential tests draw from them
+# ---------------------------------------------------------------------------------------------------
+
+from eqspec.domain import FLAG, OMIT, Built, Choice, Domain, Int, Optional, Real  # noqa: E402
+from eqspec.registry import REGISTRY  # noqa: E402
+
+SDE_DEFAULTS = dict(beta_min=BETA_MIN, beta_max=BETA_MAX, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+
+
+def _given(case: dict, name: str, default):
+    """A drawn argument, or the reference's default where the domain omitted it."""
+    value = case.get(name, OMIT)
+    return default if value is OMIT else value
+
+
+def _params(case: dict) -> dict:
+    """The SDE parameters in force (drawn or default)."""
+    return {k: _given(case, k, v) for k, v in SDE_DEFAULTS.items()}
+
+
+def _shape(case: dict) -> tuple[int, ...]:
+    """A batch of B states: (B,), (B, D) or (B, 2, D) (images in miniature), or one scalar state ()."""
+    B, D = case["B"], case["D"]
+    return ((), (B,), (B, D), (B, 2, D))[case["rank"]]
+
+
+def _field(scale: str | None = None, *, zeros: bool = False) -> Built:
+    """Gaussian entries of the state's shape times the drawn size ``scale``; some batches with every sample equal
+    (ties), some with exact zeros (``zeros``: not for a score, whose batch norm must not vanish)."""
+    def build(gen, case):
+        x = torch.randn(_shape(case), generator=gen, dtype=F64) * (case[scale] if scale else 1.0)
+        kind = int(torch.randint(0, 4, (), generator=gen))
+        if kind == 1 and x.dim():
+            x = x[:1].expand_as(x).clone()
+        elif kind == 2 and zeros:
+            x = torch.where(torch.rand(x.shape, generator=gen) < 0.3, torch.zeros_like(x), x)
+        return x
+    return Built(build, note=f"normal state x {scale or 1}")
+
+
+def _times() -> Built:
+    """t in [0, 1]: the drawn t0 as a number, a 0-d tensor, or one time per sample (B,) starting with t0, the rest
+    spread over [0, 1] with the grid's ends and duplicates (a scalar state takes a number)."""
+    def build(gen, case):
+        form, t0 = case["t_form"], case["t0"]
+        if form == "number" or (form == "per sample" and case["rank"] == 0):
+            return float(t0)
+        if form == "0-d tensor":
+            return torch.tensor(t0, dtype=F64)
+        B = case["B"]
+        t = torch.rand(B, generator=gen, dtype=F64)
+        pick = torch.randint(0, 5, (B,), generator=gen)
+        t = torch.where(pick == 0, torch.full_like(t, t0), t)
+        t = torch.where(pick == 1, torch.ones_like(t), t)
+        t = torch.where(pick == 2, torch.full_like(t, SAMPLING_EPS), t)
+        t[0] = t0
+        return t
+    return Built(build, note="t: a number, a 0-d tensor or (B,)")
+
+
+# The first edge and option of each is what hypothesis draws first (its simplest example): a generic point, not a
+# degenerate one; the boundaries follow.
+STATE = dict(B=Int(1, 4, edges=(3, 1)), D=Int(1, 5, edges=(2, 1)), rank=Choice((2, 1, 3, 0)),
+             spread=Real(1e-3, 1e3, edges=(1.0,), log=True))
+BATCH = dict(STATE, rank=Choice((2, 1, 3)))  # a batch (B, ...): the corrector's norms are per sample
+TIME = dict(t0=Real(0.0, 1.0, edges=(0.5, 1.0, 0.0, 1e-5, SAMPLING_EPS)),
+            t_form=Choice(("per sample", "number", "0-d tensor")))
+# on a grid of N levels (index floor(t (N - 1))): the first level, the middle, the last
+GRID_TIME = dict(TIME, t0=Real(0.0, 1.0, edges=(0.5, 1.0, 0.0, SAMPLING_EPS)))
+SDE_PARAMS = dict(
+    beta_min=Optional(Real(0.0, 5.0, edges=(BETA_MIN, 0.0, 1.0))),
+    beta_max=Optional(Real(0.0, 40.0, edges=(BETA_MAX, 0.0, 1.0, 40.0))),
+    sigma_min=Optional(Real(1e-4, 1.0, edges=(SIGMA_MIN, 1.0), log=True)),
+    sigma_max=Optional(Real(1.0, 1000.0, edges=(SIGMA_MAX, 1.0, 1000.0), log=True)),
+)
+KIND = Optional(Choice(("ve", "subvp", "vp")))  # omitted: "vp"; hypothesis draws the first options most
+STEPS = Optional(Int(2, 2000, edges=(N_DEFAULT, 2, 3, 5)))  # N: the discretisation's levels (cheap: one linspace)
+
+
+def _discrete_vp_ok(case: dict, N: int, *, inclusive: bool) -> bool:
+    """DDPM's discrete betas linspace(beta_min / N, beta_max / N, N) stay below 1 (sqrt(1 - beta) real; the
+    ancestral step divides by it), or at most 1 (``inclusive``: the Langevin alpha = 1 - beta_i >= 0)."""
+    p = _params(case)
+    top = max(p["beta_min"], p["beta_max"]) / N
+    return top <= 1.0 if inclusive else top < 1.0
+
+
+def _discretize_valid(case: dict) -> bool:
+    return _given(case, "kind", "vp") != "vp" or _discrete_vp_ok(case, _given(case, "N", N_DEFAULT), inclusive=False)
+
+
+def _predictor_valid(case: dict) -> bool:
+    kind, predictor = _given(case, "kind", "vp"), _given(case, "predictor", "euler_maruyama")
+    if predictor == "ancestral" and (kind == "subvp" or _given(case, "probability_flow", False)):
+        return False  # the ancestral step exists for VP and VE, without the probability flow
+    if kind == "vp" and predictor in ("reverse_diffusion", "ancestral"):
+        return _discrete_vp_ok(case, _given(case, "N", N_DEFAULT), inclusive=False)
+    return True
+
+
+def _sampler_valid(case: dict) -> bool:
+    if not _predictor_valid(case):
+        return False
+    if _given(case, "kind", "vp") != "ve" and _given(case, "corrector_steps", 0) > 0:
+        return _discrete_vp_ok(case, case["N"], inclusive=True)  # the corrector's alpha_i = 1 - beta_i
+    return True
+
+
+class GaussianDataScore:
+    """score_fn(x, t) of a sampler: the exact score of data N(mu, sigma_data^2 I) under the sampled SDE (kind and
+    parameters; gaussian_score), times (1 + warp tanh x) where ``warp`` (a trained model's nonlinear error)."""
+
+    def __init__(self, kind: str, params: dict, mu: float, sigma_data: float, warp: float):
+        self.kind, self.params, self.mu, self.sigma_data, self.warp = kind, params, mu, sigma_data, warp
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        # gaussian_score's kernel, its variance written without cancellation (expm1): at t = 0 the VE variance
+        # sigma(0)^2 - sigma_min^2 is exactly 0, not the square root of a rounded difference
+        p = self.params
+        if self.kind == "ve":
+            m, var = 1.0, p["sigma_min"] ** 2 * math.expm1(2 * t * math.log(p["sigma_max"] / p["sigma_min"]))
+        else:
+            B = float(beta_integral(t, p["beta_min"], p["beta_max"])[1])
+            m, var = math.exp(-0.5 * B), -math.expm1(-B)
+            var = var if self.kind == "vp" else var**2
+        s = -(x - m * self.mu) / (m**2 * self.sigma_data**2 + var)
+        return s * (1 + self.warp * torch.tanh(x)) if self.warp else s
+
+    def __repr__(self) -> str:
+        return (f"GaussianDataScore({self.kind!r}, {self.params}, mu={self.mu:g}, sigma_data={self.sigma_data:g}, "
+                f"warp={self.warp:g})")
+
+
+def _score_fn(gen, case) -> GaussianDataScore:
+    return GaussianDataScore(_given(case, "kind", "vp"), _params(case), case["mu"], case["sigma_data"], case["warp"])
+
+
+def _prior_sample(gen, case) -> torch.Tensor:
+    """x_T from the prior of the sampled SDE: N(0, sigma_max^2 I) (VE) or N(0, I)."""
+    std = prior_std(_given(case, "kind", "vp"), _params(case)["sigma_max"])
+    return torch.randn(_shape(case), generator=gen, dtype=F64) * std
+
+
+def _sampler_noise(gen, case) -> torch.Tensor:
+    steps = _given(case, "corrector_steps", 0) + 1
+    return torch.randn((case["N"], steps, *_shape(case)), generator=gen, dtype=F64)
+
+
+REGISTRY.attach_domain(_op("sde"), Domain(
+    sizes=dict(**STATE, **TIME),
+    args=dict(x=_field("spread", zeros=True), t=_times(), kind=KIND, **SDE_PARAMS),
+))
+REGISTRY.attach_domain(_op("marginal"), Domain(
+    sizes=dict(**STATE, **TIME),
+    args=dict(x0=_field("spread", zeros=True), t=_times(), kind=KIND, **SDE_PARAMS),
+))
+REGISTRY.attach_domain(_op("reverse_sde"), Domain(
+    sizes=dict(**STATE, **TIME, score_scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
+    args=dict(x=_field("spread", zeros=True), t=_times(), score=_field("score_scale", zeros=True), kind=KIND,
+              probability_flow=Optional(FLAG), **SDE_PARAMS),
+))
+REGISTRY.attach_domain(_op("discretize"), Domain(
+    sizes=dict(**STATE, **GRID_TIME),
+    args=dict(x=_field("spread", zeros=True), t=_times(), kind=KIND, N=STEPS, **SDE_PARAMS),
+    where=_discretize_valid,
+))
+REGISTRY.attach_domain(_op("predictor_step"), Domain(
+    sizes=dict(**STATE, **GRID_TIME, score_scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
+    args=dict(x=_field("spread", zeros=True), t=_times(), score=_field("score_scale", zeros=True), z=_field(),
+              kind=KIND, predictor=Optional(Choice(("ancestral", "reverse_diffusion", "euler_maruyama"))), N=STEPS, probability_flow=Optional(FLAG),
+              **SDE_PARAMS),
+    where=_predictor_valid,
+))
+REGISTRY.attach_domain(_op("langevin_step"), Domain(
+    sizes=dict(**BATCH, score_scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
+    args=dict(x=_field("spread", zeros=True), score=_field("score_scale"), z=_field(zeros=True),
+              snr=Optional(Real(0.0, 1.0, edges=(0.16, 0.0, 1.0))), alpha=Optional(Real(0.0, 1.5, edges=(1.0, 0.0))),
+              step_size=Optional(Real(1e-8, 10.0, edges=(1e-3, 0.0, 1.0), log=True))),
+    large=dict(B=256, D=512),
+))
+REGISTRY.attach_domain(_op("pc_sampler"), Domain(
+    sizes=dict(**BATCH, mu=Real(-2.0, 2.0, edges=(0.5, 0.0)), sigma_data=Real(0.05, 2.0, edges=(SIGMA_DATA,)),
+               warp=Real(0.0, 0.5, edges=(0.2, 0.0))),
+    # N is not left to its default of 1000 steps: one example would take minutes under the random roundings
+    args=dict(kind=KIND, N=Int(2, 24, edges=(21, 2, 5)), corrector_steps=Optional(Int(0, 2, edges=(1, 0))),
+              **SDE_PARAMS, score_fn=Built(_score_fn, note="the exact (or warped) score of Gaussian data"),
+              x_T=Built(_prior_sample, note="a prior sample"), noise=Built(_sampler_noise, note="standard normal"),
+              predictor=Optional(Choice(("ancestral", "reverse_diffusion", "euler_maruyama", "none"))),
+              snr=Optional(Real(0.0, 1.0, edges=(0.16, 0.0, 1.0))),
+              eps=Optional(Real(0.0, 1.0, edges=(SAMPLING_EPS, 0.0, 1e-5, 1.0))), probability_flow=Optional(FLAG),
+              denoise=Optional(FLAG)),
+    where=_sampler_valid,
+))

@@ -102,7 +102,7 @@ def pc_sampler(score_fn, x_T, noise, *, kind="vp", N=spec.N_DEFAULT, predictor="
         raise ArgumentError("noise", f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
                             f"{(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
     betas = {k: v for k, v in sde_params.items() if k.startswith("beta")}
-    x = x_mean = x_T
+    x = x_mean = x_T.clone()  # no step at all: a copy, never the caller's x_T
     for i, t in enumerate(torch.linspace(1.0, eps, N, dtype=torch.float64).tolist()):
         for j in range(corrector_steps):
             x, x_mean = langevin_step(x, score_fn(x, t), noise[i, j].to(x.dtype), snr=snr,
