@@ -108,6 +108,7 @@ from .steps import (
 )
 from .gaussian import gaussian_denoiser, gaussian_flow, ideal_denoiser
 from .claims import _op
+from .domains import DENOISERS  # noqa: F401 - the operations' domains (eqspec/domain.py), attached once all are registered
 # isort: on
 
 __all__ = [

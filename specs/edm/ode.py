@@ -64,7 +64,7 @@ def to_denoised(pred: torch.Tensor, x: torch.Tensor, sigma, s, *, prediction: st
     if prediction == "epsilon":
         D = X / s_ - S * P
     elif prediction == "x0":
-        D = P
+        D = P.clone()  # a new tensor, not the caller's pred
     elif prediction == "v":
         D = s_ * X - s_ * S * P
     elif prediction == "flow":

@@ -88,7 +88,7 @@ def schedule(t: torch.Tensor, *, kind: str = "edm", beta_d: float = VP_BETA_D, b
     elif kind == "ve":
         sigma, s, sigma_dot, s_dot = torch.sqrt(T), one, 0.5 / torch.sqrt(T), zero
     elif kind == "edm":
-        sigma, s, sigma_dot, s_dot = T, one, one, zero
+        sigma, s, sigma_dot, s_dot = T.clone(), one, one, zero  # sigma a copy: no output aliasing the input t
     else:
         sigma, s, sigma_dot, s_dot = T / (1 - T), 1 - T, 1 / (1 - T) ** 2, -one
     return tuple(v.to(t.dtype) for v in (sigma, s, sigma_dot, s_dot))

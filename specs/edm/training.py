@@ -66,7 +66,7 @@ def preconditioning(sigma: torch.Tensor, *, kind: str = "edm", sigma_data: float
         weight = (S**2 + sd**2) / (S * sd) ** 2
         return tuple(v.to(sigma.dtype) for v in (c_skip, c_out, c_in, c_noise, weight))
     if kind == "ve":
-        c_skip, c_out, c_in, c_noise = one, S, one, torch.log(0.5 * S)
+        c_skip, c_out, c_in, c_noise = one, S.clone(), one, torch.log(0.5 * S)  # c_out a copy, not the input
     else:
         c_skip, c_out, c_in = one, -S, 1 / torch.sqrt(S**2 + 1)
         if kind == "vp":

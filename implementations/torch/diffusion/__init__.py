@@ -21,5 +21,7 @@ for _op, _module, _fn, _notes in (
     ("score_sde.langevin_step", "score_sde", "langevin_step", "Langevin corrector (the baseline)"),
     ("score_sde.pc_sampler", "score_sde", "pc_sampler", "predictor-corrector sampler, the whole batch at once"),
 ):
+    # every kind and prediction target the spec has (the families of its capabilities)
+    _options = frozenset(c for c in REGISTRY.operations[_op].capabilities if ":" in c)
     REGISTRY.add_implementation(Implementation(_op, "torch.batched", f"{_M}.{_module}:{_fn}", "torch",
-                                               dtypes=("float64", "float32"), notes=_notes))
+                                               dtypes=("float64", "float32"), provides=_options, notes=_notes))
