@@ -28,8 +28,8 @@ seeds = st.integers(0, 2**31)
 
 
 def covers(target, what: str) -> bool:
-    """A library adapter covers only the kinds / predictions it declares (provides "kind:edm", ...)."""
-    return target.impl.origin != "thirdparty" or what in target.impl.provides
+    """A library adapter or a user's callable covers only the kinds / predictions it declares ("kind:edm", ...)."""
+    return target.impl.origin not in ("thirdparty", "user") or what in target.impl.provides
 
 
 def schedule_conditioning(t: torch.Tensor, kind: str):

