@@ -144,7 +144,9 @@ def pin_id(pin: tuple[str, Any] | None) -> str:
     if pin is None:
         return "any"
     name, value = pin
-    shown = "omitted" if value is OMIT else "given" if value is GIVEN else getattr(value, "__name__", None) or repr(value)
+    if value is OMIT or value is GIVEN:
+        return f"{name}={'omitted' if value is OMIT else 'given'}"
+    shown = getattr(value, "__name__", None) or repr(value)
     return f"{name}={shown}"
 
 

@@ -22,8 +22,6 @@ the inputs' integrity and the aliasing are checked (``determined=False`` in the 
 
 from __future__ import annotations
 
-import math
-
 import hypothesis.strategies as st
 import pytest
 import torch
@@ -291,7 +289,8 @@ def differential_test(op_id: str):
             compare_outputs(others)
         except ConformanceError:
             u = ROUNDING_SCALE * unit_roundoff(dtype)
-            rounded = [_rounded(u, case.seed, run, op.reference, *ref_args, **ref_kwargs) for run in range(ROUNDING_RUNS)]
+            rounded = [_rounded(u, case.seed, run, op.reference, *ref_args, **ref_kwargs)
+                       for run in range(ROUNDING_RUNS)]
             compare_outputs(others + [r for r in rounded if r is not None])
         # gradients in float64 only: in low precision their budgets need the error analysis of the terms each
         # gradient sums, which the per-claim tests carry (the random roundings fell short of the Triton kernels')

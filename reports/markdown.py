@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from .conformance import DocumentView, Report, deviation_groups, failure_record, outcome, skip_groups
+from .coverage import COVERAGE_COLUMNS, coverage_rows, survivors
 from .formatting import (
     cell_text,
     commit_text,
@@ -16,7 +17,6 @@ from .formatting import (
     source_text,
     totals_text,
 )
-from .coverage import COVERAGE_COLUMNS, coverage_rows, survivors
 from .kill_matrix import format_rate
 from .load import DIFFERS
 

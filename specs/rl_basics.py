@@ -465,7 +465,8 @@ def _values(gen, case):
 
 
 VALUES = Built(_values, note="values (S,): zeros, constant or Gaussian x 10 scale")
-GIVEN_VALUES = Choice((named(Built(_values, note=VALUES.note), "values"),))  # Optional(GIVEN_VALUES): v0 pinned both ways
+# Optional(GIVEN_VALUES): v0 pinned both ways
+GIVEN_VALUES = Choice((named(Built(_values, note=VALUES.note), "values"),))
 EVERY_POLICY = Choice(tuple(named(domain_policy((k,)), k) for k in POLICIES))  # each kind of policy pinned
 
 

@@ -625,7 +625,8 @@ REGISTRY.attach_domain(_op("discretize"), Domain(
 REGISTRY.attach_domain(_op("predictor_step"), Domain(
     sizes=dict(**STATE, **GRID_TIME, score_scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
     args=dict(x=_field("spread", zeros=True), t=_times(), score=_field("score_scale", zeros=True), z=_field(),
-              kind=KIND, predictor=Optional(Choice(("ancestral", "reverse_diffusion", "euler_maruyama"))), N=STEPS, probability_flow=Optional(FLAG),
+              kind=KIND, predictor=Optional(Choice(("ancestral", "reverse_diffusion", "euler_maruyama"))), N=STEPS,
+              probability_flow=Optional(FLAG),
               **SDE_PARAMS),
     where=_predictor_valid,
 ))

@@ -21,7 +21,7 @@ def test_every_claim_and_every_mutant_is_killed(tmp_path):
     out = tmp_path / "mutants.json"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "property_tests", "--mutants", "--ignore=property_tests/meta",
-         f"--results={out}", "-q", "-p", "no:xdist", "-p", "no:randomly"],
+         f"--results={out}", "-q", "-n", "2", "-p", "no:randomly"],
         cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )
     assert out.exists(), f"the mutants run wrote no results:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

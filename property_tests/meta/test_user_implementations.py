@@ -37,6 +37,9 @@ USER_MODULE = textwrap.dedent('''
 
     def hangs(q, k, v, *, causal=False, scale=None):
         time.sleep(3600)
+
+    for _fn in (good, raises, wrong_shape, returns_nan, hangs):  # a user declares what it supports
+        _fn.eqspec_provides = {"lse", "causal", "gqa"}
 ''')
 EXPECTED_KIND = {"user_impls:raises": "implementation-error", "user_impls:wrong_shape": "contract",
                  "user_impls:returns_nan": "conformance", "user_impls:hangs": "timeout"}

@@ -52,7 +52,8 @@ _KARRAS_FLOAT32 = Deviation(
     "max^(1/rho) + ramp (min^(1/rho) - max^(1/rho)): at the last level the sum cancels (measured: N = 2, rho = 1, "
     "sigma 0.002..80: t_1 = 0.0019989 where the spec gives 0.002, relative 5.5e-4), and levels below float32's "
     "range become 0 (measured: N = 1, rho = 0.05, sigma_min = sigma_max = 0.002: t_0 = 0 where the spec gives "
-    "0.002, since 0.002^20 underflows float32; sigma_min = sigma_max = 1e-150 likewise); whether a drawn case shows it depends on its rho, sigmas and the "
+    "0.002, since 0.002^20 underflows float32; sigma_min = sigma_max = 1e-150 likewise); whether a drawn case "
+    "shows it depends on its rho, sigmas and the "
     "dtype asked (float32 results round most of it away)", strict=False)
 _KARRAS_ACCEPTS_N0 = Deviation("get_sigmas_karras(0, ...) returns the one-element schedule [0.] instead of an error",
                                only=(("case", ("N = 0",)),))

@@ -20,7 +20,8 @@ GRPO operations, pure torch on the CPU (compiled=False: no torch.compile, no Tri
 
 Liger computes the log-softmax in float32 whatever the input dtype and accumulates the loss in a float32 scalar, so
 it returns a float32 loss for every input dtype. The adapters return it as is for float32 inputs and widen it to
-float64 for float64 and bfloat16 inputs (exact: every float32 is a float64), which the output contract accepts; what that costs in accuracy is measured and declared in
+float64 for float64 and bfloat16 inputs (exact: every float32 is a float64), which the output contract accepts;
+what that costs in accuracy is measured and declared in
 implementations/thirdparty/preference/__init__.py.
 
 ``cdpo_as_sigmoid`` is a deliberately wrong variant (not registered): it maps cDPO to Liger's plain sigmoid loss.
