@@ -101,8 +101,8 @@ class Domain:
     tokens, long rows); drawn with a small probability.
     ``needs``: the capabilities a drawn case needs beyond its option values (grouped heads need "gqa"); a case a
     target does not support is not drawn for it. Option values need their capability by name (see ``needed``).
-    ``fixed``: arguments exact by construction (a stochastic policy, a probability vector) that the spec's
-    conditioning is not measured against (0/1 tensors never are).
+    ``fixed``: arguments exact by construction (a stochastic policy, a probability vector) that no gradient is
+    compared for (nor for 0/1 tensors: masks).
     """
 
     sizes: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +111,7 @@ class Domain:
     exact: tuple[str, ...] = ()
     determined: bool = True
     large: dict[str, int] = field(default_factory=dict)
-    fixed: tuple[str, ...] = ()  # exact by construction (a policy whose rows sum to 1): never perturbed
+    fixed: tuple[str, ...] = ()  # exact by construction (a policy whose rows sum to 1): no gradient compared
     needs: Callable[[dict], Any] | None = None  # drawn case -> the capabilities it needs (e.g. {"gqa"})
     note: str = ""
 

@@ -80,9 +80,6 @@ class Case:
             case[name] = value
         return {name: case[name] for name in self.domain.args}
 
-    def scalar(self, name: str):
-        return dict(self.drawn)[name]
-
 
 def _short(v) -> str:
     return getattr(v, "__name__", None) or repr(v)
@@ -167,27 +164,6 @@ def tensors(value, prefix: str = ""):
     elif isinstance(value, dict):
         for k, v in value.items():
             yield from tensors(v, f"{prefix}[{k!r}]" if prefix else str(k))
-
-
-def perturbed(inputs: dict, relative: float, gen: torch.Generator, fixed: tuple[str, ...] = ()) -> dict:
-    """Every floating tensor and float scalar moved by up to ``relative`` of itself, in a random direction: the
-    inputs a backward-stable implementation computes exactly. Not moved: the ``fixed`` arguments and 0/1 tensors
-    (masks, one-hot transitions, deterministic policies), which are exact by construction."""
-    def move(x: torch.Tensor) -> torch.Tensor:
-        if not x.is_floating_point() or bool(((x == 0) | (x == 1)).all()):
-            return x
-        delta = (torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * relative
-        return x * (1 + delta)
-
-    out = {}
-    for k, v in inputs.items():
-        if k in fixed:
-            out[k] = v
-            continue
-        if isinstance(v, float) and math.isfinite(v):
-            v = v * (1 + (float(torch.rand((), generator=gen)) * 2 - 1) * relative)
-        out[k] = convert(v, move)
-    return out
 
 
 def unsupported(domain: Domain, target) -> list[str]:

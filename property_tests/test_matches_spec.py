@@ -6,7 +6,7 @@ the large sizes), the implementation runs on the inputs rounded to its dtype, an
 inputs in float64. Then, for every output the operation returns (each value of a tuple, each rank's, each
 iterate):
 
-- floating outputs within the budget err <= k max(err(baseline), err(perturbed)) + floor (eqspec/budget.py):
+- floating outputs within the budget err <= k max(err(baseline), err(rounded spec)) + floor (eqspec/budget.py):
   the baseline is the operation's naive same-precision code where it has one; the rounded error is how far the
   spec itself moves when every intermediate it computes is rounded at random in the dtype (Monte Carlo
   arithmetic, property_tests/rounding.py) - the conditioning of what is computed, measured;
