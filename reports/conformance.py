@@ -23,7 +23,7 @@ ORIGIN_ORDER = ("spec", "torch", "triton", "thirdparty", "user")
 
 # How a failing row failed, in the reader's words: a wrong value is not an unsupported option or a crash
 FAILURE_CLASSES = {"conformance": "wrong value", "contract": "contract", "implementation-error": "exception",
-                   "timeout": "timeout", "unsupported": "unsupported", "harness": "suite error"}
+                   "timeout": "timeout", "harness": "suite error"}
 
 
 def outcome(status: str) -> str:

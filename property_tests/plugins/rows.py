@@ -29,8 +29,7 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, guard.ImplementationTimeout):
         return "timeout"
     if isinstance(exc, guard.ImplementationError):
-        # NotImplementedError: the implementation says it does not support this option (not a wrong answer)
-        return "unsupported" if isinstance(exc.__cause__, NotImplementedError) else "implementation-error"
+        return "implementation-error"
     if isinstance(exc, (ConformanceError, AssertionError)):
         return "conformance"
     return "harness"
