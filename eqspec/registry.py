@@ -113,6 +113,9 @@ class Operation:
     # (inputs) -> (size of the terms each output sums, one per output, ..., float64 reduction length): the error
     # budget's floor (eqspec/budget.py); None: the outputs' own size
     magnitudes: Callable[..., tuple] | None = None
+    # (weights, inputs) -> ({input name: size of the terms its gradient sums}, float64 reduction length) for the
+    # gradient of sum_o weights[o] . output_o: the floor of a gradient's budget; None: the gradients' own size
+    gradient_magnitudes: Callable[..., tuple] | None = None
     capabilities: tuple[str, ...] = ()  # the vocabulary's names that apply to it (CAPABILITIES above)
     domain: Domain | None = None  # every argument with its whole domain (eqspec/domain.py)
 
@@ -249,6 +252,10 @@ class Registry:
     def attach_magnitudes(self, op_id: str, fn: Callable[..., tuple]) -> None:
         """Give an operation its error analysis (defined after the operation, since it uses its specs)."""
         self.operations[op_id] = dataclasses.replace(self.operations[op_id], magnitudes=fn)
+
+    def attach_gradient_magnitudes(self, op_id: str, fn: Callable[..., tuple]) -> None:
+        """Give an operation the error analysis of its gradients (``Operation.gradient_magnitudes``)."""
+        self.operations[op_id] = dataclasses.replace(self.operations[op_id], gradient_magnitudes=fn)
 
     def attach_domain(self, op_id: str, domain: Domain) -> None:
         """Give an operation its domain where the builders it uses are defined after the operation."""

@@ -65,8 +65,10 @@ def _as_tensor(x):
     return None
 
 
-def compare(name: str, out, ref, others: list, dtype: torch.dtype, exact: bool) -> None:
-    """``out`` against the spec's ``ref``; ``others``: the same output of the baseline and of the rounded spec."""
+def compare(name: str, out, ref, others: list, dtype: torch.dtype, exact: bool, magnitude=None,
+            terms: int = 0) -> None:
+    """``out`` against the spec's ``ref``; ``others``: the same output of the baseline and of the rounded spec;
+    ``magnitude``, ``terms``: the operation's error analysis of this output (Operation.magnitudes), if it has one."""
     if ref is None:
         if out is not None:
             raise ConformanceError(f"{name}: the spec returns None, the implementation {type(out).__name__}")
@@ -118,7 +120,7 @@ def compare(name: str, out, ref, others: list, dtype: torch.dtype, exact: bool) 
         underflow = (o == 0) & (r.abs() < torch.finfo(o.dtype).tiny)
         r = torch.where(overflow | underflow, o.double(), r.double())
     worst = max(alternatives, key=lambda a: _err(a, r), default=r)
-    within_budget(name, o, r, worst, k=K_FORWARD, dtype=dtype)
+    within_budget(name, o, r, worst, k=K_FORWARD, dtype=dtype, magnitude=magnitude, terms=terms)
 
 
 def _iterates_vary(o: torch.Tensor, r: torch.Tensor, candidates: list[torch.Tensor]) -> bool:
@@ -209,25 +211,31 @@ def compare_gradients(target, op, domain, inputs, spec_inputs, ref, seed: int, d
             others.append(gradients(target.baseline, op.reference, inputs, names, weights))
         except Exception:  # noqa: BLE001 - a baseline that cannot take this point measures nothing
             pass
+    analysis = ({}, 0)
+    if op.gradient_magnitudes is not None:
+        args, kwargs = call_arguments(op.reference, spec_inputs)
+        analysis = op.gradient_magnitudes(weights, *args, **kwargs)
     try:  # the random roundings only where the floor and the baseline do not cover the difference
-        _compare_gradients(names, got, want, others, spec_inputs, dtype)
+        _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis)
     except ConformanceError:
         u = ROUNDING_SCALE * unit_roundoff(dtype)
         others += [_rounded(u, seed, run, gradients, op.reference, op.reference, spec_inputs, names, weights)
                    for run in range(ROUNDING_RUNS)]
-        _compare_gradients(names, got, want, others, spec_inputs, dtype)
+        _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis)
 
 
-def _compare_gradients(names, got, want, others, spec_inputs, dtype) -> None:
+def _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis) -> None:
     # A gradient sums terms its value does not show (p - onehot times W cancels to 1e-3 out of terms of 0.5; the
-    # random roundings of the forward pass miss the backward's): its floor is one rounding of the largest gradient
-    # or input in the computation (measured: the chunked float64 loss 1.1e-16 off a gradient of 2e-3, inputs ~1).
-    magnitude = max(float(t.detach().abs().max()) for t in [*want, *(spec_inputs[n] for n in names)] if t.numel())
+    # random roundings of the forward pass miss the backward's): its floor is the operation's error analysis of its
+    # gradients where it has one (Operation.gradient_magnitudes), else one rounding of the largest gradient or input
+    # in the computation (measured: the chunked float64 loss 1.1e-16 off a gradient of 2e-3, inputs ~1).
+    mags, terms = analysis
+    largest = max(float(t.detach().abs().max()) for t in [*want, *(spec_inputs[n] for n in names)] if t.numel())
     for i, name in enumerate(names):
         alternatives = [o[i] for o in others if o is not None]
         worst = max(alternatives, key=lambda a: _err(a, want[i].detach()), default=want[i])
         within_budget(f"d/d{name}", got[i].detach().cpu(), want[i].detach(), worst.detach().cpu(), k=K_GRADIENT,
-                      magnitude=magnitude, dtype=dtype)
+                      magnitude=mags.get(name, largest), terms=terms if name in mags else 0, dtype=dtype)
 
 
 def differential_test(op_id: str):
@@ -271,10 +279,13 @@ def differential_test(op_id: str):
                 pass
         dtype = target.torch_dtype if target.dtype else torch.float64
         names = output_names(op.returns, len(ref) if isinstance(ref, tuple) else 1)
+        *magnitudes, terms = (op.magnitudes(*ref_args, **ref_kwargs) if op.magnitudes is not None
+                              else (*(None for _ in names), 0))
 
         def compare_outputs(others: list) -> None:
             if not isinstance(ref, tuple):
-                compare(names[0], out, ref, others, dtype, exact=names[0] in domain.exact and target.dtype == "float64")
+                compare(names[0], out, ref, others, dtype, exact=names[0] in domain.exact and target.dtype == "float64",
+                        magnitude=magnitudes[0], terms=terms)
                 return
             if not isinstance(out, tuple) or len(out) != len(ref):
                 raise ConformanceError(f"the spec returns {op.returns}; the implementation "
@@ -283,7 +294,8 @@ def differential_test(op_id: str):
                 if name in op.capabilities and name not in target.impl.provides:
                     continue  # an output the implementation declares it does not return (no "lse")
                 compare(name, out[i], ref[i], [o[i] for o in others if isinstance(o, tuple) and len(o) > i], dtype,
-                        exact=name in domain.exact and target.dtype == "float64")
+                        exact=name in domain.exact and target.dtype == "float64", magnitude=magnitudes[i],
+                        terms=terms)
 
         try:  # most answers are within the floor of the baseline's error: the random roundings only when needed
             compare_outputs(others)

@@ -356,6 +356,18 @@ def fused_loss_magnitudes(hidden, weight, completion_ids, completion_mask, advan
 REGISTRY.attach_magnitudes(f"{DOC}.fused_linear_grpo_loss", fused_loss_magnitudes)
 
 
+def fused_gradient_magnitudes(weights, *args, **kw):
+    """({"hidden": .., "weight": ..}, n) of fused_magnitudes for the gradient of w x loss: the gradients' floors (the
+    logits' p - onehot cancels to 1e-9 of p's rounding at sharp logits: measured 1.5e-13 off a float64 d hidden of
+    1.5e-9 at sharp = 10)."""
+    _, mag_rows, mag_dW, n = fused_magnitudes(*args, **kw)
+    w = float(weights[0].abs().max())
+    return {"hidden": w * mag_rows, "weight": w * mag_dW}, n
+
+
+REGISTRY.attach_gradient_magnitudes(f"{DOC}.fused_linear_grpo_loss", fused_gradient_magnitudes)
+
+
 # ---------------------------------------------------------------------------------------------------
 # DeepSeek-R1's rule-based rewards
 # ---------------------------------------------------------------------------------------------------
