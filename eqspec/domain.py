@@ -113,6 +113,9 @@ class Domain:
     large: dict[str, int] = field(default_factory=dict)
     fixed: tuple[str, ...] = ()  # exact by construction (a policy whose rows sum to 1): no gradient compared
     needs: Callable[[dict], Any] | None = None  # drawn case -> the capabilities it needs (e.g. {"gqa"})
+    # outputs -> their canonical form, where several answers are equally right (a token's experts in any order): the
+    # implementation's, the spec's and every reference answer are compared in it
+    canonical: Callable[[Any], Any] | None = None
     note: str = ""
 
 

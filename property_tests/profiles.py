@@ -1,6 +1,7 @@
 """Hypothesis profiles: ``ci`` (derandomised: the same examples on every machine), ``dev`` (quick, random),
-``thorough`` (many examples, for a release or a new kernel) and ``mutants`` (the kill matrix: no shrinking,
-since a mutant only has to be caught, not explained)."""
+``thorough`` (many examples, for a release or a new kernel), ``smoke`` (a few, for meta tests that check the
+plumbing of a run) and ``mutants`` (the kill matrix: no shrinking, since a mutant only has to be caught, not
+explained)."""
 
 from hypothesis import HealthCheck, Phase, settings
 
@@ -16,8 +17,10 @@ settings.register_profile("ci", derandomize=True, database=None, max_examples=20
 # environment variable CI is set hypothesis' own default is derandomized, which would turn these into the ci profile
 settings.register_profile("dev", derandomize=False, max_examples=8, **_COMMON)
 settings.register_profile("thorough", derandomize=False, max_examples=400, **_COMMON)
+# the plumbing of a run (a meta test's subprocess): every test reached, a few examples each
+settings.register_profile("smoke", derandomize=True, database=None, max_examples=3, **_COMMON)
 settings.register_profile("mutants", derandomize=True, database=None, max_examples=20,
                           phases=(Phase.explicit, Phase.generate), **_COMMON)
 
-PROFILES = ("ci", "dev", "thorough", "mutants")
+PROFILES = ("ci", "dev", "thorough", "mutants", "smoke")
 DEFAULT = "ci"

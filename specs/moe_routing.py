@@ -532,6 +532,14 @@ def _needs_bias(case: dict) -> set[str]:
     """A nonzero correction bias needs an implementation that takes one ("bias")."""
     return {"bias"} if case["biased"] else set()
 
+def experts_by_index(result):
+    """(indices, weights) with each token's experts in increasing index, each weight kept with its expert: the route
+    is a set of (expert, weight) pairs, in whatever order a top-k returns them."""
+    indices, weights = result
+    order = indices.argsort(dim=-1)
+    return indices.gather(-1, order), weights.gather(-1, order.to(weights.device))
+
+
 REGISTRY.attach_domain(f"{DOC}.route", Domain(
     sizes=ROUTE_SIZES,
     args=dict(logits=Built(_route_logits, note="(T, E) logits on a 1/8 grid with ties"),
@@ -539,6 +547,7 @@ REGISTRY.attach_domain(f"{DOC}.route", Domain(
     exact=("indices",),
     large=dict(T=4096, E=64),
     needs=_needs_bias,
+    canonical=experts_by_index,
 ))
 
 

@@ -9,11 +9,12 @@ import functools
 import pytest
 import torch
 from hypothesis import settings
+from hypothesis.errors import Unsatisfiable
 
 from eqspec.domain import pins
 from eqspec.registry import REGISTRY, check_capabilities
 
-from .. import recording
+from .. import guard, recording
 from ..harness import Target
 from .options import DEVICES, mutant_mode
 
@@ -134,6 +135,21 @@ def _count_examples(item) -> None:
 
     counted._eqspec_counted = True
     hyp.inner_test = counted
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A differential test rejects the points an implementation does not support (its NotImplementedError); where it
+    supported none of those drawn, hypothesis gives up (Unsatisfiable): that is a skip with the implementation's
+    own reason, as for a per-claim test."""
+    try:
+        return (yield)
+    except Unsatisfiable:
+        target = pyfuncitem.callspec.params.get("target") if hasattr(pyfuncitem, "callspec") else None
+        reason = guard.UNSUPPORTED.get(getattr(target, "name", None))
+        if reason is None:
+            raise
+        pytest.skip(f"{reason} (at every point drawn)")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from eqspec.contracts import ConformanceError, ContractViolation
+from eqspec.domain import pin_id
 from reports.repro import repro_command
 
 from .. import guard, recording
@@ -65,7 +66,9 @@ def pytest_runtest_makereport(item, call):
         "nodeid": item.nodeid, "test": item.originalname, "module": item.nodeid.split("::")[0],
         "claims": list(marker.kwargs["claims"]) if marker else [],
         "operation": marker.kwargs["operation"] if marker else None,
-        "params": {k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in params.items()},
+        # a differential test's pin as its test id shows it ("loss_type=omitted"), not a sentinel object's repr
+        "params": {k: pin_id(v) if k == "pin" and (v is None or isinstance(v, tuple)) else
+                   v if isinstance(v, (bool, int, float, str, type(None))) else str(v) for k, v in params.items()},
     }
     module = item.module.__name__.rsplit(".", 1)[-1]
     row["document"] = row["claims"][0].split(".")[0] if row["claims"] else module.removeprefix("test_")

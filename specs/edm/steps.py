@@ -224,6 +224,8 @@ def sampling_timesteps(num_train_timesteps: int, N: int, *, spacing: str = "lead
     elif spacing == "leading":
         ts = (torch.arange(N, dtype=F64) * (T // N)).flip(0)
     else:
-        ts = torch.from_numpy(np.round(np.arange(T, 0, -T / N)) - 1)
+        # the first N of diffusers' arange: its float step T/N can round down and list an N+1-th value (-1 at
+        # T = 261, N = 55); the values themselves are T - i T/N in the same arithmetic
+        ts = torch.from_numpy(np.round(np.arange(T, 0, -T / N)[:N]) - 1)
     ts = ts.to(torch.int64)
     return ts, torch.cat([ts[1:], torch.tensor([-1], dtype=torch.int64)])

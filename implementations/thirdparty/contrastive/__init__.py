@@ -60,7 +60,8 @@ for _impl in (
                    notes="SigLipLoss(rank, world_size, dist_impl) on 2-4 gloo ranks (bidir and shift)"),
     Implementation("siglip.initial_parameters", "thirdparty.transformers", f"{_HF}:siglip_initial_parameters",
                    "thirdparty", modules=("transformers",),
-                   deviations={"siglip.initialisation": _HF_SIGLIP_INIT},
+                   deviations={"siglip.initialisation": _HF_SIGLIP_INIT,
+                               "siglip.operations_match_spec": _HF_SIGLIP_INIT},
                    notes="logit_scale and logit_bias of a freshly built tiny SiglipModel"),
 ):
     REGISTRY.add_implementation(_impl)

@@ -22,7 +22,6 @@ from diffusers import (
 )
 from diffusers.schedulers import scheduling_ddpm
 
-from eqspec.contracts import ArgumentError
 from specs import edm as spec
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # "scale_model_input was not called" on every step
@@ -33,10 +32,11 @@ T_TRAIN = 1000
 
 def _scalar(name: str, v) -> float:
     if isinstance(v, torch.Tensor):
-        if v.numel() != 1:
-            raise ArgumentError(name,
-                                f"{name}: the diffusers adapters take one value per call, got shape {tuple(v.shape)}")
-        v = v.item()
+        if v.numel() != 1 and not bool((v == v.flatten()[0]).all()):
+            # a diffusers scheduler steps the whole batch at one timestep: a value per sample is not its API
+            raise NotImplementedError(f"{name}: a diffusers scheduler takes one timestep for the whole batch, got "
+                                      f"{v.numel()} different values")
+        v = v.flatten()[0].item()
     return float(v)
 
 
@@ -52,26 +52,29 @@ def _at_step(scheduler, sigmas) -> None:
 # --- EDMEulerScheduler -------------------------------------------------------------------------------------
 
 def edm_euler_time_steps(N, *, kind="edm", sigma_min=None, sigma_max=None, rho=7.0, epsilon_s=1e-3,
-                         dtype=torch.float32):
+                         dtype=torch.float64):
     if kind != "edm":
-        raise ArgumentError("kind", f"kind: EDMEulerScheduler has only EDM's rho schedule, got {kind!r}")
-    s = EDMEulerScheduler(sigma_min=spec.EDM_SIGMA_MIN if sigma_min is None else sigma_min,
-                          sigma_max=spec.EDM_SIGMA_MAX if sigma_max is None else sigma_max, rho=rho)
+        raise NotImplementedError(f"kind={kind!r}: EDMEulerScheduler has only EDM's rho schedule")
+    lo = spec.EDM_SIGMA_MIN if sigma_min is None else sigma_min
+    if lo < torch.finfo(torch.float32).tiny and torch.finfo(dtype).bits > 32:
+        # set_timesteps computes in float64 but stores float32: such levels are 0 there, whatever dtype is asked
+        raise NotImplementedError(f"sigma_min = {lo:g} in {dtype}: EDMEulerScheduler stores its sigmas in float32, "
+                                  "so it has no noise level below 1.2e-38")
+    s = EDMEulerScheduler(sigma_min=lo, sigma_max=spec.EDM_SIGMA_MAX if sigma_max is None else sigma_max, rho=rho)
     s.set_timesteps(N)
     return s.sigmas.to(dtype)
 
 
 def edm_euler_prior_std(t0, *, kind="edm"):
     if kind != "edm":
-        raise ArgumentError("kind", f"kind: EDMEulerScheduler samples in EDM's sigma, got {kind!r}")
+        raise NotImplementedError(f"kind={kind!r}: EDMEulerScheduler samples in EDM's sigma only")
     return float(EDMEulerScheduler(sigma_max=t0).init_noise_sigma)
 
 
 def edm_euler_to_denoised(pred, x, sigma, s, *, prediction="epsilon"):
     """precondition_outputs: 'epsilon' as configured (sigma_data 0.5), 'v' as v_prediction with sigma_data = 1."""
     if prediction not in ("epsilon", "v"):
-        raise ArgumentError("prediction",
-                            f"prediction: EDMEulerScheduler has 'epsilon' and 'v_prediction', got {prediction!r}")
+        raise NotImplementedError(f"prediction={prediction!r}: EDMEulerScheduler has 'epsilon' and 'v_prediction'")
     scheduler = EDMEulerScheduler(prediction_type="epsilon" if prediction == "epsilon" else "v_prediction",
                                   sigma_data=0.5 if prediction == "epsilon" else 1.0)
     sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
@@ -88,28 +91,22 @@ def edm_euler_step(denoised, x, sigma, sigma_next):
 
 
 def edm_euler_churn(x, t, eps, *, S_churn, N, S_tmin=0.0, S_tmax=math.inf, S_noise=1.0):
-    """step with D = 0 maps the churned (x_hat, t_hat) to x_hat sigma_next / t_hat: a call with zero noise reads off
-    t_hat, a call with eps then x_hat. N + 1 noise levels, since diffusers divides S_churn by len(sigmas) - 1."""
-    sigma_next = 0.5 * float(t)
-
-    def step(noise):
-        scheduler = EDMEulerScheduler()
-        _at_step(scheduler, [float(t)] + [sigma_next] * N)
-        with _noise(noise):
-            return scheduler.step(torch.zeros_like(x), scheduler.timesteps[0], x, s_churn=S_churn, s_tmin=S_tmin,
-                                  s_tmax=S_tmax, s_noise=S_noise, pred_original_sample=torch.zeros_like(x),
-                                  return_dict=False)[0].to(F64)
-
-    probe = torch.ones(1, dtype=F64)
+    """diffusers has the churn only inside step, which hands the churned (x_hat, sigma_hat) to precondition_outputs
+    when no pred_original_sample is given: read there, as step computed them (x_hat in float32, sigma_hat in float64).
+    N + 1 noise levels, since diffusers divides S_churn by len(sigmas) - 1."""
     scheduler = EDMEulerScheduler()
-    _at_step(scheduler, [float(t)] + [sigma_next] * N)
-    with _noise(torch.zeros(1)):
-        moved = scheduler.step(torch.zeros(1), scheduler.timesteps[0], probe, s_churn=S_churn, s_tmin=S_tmin,
-                               s_tmax=S_tmax, s_noise=S_noise, pred_original_sample=torch.zeros(1),
-                               return_dict=False)[0]
-    t_hat = sigma_next / float(moved[0])
-    x_hat = step(eps) * t_hat / sigma_next
-    return x_hat.to(x.dtype), t_hat
+    _at_step(scheduler, [float(t)] * (N + 1))
+    seen = {}
+
+    def read(sample, model_output, sigma):
+        seen["x_hat"], seen["t_hat"] = sample.clone(), float(sigma)
+        return torch.zeros_like(sample)
+
+    scheduler.precondition_outputs = read
+    with _noise(eps):  # the rest of the step (NaN at t = 0, where it divides by sigma_hat = 0) is not read
+        scheduler.step(torch.zeros_like(x), scheduler.timesteps[0], x, s_churn=S_churn, s_tmin=S_tmin, s_tmax=S_tmax,
+                       s_noise=S_noise, return_dict=False)
+    return seen["x_hat"].to(x.dtype), seen["t_hat"]
 
 
 @contextlib.contextmanager
@@ -136,15 +133,16 @@ _EULER_PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "x0": "sample"}
 def euler_discrete_to_denoised(pred, x, sigma, s, *, prediction="epsilon"):
     """step(...).pred_original_sample, with the sample in EDM space y = x / s."""
     if prediction not in _EULER_PREDICTIONS:
-        raise ArgumentError("prediction", f"prediction: EulerDiscreteScheduler has epsilon, v_prediction and sample, "
-                            f"got {prediction!r}")
+        raise NotImplementedError(f"prediction={prediction!r}: EulerDiscreteScheduler has epsilon, v_prediction and "
+                                  "sample")
     scheduler = EulerDiscreteScheduler(prediction_type=_EULER_PREDICTIONS[prediction])
     sig = torch.as_tensor(sigma, dtype=F64).reshape(-1)
     s_ = torch.as_tensor(s, dtype=F64, device=x.device)
     if sig.numel() == 1:
         _at_step(scheduler, [float(sig), 0.0])
         out = scheduler.step(pred, scheduler.timesteps[0], x / s_.to(x.dtype), return_dict=True)
-        return out.pred_original_sample.to(x.dtype)
+        # for 'sample' step passes pred itself through as pred_original_sample: this returns a new tensor
+        return out.pred_original_sample.to(x.dtype, copy=True)
     rows = []  # one sigma per sample: one scheduler step per row
     for i in range(x.shape[0]):
         _at_step(scheduler, [float(sig[i]), 0.0])
@@ -173,17 +171,24 @@ def _discrete(cls, alpha_bar, alpha_bar_prev, **config):
     return scheduler
 
 
-def ddim_step(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, noise=None):
-    scheduler = _discrete(DDIMScheduler, alpha_bar, alpha_bar_prev, clip_sample=False)
+def _ddim(eps_hat, x, alpha_bar, alpha_bar_prev, eta, noise, **config):
+    if eta > 1:
+        # the spec clamps 1 - alpha_bar_prev - sigma_t^2 at 0 beyond eta = 1; step takes its square root as it is
+        raise NotImplementedError(f"eta = {eta:g}: DDIMScheduler has DDIM's eta in [0, 1] (eta = 1 is DDPM); beyond "
+                                  "1 sigma_t^2 may exceed 1 - alpha_bar_prev and step returns NaN, where the spec "
+                                  "clamps the direction term at 0")
+    scheduler = _discrete(DDIMScheduler, alpha_bar, alpha_bar_prev, **config)
     out = scheduler.step(eps_hat, 900, x, eta=eta, variance_noise=noise if eta > 0 else None, return_dict=False)
     return out[0].to(x.dtype)
+
+
+def ddim_step(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, noise=None):
+    return _ddim(eps_hat, x, alpha_bar, alpha_bar_prev, eta, noise, clip_sample=False)
 
 
 def ddim_step_clipped(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, noise=None):
     """DDIMScheduler with its default clip_sample=True."""
-    scheduler = _discrete(DDIMScheduler, alpha_bar, alpha_bar_prev)
-    out = scheduler.step(eps_hat, 900, x, eta=eta, variance_noise=noise if eta > 0 else None, return_dict=False)
-    return out[0].to(x.dtype)
+    return _ddim(eps_hat, x, alpha_bar, alpha_bar_prev, eta, noise)
 
 
 def ddpm_step(eps_hat, x, alpha_bar, alpha_bar_prev, noise):

@@ -9,8 +9,11 @@ Routing weights come back in float32 (DeepSeek's router casts to float32 itself)
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
+
+from eqspec.contracts import ArgumentError
 
 
 @functools.lru_cache(maxsize=64)
@@ -25,11 +28,20 @@ def _deepseek_config(hidden: int, E: int, top_k: int, n_group: int, topk_group: 
                             hidden_act="silu", experts_implementation="eager")
 
 
+def _deepseek_supports(config, E: int) -> None:
+    """Refuse what DeepseekV3TopkRouter cannot express (NotImplementedError: a configuration it lacks)."""
+    if config.scoring != "sigmoid":
+        raise NotImplementedError(f"DeepseekV3TopkRouter scores with a sigmoid only, not {config.scoring!r}")
+    if E // config.n_group < 2:
+        # it scores every group by its top-2 sum even with n_group = 1: topk(2) of a 1-expert group raises
+        raise NotImplementedError(f"DeepseekV3TopkRouter needs at least 2 experts per group (it always takes each "
+                                  f"group's top-2 sum), got E = {E} in {config.n_group} group(s)")
+
+
 def _deepseek_router(E: int, config):
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
-    if config.scoring != "sigmoid":
-        raise ValueError(f"DeepseekV3TopkRouter scores with a sigmoid only, not {config.scoring!r}")
+    _deepseek_supports(config, E)
     return DeepseekV3TopkRouter(_deepseek_config(E, E, config.top_k, config.n_group, config.topk_group,
                                                  config.norm_topk_prob, float(config.routed_scaling_factor)))
 
@@ -41,16 +53,22 @@ def deepseek_v3_route(logits, bias, config):
     router.weight.copy_(torch.eye(E))
     router.e_score_correction_bias.copy_(bias)
     _, weights, indices = router(logits.float())
-    return indices, weights
+    return indices, weights  # its topk(sorted=False) order: a route is a set of (expert, weight) pairs
 
 
 def _mixtral_supports(config, bias, E: int) -> None:
-    """MixtralTopKRouter has no bias, groups, scaling or sigmoid: refuse a configuration it cannot express."""
-    if config.scoring != "softmax" or config.n_group != 1 or not config.norm_topk_prob or \
-            config.routed_scaling_factor != 1.0:
-        raise ValueError(f"MixtralTopKRouter is softmax top-k renormalised, without groups or scaling: {config}")
-    if bias.shape != (E,) or bool((bias != 0).any()):
-        raise ValueError("MixtralTopKRouter has no correction bias (need zeros of length E)")
+    """MixtralTopKRouter has no bias, groups, scaling or sigmoid and always renormalises: refuse (NotImplementedError)
+    a configuration it cannot express."""
+    if config.scoring != "softmax" or config.n_group != 1 or config.routed_scaling_factor != 1.0:
+        raise NotImplementedError(f"MixtralTopKRouter is softmax top-k without groups or scaling: {config}")
+    if not config.norm_topk_prob and config.top_k != E:
+        # renormalising is the identity only where all E softmax probabilities are kept (they sum to 1)
+        raise NotImplementedError(f"MixtralTopKRouter always renormalises its top-k weights: norm_topk_prob=False "
+                                  f"is expressible only with top_k = E ({E}), got top_k = {config.top_k}")
+    if bias.shape != (E,):
+        raise ArgumentError("bias", f"bias must have one entry per expert ({E}), got shape {tuple(bias.shape)}")
+    if bool((bias != 0).any()):
+        raise NotImplementedError("MixtralTopKRouter has no correction bias (only zeros are expressible)")
 
 
 @torch.no_grad()
@@ -71,8 +89,7 @@ def deepseek_v3_layer(w_router, bias, w_gate, w_up, w_down, config, shared=None)
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
 
     E, F, D = w_gate.shape
-    if config.scoring != "sigmoid":
-        raise ValueError(f"DeepseekV3MoE scores with a sigmoid only, not {config.scoring!r}")
+    _deepseek_supports(config, E)
     n_shared = 1 if shared is None else shared[0].shape[0] // F  # no shared expert: one with zero weights
     cfg = _deepseek_config(D, E, config.top_k, config.n_group, config.topk_group, config.norm_topk_prob,
                            float(config.routed_scaling_factor), F, n_shared)
@@ -99,7 +116,7 @@ def mixtral_moe(x, w_router, bias, w_gate, w_up, w_down, config, shared=None):
     E, F, D = w_gate.shape
     _mixtral_supports(config, bias, E)
     if shared is not None:
-        raise ValueError("MixtralSparseMoeBlock has no shared experts")
+        raise NotImplementedError("MixtralSparseMoeBlock has no shared experts")
     cfg = MixtralConfig(hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=config.top_k,
                         hidden_act="silu", experts_implementation="eager")
     block = MixtralSparseMoeBlock(cfg).to(device=x.device, dtype=x.dtype).eval()
@@ -110,12 +127,33 @@ def mixtral_moe(x, w_router, bias, w_gate, w_up, w_down, config, shared=None):
     return block(x[None])[0]
 
 
-def mixtral_balance_loss(scores, indices, *, form="mixtral", alpha=1.0):
-    """load_balancing_loss_func takes router logits and picks its own top-k: log(scores) are logits whose softmax
-    is scores (rows of probabilities), and its top-k then equals indices wherever they are the top-k of scores."""
+def mixtral_balance_loss(scores, indices, *, form="deepseek_v3", alpha=1.0):
+    """load_balancing_loss_func takes router logits, softmaxes them and picks its own top-k: log(scores) are logits
+    whose softmax is scores where each row sums to 1 (softmax scores), and its counts are those of indices where
+    they are a top-k of scores whose ties (if any) it cannot break into another loss. Other points are not
+    expressible (NotImplementedError)."""
     from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
     if form != "mixtral":
-        raise ValueError(f"transformers implements the Mixtral form only, not {form!r}")
-    loss = load_balancing_loss_func((torch.log(scores),), scores.shape[1], top_k=indices.shape[1])
+        raise NotImplementedError(f"transformers implements the Mixtral form only, not {form!r}")
+    T, E = scores.shape
+    K = indices.shape[1]
+    # a float softmax row sums to 1 within about E roundings; a sigmoid row is renormalised by the softmax
+    off = float((scores.double().sum(-1) - 1).abs().max()) if T else 0.0
+    if off > E * torch.finfo(scores.dtype).eps:
+        raise NotImplementedError(f"load_balancing_loss_func softmaxes router logits: scores whose rows do not sum to "
+                                  f"1 (sigmoid scores; off by {off:.3g}) cannot be given to it")
+    if K < E and T:
+        chosen = torch.zeros(T, E, dtype=torch.bool, device=scores.device).scatter_(1, indices, True)
+        low = scores.masked_fill(~chosen, float("inf")).amin(-1, keepdim=True)
+        high = scores.masked_fill(chosen, float("-inf")).amax(-1, keepdim=True)
+        # where it may break a tie at the boundary its own way, the loss (counts x mean scores) is unchanged only
+        # if the tied experts have the same mean score
+        tied = (scores == low) & (low == high)
+        P = scores.double().mean(0).expand(T, E)
+        spread = P.masked_fill(~tied, -math.inf).amax(-1) - P.masked_fill(~tied, math.inf).amin(-1)
+        if bool((low < high).any()) or bool((spread > 0).any()):
+            raise NotImplementedError("load_balancing_loss_func selects its own top-k of the logits: indices that are "
+                                      "not a top-k of scores, or ties it may break to another loss, cannot be given")
+    loss = load_balancing_loss_func((torch.log(scores),), E, top_k=K)
     return alpha * loss

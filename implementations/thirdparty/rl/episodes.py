@@ -10,15 +10,21 @@ environment's own randomness (the slippery ice) is seeded from the same generato
 from __future__ import annotations
 
 import bisect
+import functools
 
 import torch
 
 from eqspec.contracts import ArgumentError
 from specs.mdp import check_policy
 
-from .tables import absorbing_states, make
+from .tables import absorbing_states, make, table
 
 F64 = torch.float64
+
+
+@functools.cache
+def _own_P(name: str) -> torch.Tensor:
+    return table(name).P
 
 
 def _episodes(name: str, P, r, pi, s0, length: int, *, a0=None, generator=None):
@@ -27,10 +33,10 @@ def _episodes(name: str, P, r, pi, s0, length: int, *, a0=None, generator=None):
     A = env.action_space.n
     absorbing = absorbing_states(env)
     N = S + len(absorbing)
-    if tuple(P.shape) != (N, A, N):
-        raise ArgumentError("P",
-                            f"P must be the table of {name} with its absorbing states (tables.py), shape {(N, A, N)}, "
-                            f"got {tuple(P.shape)}")
+    if tuple(P.shape) != (N, A, N) or not bool(torch.equal(P.to(F64), _own_P(name))):
+        # the environment's dynamics are its own: another MDP is not one it can run (NotImplementedError: skipped)
+        raise NotImplementedError(f"{name} runs only its own MDP (tables.py, shape {(N, A, N)}); got P of shape "
+                                  f"{tuple(P.shape)}")
     check_policy(pi, N, A)
     limit = env.spec.max_episode_steps
     if limit is not None and length > limit:
