@@ -56,6 +56,11 @@ NOT_YET_BY_THE_DIFFERENTIAL_TEST = {
                                        "pin has 4 examples)",
     "mutant.route_bias_rolled": "needs a nonzero bias whose roll changes the top-k: caught in one mutants run, "
                                 "missed in another",
+    "mutant.route_max_group_score": "a group's max and its top-2 sum rank the groups differently only for some "
+                                    "grouped configs: caught in one mutants run, missed in another",
+    "mutant.no_max_subtraction": "exp overflows in float64 only past scores of 709; the attention domain's spread "
+                                 "reaches 300. Widened to 1500 it is caught (2 of 8 pins), but the Triton kernel's "
+                                 "bfloat16 backward then returns NaN for dq where the spec's is 0: not yet understood",
 }
 
 
