@@ -249,9 +249,18 @@ def group_advantages(rewards, group_size: int, *, std: str = "sample", eps: floa
     # too, but a failed construction leaves accelerate's state reset, which breaks every later call
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"num_generations (group_size) must be a positive integer, got {group_size!r}")
-    trainer, state = _advantage_trainer(group_size)
-    trainer.scale_rewards = _SCALE_REWARDS[std]
-    state["rewards"] = rewards.detach().cpu().tolist()
-    with _quiet(), torch.no_grad():
-        out = trainer._generate_and_score_completions([{"prompt": "t3 t4"}] * rewards.shape[0])
+    for attempt in range(2):
+        trainer, state = _advantage_trainer(group_size)
+        trainer.scale_rewards = _SCALE_REWARDS[std]
+        state["rewards"] = rewards.detach().cpu().tolist()
+        try:
+            with _quiet(), torch.no_grad():
+                out = trainer._generate_and_score_completions([{"prompt": "t3 t4"}] * rewards.shape[0])
+            break
+        except (AttributeError, ValueError) as exc:
+            # another trainer's failed construction reset accelerate's shared state: build this one again (its
+            # construction sets the state up), once
+            if attempt or "ccelerat" not in str(exc):
+                raise
+            _TRAINERS.pop(("advantages", group_size))
     return out["advantages"].to(device=rewards.device, dtype=rewards.dtype)
