@@ -4,19 +4,12 @@ Declarations only: triton is imported when a kernel is first loaded, so a machin
 instead of an import error. On the CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1).
 """
 
-from eqspec.registry import REGISTRY, Deviation, Implementation
+from eqspec.registry import REGISTRY, Implementation
 
 _M = "implementations.triton"
 _KERNEL = dict(origin="triton", modules=("triton",), devices=("cpu", "cuda"), interpreted_on_cpu=True,
                dtypes=("float32", "float16", "bfloat16"))
 _FWD = frozenset({"lse", "gqa", "causal"})
-# Found by the differential test under a fresh seed (dev, seed 3082678767), a bug of this kernel to fix, not a
-# convention: with one key (Sk = 1, where P = 1 and dQ = 0 exactly) and large scores the backward returns NaN in dQ.
-_BACKWARD_NAN = Deviation(
-    "the backward kernel returns NaN in dq for large scores (measured, Sq = 64, Sk = 1, D = 1, scale 1: 32 of 64 "
-    "rows NaN in float16 at |s| ~ 1e3, with the lse in float16 or float32; 33 in float32 at |s| ~ 1.5e5; none in "
-    "float32 at |s| ~ 1e3), where the spec's dq is 0; the interpreter warns of an invalid value in a matmul",
-    only=(("dtype", ("float16", "float32")),), strict=False)
 
 for _impl in (
     Implementation("flash_attention.attention", "triton.flash", f"{_M}.flash_attention:flash_attention",
@@ -26,7 +19,6 @@ for _impl in (
                          "atomics); fp32 accumulation for 16-bit inputs, fp64 for fp32 inputs", **_KERNEL),
     Implementation("flash_attention.attention_backward", "triton.flash",
                    f"{_M}.attention_backward:attention_backward", provides=_FWD,
-                   deviations={"flash_attention.operations_match_spec": _BACKWARD_NAN},
                    notes="the FA2 backward kernels: D = rowsum(dO o O), then dK/dV and dQ launches", **_KERNEL),
     Implementation("flash_attention.varlen_attention", "triton.flash",
                    f"{_M}.flash_attention:flash_varlen_attention", provides=_FWD | {"grad"},

@@ -15,8 +15,10 @@ Three launches, as FlashAttention-2:
 
 Masks are those of the forward: for causal attention, keys above the bottom-right diagonal (query i sees key j
 iff j <= i + Sk - Sq) get P = 0, on the diagonal tiles only; tiles wholly above the diagonal are skipped. Padding
-rows and keys past a sequence's end need no mask: they are read as zeros (and lse as +inf), which makes their
-contributions to the stored gradients zero. A row that saw no key has lse = -inf; it contributes nothing (P = 0
+rows past a sequence's end need no mask: they are read as zeros (and lse as +inf), which makes their contributions
+to the stored gradients zero. Keys past the end do, in dQ: read as zeros their score is 0, and P = exp(0 - lse)
+overflows where lse < -88 (float32; -709 in float64), a row whose scores are all very negative; inf x k = 0 is
+then NaN. A row that saw no key has lse = -inf; it contributes nothing (P = 0
 for it), as the spec says: its o is the constant 0. Dense and packed (varlen) inputs share the kernels, as in the
 forward: a table of (sequence, first row) entries, one per tile of each sequence, and per-sequence offsets from
 cu_seqlens.
@@ -108,7 +110,8 @@ def _dkdv_tile(q_base, do_base, l_base, d_base, k, v, dk, dv, start_m, q_start, 
     # A row that saw no key (lse = -inf) has P = 0: exp(s - inf) = 0. NaN in lse stays NaN.
     lse = tl.where(lse == float("-inf"), float("inf"), lse)
     s = _mma(q, tl.trans(k), tl.zeros([q.shape[0], k.shape[0]], ACC), DOT) * scale
-    p = tl.exp(s - lse[:, None])
+    # keys past the end: their dK, dV rows are not stored, but exp(0 - lse) would overflow there all the same
+    p = tl.where(offs_n[None, :] < seq_k, tl.exp(s - lse[:, None]), 0.0)
     if CAUSAL_MASK:
         p = tl.where(offs_n[None, :] <= rows[:, None] + (seq_k - seq_q), p, 0.0)
     dv = _mma(tl.trans(_to_operand(p, do, DOT, ROUND_BF16)), do, dv, DOT)
@@ -131,7 +134,7 @@ def _dq_tile(q, do, lse, delta, dq, k_base, v_base, start_n, k_start, seq_q, seq
     v = tl.load(v_base + rows_k[:, None] * stride_vs + offs_dv[None, :] * stride_vd,
                 mask=in_k[:, None] & (offs_dv[None, :] < DV), other=0.0)
     s = _mma(q, tl.trans(k), tl.zeros([q.shape[0], k.shape[0]], ACC), DOT) * scale
-    p = tl.exp(s - lse[:, None])
+    p = tl.where(in_k[None, :], tl.exp(s - lse[:, None]), 0.0)  # keys past the end (see the module docstring)
     if CAUSAL_MASK:
         p = tl.where(cols[None, :] <= rows[:, None] + (seq_k - seq_q), p, 0.0)
     dp = _mma(do, tl.trans(v), tl.zeros([q.shape[0], k.shape[0]], ACC), DOT)
