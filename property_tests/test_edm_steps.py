@@ -272,3 +272,16 @@ def test_ddim_step_rejects_bad_input(target, case):
         expect_rejection(target, lambda fn: fn(x, x, 0.5, 0.9, eta=0.5), "noise", case)
     else:
         expect_rejection(target, lambda fn: fn(x, x, 1.5, 0.9), "alpha_bar", case)
+
+
+@checks("edm.contract", operation="edm.flow_shift")
+@pytest.mark.parametrize("case", ["one sigma above 1", "one sigma below 0", "shift = 0"])
+def test_flow_shift_rejects_bad_input(target, case):
+    """One time outside [0, 1] among valid ones is bad input, not only a whole vector of them."""
+    sigma = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    if case == "shift = 0":
+        expect_rejection(target, lambda fn: fn(target.tensor(sigma), 0.0), "shift", case)
+        return
+    sigma[1] = 1.5 if case == "one sigma above 1" else -0.5
+    expect_rejection(target, lambda fn: fn(target.tensor(sigma), 2.0), "sigma", case)
+

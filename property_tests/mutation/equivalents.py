@@ -19,8 +19,14 @@ _BLOCK_SIZE = ("tiled_attention's default block sizes (32) are a tiling, not a v
                "drawn explicitly where the tiling itself is tested)")
 _ONE_ELEMENT = ("check_scalar has just rejected a tensor of more than one element: of one element, all() and any() "
                 "are the same")
+_ONE_DIM_RESHAPE = ("score_sde._t views a (B,) t as (B, 1, ..., 1) against x: for a one-dimensional x that view is t "
+                    "itself, so whether the reshape runs for x.dim() == 1 changes nothing")
+_SHIFT_FLOOR = ("flow_shift's shift must be positive; its floor 1e-300 (not 0, which divides by 0 in the exponential "
+                "form) moved to 2e-300 differs only for shifts in (1e-300, 2e-300], which no schedule uses")
 
 EQUIVALENT: dict[str, str] = {
+    "score_sde._t: X.dim() >= 1 -> X.dim() > 1": _ONE_DIM_RESHAPE,
+    "edm.steps.flow_shift: low=1e-300 -> low=2e-300": _SHIFT_FLOOR,
     "flash_attention.tiled_attention: 32 -> 31": _BLOCK_SIZE,
     "flash_attention.tiled_attention: 32 -> 33": _BLOCK_SIZE,
     "flash_attention.tiled_attention: 32 -> 31 (#2)": _BLOCK_SIZE,
