@@ -67,6 +67,11 @@ _DDIM_ACCEPTS = Deviation(
     "noise, draws its own (the generator argument): neither is an error",
     only=(("case", ("alpha_bar outside (0, 1)", "eta > 0 without noise")),))
 
+_FLOW_SHIFT_ACCEPTS = Deviation(
+    "FlowMatchEulerDiscreteScheduler validates neither its sigmas nor its shift: sigmas (0.2, 1.5, 0.9) with shift "
+    "2 return (0.333, 1.2, 0.947), (0.2, -0.5, 0.9) return (0.333, -2, 0.947), and shift = 0 returns all zeros "
+    "(measured, float32)", only=(("case", ("one sigma above 1", "one sigma below 0", "shift = 0")),))
+
 _K = "implementations.thirdparty.diffusion.k_diffusion_samplers"
 # sampling.py's own imports (k_diffusion itself is never imported: its utils.py needs torchvision)
 _K_NEEDS = ("k_diffusion", "scipy", "torchdiffeq", "torchsde", "tqdm")
@@ -161,6 +166,7 @@ for _impl in (
                    notes="FlowMatchEulerDiscreteScheduler.step"),
     Implementation("edm.flow_shift", "thirdparty.diffusers_flow_match", f"{_M}:flow_match_shift", "thirdparty",
                    devices=("cpu",), dtypes=_F32, modules=("diffusers",),
+                   deviations={"edm.contract": _FLOW_SHIFT_ACCEPTS},
                    notes="FlowMatchEulerDiscreteScheduler(shift).set_timesteps(sigmas=...).sigmas (float32)"),
 ):
     REGISTRY.add_implementation(_impl)
