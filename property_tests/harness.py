@@ -56,12 +56,27 @@ class Target:
         return capability in self.impl.provides
 
     def __call__(self, *args, **kwargs):
-        return guard.call(self.impl, *args, **kwargs)
+        """The implementation called on this target's device: every tensor argument is moved there first (index
+        tensors, masks and generators' draws built on the host included), outputs are left where it put them."""
+        return guard.call(self.impl, *self.on_device(args), **self.on_device(kwargs))
 
     def baseline(self, *args, **kwargs):
         """The operation's naive same-precision baseline on the same inputs."""
         base = REGISTRY.implementation(self.impl.operation, self.operation.baseline)
-        return base.load()(*args, **kwargs)
+        return base.load()(*self.on_device(args), **self.on_device(kwargs))
+
+    def on_device(self, value):
+        """``value`` with every tensor in it (through tuples, lists and dicts) on this target's device, dtype kept;
+        a tensor already there is passed as it is (the same object: in-place and aliasing checks still see it)."""
+        if isinstance(value, torch.Tensor):
+            return value if value.device.type == torch.device(self.device).type else value.to(self.device)
+        if isinstance(value, tuple) and not hasattr(value, "_fields"):
+            return tuple(self.on_device(v) for v in value)
+        if isinstance(value, list):
+            return [self.on_device(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.on_device(v) for k, v in value.items()}
+        return value
 
     def tensor(self, x: torch.Tensor) -> torch.Tensor:
         """A float64 tensor rounded to this target's dtype and moved to its device."""

@@ -93,7 +93,7 @@ def within_tolerance(name: str, got, want, tol) -> float:
 def within_relative(name: str, got, want, rtol) -> float:
     """|got - want| <= rtol |want| element by element (rtol: a number or a tensor like want)."""
     w = torch.as_tensor(want).detach().to(device="cpu", dtype=F64)
-    return within_tolerance(name, got, w, torch.as_tensor(rtol, dtype=F64) * w.abs())
+    return within_tolerance(name, got, w, torch.as_tensor(rtol).detach().to(device="cpu", dtype=F64) * w.abs())
 
 
 def sensitivities(states, states_perturbed, out, out_perturbed):

@@ -88,7 +88,7 @@ def selection_margin(logits: torch.Tensor, bias: torch.Tensor, config: RouterCon
         g = group_scores(c, config.n_group).sort(-1, descending=True).values
         gaps.append(float((g[:, config.topk_group - 1] - g[:, config.topk_group]).min()))
         kept = group_scores(c, config.n_group).topk(config.topk_group, -1).indices
-        keep = torch.zeros(T, config.n_group, dtype=torch.bool).scatter_(1, kept, True)
+        keep = torch.zeros(T, config.n_group, dtype=torch.bool, device=c.device).scatter_(1, kept, True)
         c = c.masked_fill(~keep.repeat_interleave(E // config.n_group, 1), -math.inf)
     # ties inside a group's top-2 sum do not matter; ties around the k-th expert do
     cs = c.sort(-1, descending=True).values

@@ -114,7 +114,7 @@ def test_lm_within_budget(target, B, T, V, eps, scale, seed):
     ids[:, -1] = 0  # a padded tail, as the tokenizer's padding='longest' leaves
     # each position sums V terms q_v (-log p_v) of size <= kappa (-log p_v = lse - z_v), the mean over B T positions
     size = softmax_exponent_size(float(z.double().abs().max()), V)
-    within_budget("LM loss", target(z, ids, 0, smoothing=eps), BL.lm_loss(z.double(), ids, 0, smoothing=eps),
+    within_budget("LM loss", target(z, ids, 0, smoothing=eps), BL.lm_loss(z.double().cpu(), ids, 0, smoothing=eps),
                   target.baseline(z, ids, 0, smoothing=eps), magnitude=floor_magnitude(size, V, B * T),
                   terms=V + B * T + 8, dtype=z.dtype)
 
@@ -186,6 +186,7 @@ def test_queue_fifo(target, B, rounds, D, seed):
     for i, feats in enumerate(batches):
         before = queue
         queue, ptr = target(queue, ptr, feats)
+        queue = queue.cpu()  # indexed by host masks below (a no-op on the CPU)
         slots = slice(B * i, B * (i + 1))
         equal(f"slots {slots.start}..{slots.stop - 1} after enqueue {i}", queue[slots], feats)
         untouched = torch.ones(K, dtype=torch.bool)
@@ -209,7 +210,7 @@ def test_sampler_never_positive(target, B, scale, use_ids, seed):
         ids = torch.randint(0, max(2, B // 2), (B,), generator=g)
         ids[0], ids[1] = 0, 1
         ids[ids == ids[0]] = 0
-    weights = target(sim, ids) if use_ids else target(sim)
+    weights = (target(sim, ids) if use_ids else target(sim)).cpu()  # drawn from and checked on the host
     masked = (ids[:, None] == ids[None, :]) if use_ids else torch.eye(B, dtype=torch.bool)
     equal("weights of the positive / same-id entries", weights[masked].double(),
           torch.zeros(int(masked.sum()), dtype=F64))

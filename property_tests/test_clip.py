@@ -114,7 +114,7 @@ def test_norm_and_rotation_invariance(target, case, t):
     I, T = case.tensors(target)
     Q = random_orthogonal(case.D, case.seed + 3)
     scales = torch.exp(randn(case.seed + 4, case.N, 2))
-    I2, T2 = (I * scales[:, :1]) @ Q, (T * scales[:, 1:]) @ Q
+    I2, T2 = (I.cpu() * scales[:, :1]) @ Q, (T.cpu() * scales[:, 1:]) @ Q  # on the host; target() moves them
     close("loss of rescaled, rotated features", target(I2, T2, t), target(I, T, t),
           atol=loss_tolerance(math.exp(t), case.N, case.D))
 

@@ -61,7 +61,7 @@ def test_sequence_logps_masked(target, case, average):
     logits, ids, mask = target.tensor(case.logits()), case.ids(), case.mask()
     out = target(logits, ids, mask, average=average)
     # the definition, one token at a time: logits at t-1 score token t, summed over the completion tokens t >= 1
-    z = logits.to(F64)
+    z = logits.to(F64).cpu()  # the loop below runs on the host
     manual, size, summed = (torch.zeros(case.N, dtype=F64) for _ in range(3))
     for i in range(case.N):
         for t in range(1, case.T):
@@ -82,7 +82,7 @@ def test_sequence_logps_masked(target, case, average):
     # logits at positions that score no completion token (prompt, padding, the last position) never matter
     unused = torch.ones(case.N, case.T, dtype=torch.bool)
     unused[:, :-1] = mask[:, 1:] == 0
-    noisy = logits.clone()
+    noisy = logits.cpu().clone()  # masked by host masks; target() moves it back
     noisy[unused] = target.tensor(randn(case.seed + 9, int(unused.sum()), case.V, scale=50.0))
     equal("log pi with other logits at unused positions", target(noisy, ids, mask, average=average), out)
     # appending padding changes nothing but the length of the sum, whose order of summation may change with it:
@@ -273,7 +273,7 @@ def test_monotone_convex(target, beta, eps):
     u = budget.eps(target.torch_dtype)
     for loss_type in dpo.LOSS_TYPES:
         _, losses = _loss_at(target, grid, beta=beta, loss_type=loss_type, eps=eps)
-        losses = losses.to(F64)
+        losses = losses.to(F64).cpu()
         if beta == 0.1 and eps == 0.1 and target.dtype == "float64":  # the report's picture of the variants
             recording.series("dpo_losses", f"{loss_type} (beta 0.1, eps 0.1)", "h (log-ratio margin)", "loss",
                              [(float(x), min(float(y), 5.0)) for x, y in zip(grid[::4], losses[::4])], kind="linear")
@@ -382,7 +382,7 @@ def _chunk_kwargs(target, data, case) -> dict:
 
 def _fused_case(target, case, data):
     hidden, weight = (target.tensor(x) for x in case.hidden_weight())
-    ids, mask = case.ids(), case.mask()
+    ids, mask = case.ids().to(target.device), case.mask().to(target.device)  # the spec runs beside the target
     ref = tuple(target.tensor(-randn(case.seed + 5 + i, case.N // 2).abs() * case.T) for i in range(2))
     return hidden, weight, ids, mask, ref
 

@@ -50,7 +50,8 @@ def test_conversions_round_trip(target, prediction, seed):
     if target.dtype == "float64":  # the claim's float64 bound, relative to the terms
         within_tolerance(f"{prediction}: D recovers x_0", D, x0, CLAIM_RTOL_F64 * magnitude)
     else:
-        within_budget("D", D, edm.to_denoised(pred_t.double(), x_t.double(), sigma, s, prediction=prediction),
+        within_budget("D", D, edm.to_denoised(pred_t.double().cpu(), x_t.double().cpu(), sigma, s,  # on the host
+                                              prediction=prediction),
                       target.baseline(pred_t, x_t, sigma, s, prediction=prediction), magnitude=magnitude, terms=4)
     if prediction in ("v", "flow") and target.dtype == "float64":  # the EDM-space forms of catalogue A.6
         y = x / s

@@ -91,7 +91,7 @@ def test_heun_depends_on_the_time_variable(target):
     t = edm.time_steps(N, kind="vp")
     sig, s, _, _ = edm.schedule(t, kind="vp")
     x_T = y_T / 80 * float(sig[0] * s[0])
-    euler_vp = target(D, x_T, t, kind="vp", second_order=False)
+    euler_vp = target(D, x_T, t, kind="vp", second_order=False).cpu()  # against the reference loop, on the host
     x = x_T.clone()
     a = (s**2).tolist()
     for i in range(N):
@@ -124,7 +124,7 @@ def test_heun_order(target, kind):
             t = edm.time_steps(N, kind=kind)[:-1]  # end at sigma_min: every step is Heun (the last-step rule apart)
             sig, s, _, _ = edm.schedule(t, kind=kind)
             y_T = torch.linspace(-2, 2, 9, dtype=F64) * float(sig[0])
-            x = target(D, y_T * float(s[0]), t, kind=kind, second_order=second_order)
+            x = target(D, y_T * float(s[0]), t, kind=kind, second_order=second_order).cpu()  # beside `exact`
             exact = float(s[-1]) * edm.gaussian_flow(y_T, float(sig[0]), float(sig[-1]))
             errors.append(float((x.double() - exact).abs().max()))
         ratios = [a / b for a, b in zip(errors, errors[1:])]
@@ -323,10 +323,11 @@ def test_heun_sampler_within_budget(target, kind, seed, N, second_order):
     D = MIXTURE.denoiser(target.torch_dtype, target.device)
     D2 = lambda y, sigma: D(y.reshape(-1), sigma).reshape(y.shape)  # noqa: E731
     out = target(D2, x_T, t, kind=kind, second_order=second_order)
-    ref = edm.heun_sampler(MIXTURE.denoiser(), x_T.double(), t, kind=kind, second_order=second_order)
+    x64 = x_T.double().cpu()  # the float64 reference runs on the host, with the host mixture's denoiser
+    ref = edm.heun_sampler(MIXTURE.denoiser(), x64, t, kind=kind, second_order=second_order)
     base = target.baseline(D2, x_T, t, kind=kind, second_order=second_order)
     magnitude = heun_sampler_magnitude(lambda D_, x: edm.heun_sampler(D_, x, t, kind=kind, second_order=second_order),
-                                       x_T.double().cpu(), t, kind, second_order)
+                                       x64, t, kind, second_order)
     within_budget("x_0", out, ref, base, magnitude=SAMPLER_ROUNDINGS * magnitude)
 
 
@@ -339,11 +340,11 @@ def test_stochastic_sampler_within_budget(target, seed, N, S_churn):
     D = MIXTURE.denoiser(target.torch_dtype, target.device)
     kw = dict(S_churn=S_churn, S_tmin=0.05, S_tmax=50.0, S_noise=1.003)
     out = target(D, x_T, sigmas, noise, **kw)
-    ref = edm.stochastic_sampler(MIXTURE.denoiser(), x_T.double(), sigmas, noise.double(), **kw)
+    x64, noise64 = x_T.double().cpu(), noise.double().cpu()  # the float64 reference runs on the host
+    ref = edm.stochastic_sampler(MIXTURE.denoiser(), x64, sigmas, noise64, **kw)
     base = target.baseline(D, x_T, sigmas, noise, **kw)
-    noise64 = noise.double().cpu()
     magnitude = stochastic_sampler_magnitude(lambda D_, x: edm.stochastic_sampler(D_, x, sigmas, noise64, **kw),
-                                             x_T.double().cpu(), sigmas, noise64, **kw)
+                                             x64, sigmas, noise64, **kw)
     within_budget("x_0", out, ref, base, magnitude=SAMPLER_ROUNDINGS * magnitude)
 
 

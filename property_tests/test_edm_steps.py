@@ -30,13 +30,15 @@ def nonlinear_predictor(seed: int):
     """A random nonlinear map x -> prediction (not a trained model: the equivalences hold for any)."""
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(4, 4, generator=g, dtype=F64)
-    return lambda x: torch.tanh(x.double() @ W) * 1.7 + 0.2 * x.double() ** 2
+    return lambda x: torch.tanh(x.double() @ W.to(x.device)) * 1.7 + 0.2 * x.double() ** 2
 
 
 def _agreement(name, got, want, magnitude, target, reference_error=0.0):
     # the claim's bounds: float64 1e-12 relative to the terms; float32 64 roundings of the terms (each path has ~10
     # operations, and the inputs themselves are rounded); plus the float64 reference's own error where it is
     # ill-conditioned
+    if isinstance(reference_error, torch.Tensor):
+        reference_error = reference_error.cpu()
     tol = (CLAIM_RTOL_F64 if target.dtype == "float64" else 64 * eps_of(target)) * magnitude.cpu() + reference_error
     within_tolerance(f"{name} (relative to the terms)", got, want.cpu(), tol)
 
@@ -139,6 +141,7 @@ def _split_within_budget(target, f, to, eta: float, label: str, ref=None):
     for name, out, r, b, cond in zip(("sigma_down", "sigma_up"), got, ref, base,
                                      ancestral_split_conditioning(f, to, eta)):
         # each element divided by its own error scale: one budget for elements of very different conditioning
+        cond = cond.cpu()
         out64, r64, b64 = (v.double().cpu() / cond for v in (out, r, b))
         check = within_budget(f"{name} / its conditioning ({label})", out64, r64, b64, magnitude=1.0,
                               dtype=target.torch_dtype)
@@ -150,7 +153,7 @@ def _split_within_budget(target, f, to, eta: float, label: str, ref=None):
 @given(seed=seeds, eta=st.floats(0.0, 1.0))
 def test_ancestral_split(target, seed, eta):
     f = target.tensor(log_uniform(seed, 32, 1e-2, 1e2))
-    to = f.double() * torch.rand(32, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    to = f.double().cpu() * torch.rand(32, generator=torch.Generator().manual_seed(seed), dtype=F64)
     to = target.tensor(to)
     # the ill-conditioned end is always drawn: sigma_to = sigma_from, and sigma_to one unit below sigma_from
     to[0] = f[0]

@@ -63,7 +63,8 @@ def close_within(name: str, out: torch.Tensor, ref: torch.Tensor, bound: torch.T
     finite_pattern(name, out64, ref64)
     finite = torch.isfinite(ref64)
     diff = torch.where(finite, (out64 - ref64).abs(), 0.0)
-    over = diff > bound.to(torch.float64).expand_as(diff)
+    bound = bound.detach().to("cpu", torch.float64)
+    over = diff > bound.expand_as(diff)
     if bool(over.any()):
         i = tuple(over.nonzero()[0].tolist())
         got, spec = budget.distinct_digits(out64[i].item(), ref64[i].item())

@@ -57,7 +57,7 @@ def _conditioning(r: torch.Tensor, G: int, std: str) -> tuple[torch.Tensor, torc
     r = r.to(F64).view(-1, G)
     constant = (r == r[:, :1]).all(1)
     if std == "none":
-        sigma = torch.ones(r.shape[0], dtype=F64)
+        sigma = torch.ones(r.shape[0], dtype=F64, device=r.device)  # r may be a target's rewards
     else:
         sigma = torch.where(constant, 1.0, r.std(1, correction=1 if std == "sample" else 0))
     return r.abs().amax(1) / sigma, constant
@@ -438,7 +438,7 @@ def _logp_terms(z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch
 def test_temperature_scaled_logps(target, case, temperature):
     logits, ids = target.tensor(case.logits()), case.ids()
     out = target(logits, ids, temperature=temperature)
-    z = logits.to(F64) / temperature
+    z = logits.to(F64).cpu() / temperature  # beside the host ids
     manual, size = _logp_terms(z, ids)
     dtype = target.torch_dtype
     # the target in its dtype and this float64 reference, each within its own rounding of the same terms
@@ -450,7 +450,7 @@ def test_temperature_scaled_logps(target, case, temperature):
     # exp and the float64 sum of V terms round once each
     row = logits[:1, :1].expand(1, case.V, case.V)
     every = target(row.contiguous(), torch.arange(case.V)[None], temperature=temperature)
-    logp_row, size_row = _logp_terms(row.to(F64) / temperature, torch.arange(case.V)[None])
+    logp_row, size_row = _logp_terms(row.to(F64).cpu() / temperature, torch.arange(case.V)[None])
     close("sum over the vocabulary of exp(log pi)", every.to(F64).exp().sum(-1), _t([1.0]),
           atol=budget.rounding_atol(dtype, float((logp_row.exp() * size_row).sum()))
           + budget.rounding_atol(F64, 1.0, roundings=case.V + 1))
@@ -515,6 +515,7 @@ def _clear_of_clip_bound(target, hidden, weight, ids, mask, A, old, *, temperatu
     ratios still fall on both sides of the bounds. Rounding old to the dtype afterwards moves the ratio by at most
     half that distance.
     """
+    hidden, weight, ids, mask, A = (x.cpu() for x in (hidden, weight, ids, mask, A))  # beside old, on the host
     logps, sizes, _ = grpo.fused_token_magnitudes(hidden, weight, ids, mask, temperature=temperature)
     eps_hi = epsilon_low if epsilon_high is None else epsilon_high
     A = A.to(F64)[:, None].expand_as(logps)
@@ -533,10 +534,11 @@ def _clear_of_clip_bound(target, hidden, weight, ids, mask, A, old, *, temperatu
        eps_high=st.sampled_from([None, 0.28]), on_policy=st.booleans(), data=st.data())
 def test_fused_matches_spec(target, loss_type, case, temperature, beta, eps_high, on_policy, data):
     hidden, weight = (target.tensor(x) for x in case.hidden_weight())
-    ids, mask = case.ids(), case.mask()
+    ids, mask = case.ids().to(target.device), case.mask().to(target.device)  # the spec runs beside the target
     A = target.tensor(randn(case.seed + 4, case.N))
     # the old and reference policies: the current one moved a little (ratios around the clip range)
-    ref_logps = grpo.token_logps(hidden.double() @ weight.double().T, ids, temperature=temperature)
+    # on the host, where the noise below is drawn
+    ref_logps = grpo.token_logps(hidden.double() @ weight.double().T, ids, temperature=temperature).cpu()
     old = None
     if not on_policy:
         old = ref_logps + 0.3 * randn(case.seed + 5, case.N, case.T)
@@ -558,7 +560,7 @@ def test_error_vs_chunk_size(target):
     case = SequenceCase(N=4, T=24, V=512, H=32, prompts=(0, 0, 0, 0), completions=(24, 20, 7, 13), sharpness=2.0,
                         seed=5002)
     hidden, weight = (target.tensor(x) for x in case.hidden_weight())
-    ids, mask = case.ids(), case.mask()
+    ids, mask = case.ids().to(target.device), case.mask().to(target.device)  # the spec runs beside the target
     A = target.tensor(randn(case.seed + 4, case.N))
     points = []
     for chunk in (1, 5, 16, 64, 4096):
@@ -576,9 +578,9 @@ def test_deepseekmath_defaults(target):
     case = SequenceCase(N=4, T=6, V=11, H=8, prompts=(0, 0, 0, 0), completions=(6, 2, 4, 1), sharpness=2.0,
                         seed=5003)
     hidden, weight = (target.tensor(x) for x in case.hidden_weight())
-    ids, mask = case.ids(), case.mask()
+    ids, mask = case.ids().to(target.device), case.mask().to(target.device)  # the spec runs beside the target
     A = target.tensor(randn(case.seed + 4, case.N))
-    logps = grpo.token_logps(hidden.double() @ weight.double().T, ids)
+    logps = grpo.token_logps(hidden.double() @ weight.double().T, ids).cpu()  # on the host, where the noise is drawn
     old = logps + 0.4 * randn(case.seed + 5, case.N, case.T)
     old = target.tensor(_clear_of_clip_bound(target, hidden, weight, ids, mask, A, old))
     ref = target.tensor(logps + 0.8 * randn(case.seed + 6, case.N, case.T))

@@ -155,7 +155,7 @@ def test_route_bias_selects_only(target, data):
     reach = margin / 8
     assume(well_separated(margin / 2, _rounding(target, case, bias, shift=reach)))
     delta = randn(case.seed + 7, case.E) * (reach / 2)
-    nudged = bias + delta.clamp(-reach, reach).to(bias.dtype)
+    nudged = bias + delta.clamp(-reach, reach).to(device=bias.device, dtype=bias.dtype)
     i1, w1 = canonical(*target(logits, bias, case.config))
     i2, w2 = canonical(*target(logits, nudged, case.config))
     equal("selection under a nudged bias", i2, i1)
@@ -189,7 +189,7 @@ def test_route_relabel(target, data):
     perm = group_preserving_permutation(case.E, case.config.n_group, case.seed + 3)
     i1, w1 = canonical(*target(logits, bias, case.config))
     i2, w2 = target(logits[:, perm.to(logits.device)], bias[perm.to(bias.device)], case.config)
-    i2, w2 = canonical(perm[i2.cpu()], w2)  # back to the original labels
+    i2, w2 = canonical(perm[i2.cpu()], w2.cpu())  # back to the original labels (perm is on the host)
     equal("selection after relabelling", i2, i1)
     # the normalising sum adds the same K terms in another order, and a softmax sums its E exponentials in another
     # order (seen: float32 weights 2.02 eps apart at K = 1 without normalisation, where 2 K eps allowed 2)
@@ -641,7 +641,7 @@ def test_bias_update_balances_load(target):
         indices, _ = kv.route(logits, bias, cfg)
         counts = torch.bincount(indices.reshape(-1), minlength=E)
         points.append((step, float(counts.max()) / (T * cfg.top_k / E)))
-        bias = target(bias, counts, 0.02)
+        bias = target(bias, counts, 0.02).cpu()  # the next route runs on the host
     recording.series("bias_update_load", target.name, "balancing step", "max load / mean load", points)
     if not points[-1][1] < points[0][1]:
         raise ConformanceError(f"60 balancing steps did not reduce the imbalance: {points[0][1]:.3f} -> "

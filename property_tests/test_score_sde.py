@@ -146,7 +146,9 @@ def test_kernels_match_euler_maruyama(target, kind):
 def test_moment_odes(target, kind, t):
     h = 1e-6
     x0 = torch.tensor([1.0], dtype=F64)
-    (m_p, s_p), (m_m, s_m), (m, s) = (target(x0, torch.tensor([tt], dtype=F64), kind=kind) for tt in (t + h, t - h, t))
+    # on the host, beside the spec's f and g
+    (m_p, s_p), (m_m, s_m), (m, s) = ((v.cpu() for v in target(x0, torch.tensor([tt], dtype=F64), kind=kind))
+                                      for tt in (t + h, t - h, t))
     dm, dv = (m_p - m_m) / (2 * h), (s_p**2 - s_m**2) / (2 * h)
     f, g = sde_spec.sde(torch.ones(1, dtype=F64), torch.tensor([t], dtype=F64), kind=kind)  # f = a(t) x: f(1) = a
     a = f
@@ -163,7 +165,7 @@ def test_sde_solves_the_kernel_odes(target, kind, t):
     x0 = torch.tensor([1.0], dtype=F64)
     (m_p, s_p), (m_m, s_m), (m, s) = (sde_spec.marginal(x0, torch.tensor([tt], dtype=F64), kind=kind)
                                       for tt in (t + h, t - h, t))
-    f, g = target(torch.ones(1, dtype=F64), torch.tensor([t], dtype=F64), kind=kind)
+    f, g = (v.cpu() for v in target(torch.ones(1, dtype=F64), torch.tensor([t], dtype=F64), kind=kind))  # beside m, s
     close(f"dm/dt = a m ({kind})", (m_p - m_m) / (2 * h), f * m, atol=1e-9, rtol=1e-6)
     close(f"dv/dt = 2 a v + g^2 ({kind})", (s_p**2 - s_m**2) / (2 * h), 2 * f * s**2 + g**2, atol=1e-9, rtol=1e-6)
 

@@ -61,7 +61,7 @@ def sigmoid_gradient_weights(L: torch.Tensor, kappa: torch.Tensor) -> torch.Tens
     per unit of its logit's rounding (kappa), rounds itself at its own size, and on the diagonal sigma(L) - 1
     cancels terms of size 1 (computing -sigma(-L) avoids that, but a correct implementation need not)."""
     sig = torch.sigmoid(L)
-    return (sig * (1 - sig) * kappa + sig + torch.eye(L.shape[0], dtype=L.dtype)) / L.shape[0]
+    return (sig * (1 - sig) * kappa + sig + torch.eye(L.shape[0], dtype=L.dtype, device=L.device)) / L.shape[0]
 
 
 def siglip_magnitudes(x, y, t_prime: float, b: float):

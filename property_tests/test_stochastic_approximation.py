@@ -233,7 +233,7 @@ def test_mbgd_is_the_mean_of_batch_means_and_not_bgd(target, n, d, K, seed):
     # m = n, drawn with replacement: a batch that is not a permutation of the data does not give the mean
     full = torch.arange(n)[None].clone()
     full[0, 0] = 1  # sample 1 twice, sample 0 never: a draw with replacement
-    w_full = target(_grad, torch.zeros(d, dtype=F64), x, _harmonic(1), full)
+    w_full = target(_grad, torch.zeros(d, dtype=F64), x, _harmonic(1), full).cpu()  # on the host, with x
     gap = float((w_full[1] - x.mean(0)).abs().max())
     if gap <= tol:
         raise AssertionError("MBGD with m = n and a batch drawn with replacement gave BGD's step exactly")

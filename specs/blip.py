@@ -61,7 +61,7 @@ def soft_targets(sim_m: torch.Tensor, alpha: float) -> torch.Tensor:
         raise ArgumentError("sim_m", f"sim_m must have at least as many columns as rows (B = {B} pairs first), got {K}")
     a = check_unit_interval("alpha", alpha)
     onehot = torch.zeros(B, K, dtype=F64, device=sim_m.device)
-    onehot[torch.arange(B), torch.arange(B)] = 1.0
+    onehot[torch.arange(B, device=sim_m.device), torch.arange(B, device=sim_m.device)] = 1.0
     return (a * torch.softmax(sim_m.to(F64), dim=1) + (1 - a) * onehot).to(sim_m.dtype)
 
 
@@ -257,7 +257,7 @@ def itm_loss(itm_logits: torch.Tensor) -> torch.Tensor:
     B = check_itm_args(itm_logits)
     x = itm_logits.to(F64)
     y = itm_labels(B, x.device)
-    return (torch.logsumexp(x, dim=1) - x[torch.arange(3 * B), y]).mean().to(itm_logits.dtype)
+    return (torch.logsumexp(x, dim=1) - x[torch.arange(3 * B, device=x.device), y]).mean().to(itm_logits.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------

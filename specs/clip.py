@@ -49,7 +49,7 @@ def logits(I_hat: torch.Tensor, T_hat: torch.Tensor, t: torch.Tensor) -> torch.T
 @spec(DOC, latex=r"\mathrm{CE}(L, y) = \frac1{N}\sum_i \big(\log\textstyle\sum_j e^{L_{ij}} - L_{i y_i}\big)",
       source="CLIP Fig. 3 (cross_entropy_loss); torch.nn.functional.cross_entropy, reduction='mean'")
 def cross_entropy(L: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (torch.logsumexp(L, dim=1) - L[torch.arange(L.shape[0]), y]).mean()
+    return (torch.logsumexp(L, dim=1) - L[torch.arange(L.shape[0], device=L.device), y]).mean()
 
 
 @operation(

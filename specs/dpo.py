@@ -378,8 +378,9 @@ def fused_pair_margins(hidden, weight, input_ids, completion_mask, ref_chosen_lo
     seq, t = scored.nonzero(as_tuple=True)
     rows, targets = h64[seq, t], input_ids[seq, t + 1].long()
     z, p, lse, logp, zabs, lse_terms, a = scored_token_magnitudes(rows, W, targets)
-    logps = torch.zeros(N, dtype=F64).index_add(0, seq, logp)
-    terms = torch.zeros(N, dtype=F64).index_add(0, seq, a + logp.abs())  # each token, and one rounding per term
+    zeros = torch.zeros(N, dtype=F64, device=h64.device)
+    logps = zeros.index_add(0, seq, logp)
+    terms = zeros.index_add(0, seq, a + logp.abs())  # each token, and one rounding per term
     refs = torch.cat([ref_chosen_logps.detach().to(F64), ref_rejected_logps.detach().to(F64)])
     counts = scored.to(F64).sum(-1).clamp(min=1.0)
     if loss_type in AVERAGED:  # the division by the count rounds once more

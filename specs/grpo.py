@@ -295,8 +295,8 @@ def fused_token_magnitudes(hidden, weight, completion_ids, completion_mask, *, t
     seq, t = (completion_mask != 0).nonzero(as_tuple=True)
     rows, targets = h64[seq, t], completion_ids[seq, t].long()
     z, p, lse, logp, zabs, lse_terms, a = scored_token_magnitudes(rows, weight, targets, temperature)
-    logps = torch.zeros(N, T, dtype=F64).index_put((seq, t), logp)
-    sizes = torch.zeros(N, T, dtype=F64).index_put((seq, t), a)
+    logps = torch.zeros(N, T, dtype=F64, device=h64.device).index_put((seq, t), logp)
+    sizes = torch.zeros(N, T, dtype=F64, device=h64.device).index_put((seq, t), a)
     return logps, sizes, (seq, t, rows, targets, (z, p, lse, logp, zabs, lse_terms, a))
 
 

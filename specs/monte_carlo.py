@@ -94,7 +94,7 @@ def _categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     """One index per row of probs by the inverse CDF; an outcome of probability 0 is never drawn."""
     cdf = probs.cumsum(-1)
     cdf = cdf / cdf[..., -1:]  # the last entry exactly 1: u < 1 always lands inside
-    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, dtype=F64)
+    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, dtype=F64).to(probs.device)
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
@@ -134,9 +134,9 @@ def generate_episodes(P, r, pi, s0, length: int, *, a0=None, generator: torch.Ge
         _check_states("a0", a0, A)
     P = dense(P).to(F64)
     n = s0.shape[0]
-    states = torch.empty(n, length, dtype=torch.int64)
-    actions = torch.empty(n, length, dtype=torch.int64)
-    rewards = torch.empty(n, length, dtype=F64)
+    states = torch.empty(n, length, dtype=torch.int64, device=P.device)
+    actions = torch.empty(n, length, dtype=torch.int64, device=P.device)
+    rewards = torch.empty(n, length, dtype=F64, device=P.device)
     s = s0.clone()
     a = a0.clone() if a0 is not None else _categorical(pi[s], generator)
     for t in range(length):
@@ -166,7 +166,7 @@ def _check_returns_result(result, rewards, gamma, **_):
 def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     check_tensor("rewards", rewards, rank=2)
     gamma = check_gamma(gamma, allow_one=True)
-    g = torch.zeros(rewards.shape[0], dtype=F64)
+    g = torch.zeros(rewards.shape[0], dtype=F64, device=rewards.device)
     out = torch.empty_like(rewards, dtype=F64)
     for t in range(rewards.shape[1] - 1, -1, -1):
         g = gamma * g + rewards[:, t]
@@ -187,9 +187,9 @@ def _check_estimate_result(result, states, actions, rewards, gamma, S, A, **_):
 def first_visits(states: torch.Tensor, actions: torch.Tensor, A: int) -> torch.Tensor:
     n, L = states.shape
     pair = states * A + actions
-    seen = torch.zeros(n, int(pair.max()) + 1, dtype=torch.bool)
-    first = torch.empty(n, L, dtype=torch.bool)
-    rows = torch.arange(n)
+    seen = torch.zeros(n, int(pair.max()) + 1, dtype=torch.bool, device=states.device)
+    first = torch.empty(n, L, dtype=torch.bool, device=states.device)
+    rows = torch.arange(n, device=states.device)
     for t in range(L):
         first[:, t] = ~seen[rows, pair[:, t]]
         seen[rows, pair[:, t]] = True
@@ -227,8 +227,8 @@ def mc_action_values(states, actions, rewards, gamma: float, S: int, A: int, *, 
     else:
         counted = torch.ones_like(g, dtype=torch.bool)
     pair = (states * A + actions)[counted]
-    returns = torch.zeros(S * A, dtype=F64).index_add_(0, pair, g[counted])
-    num = torch.zeros(S * A, dtype=F64).index_add_(0, pair, torch.ones_like(g[counted]))
+    returns = torch.zeros(S * A, dtype=F64, device=g.device).index_add_(0, pair, g[counted])
+    num = torch.zeros(S * A, dtype=F64, device=g.device).index_add_(0, pair, torch.ones_like(g[counted]))
     q = torch.where(num > 0, returns / num.clamp(min=1), 0.0)
     return q.reshape(S, A), num.reshape(S, A)
 
@@ -254,8 +254,8 @@ def _check_control_args(P, r, gamma, episode_length, episodes):
     return S, A, gamma
 
 
-def _first_action_policy(S: int, A: int) -> torch.Tensor:
-    pi = torch.zeros(S, A, dtype=F64)
+def _first_action_policy(S: int, A: int, device: torch.device) -> torch.Tensor:
+    pi = torch.zeros(S, A, dtype=F64, device=device)
     pi[:, 0] = 1.0
     return pi
 
@@ -277,9 +277,9 @@ def mc_basic(P, r, gamma: float, *, episode_length: int, iterations: int, episod
     check_count("iterations", iterations, minimum=1)
     if pi0 is not None:
         check_policy(pi0, S, A, "pi0")
-    pi = _first_action_policy(S, A) if pi0 is None else pi0.to(F64, copy=True)
-    s0 = torch.arange(S).repeat_interleave(A).repeat(episodes)
-    a0 = torch.arange(A).repeat(S).repeat(episodes)
+    pi = _first_action_policy(S, A, P.device) if pi0 is None else pi0.to(F64, copy=True)
+    s0 = torch.arange(S, device=P.device).repeat_interleave(A).repeat(episodes)
+    a0 = torch.arange(A, device=P.device).repeat(S).repeat(episodes)
     for _ in range(iterations):
         states, actions, rewards = generate_episodes(P, r, pi, s0, episode_length, a0=a0, generator=generator)
         q, _ = mc_action_values(states, actions, rewards, gamma, S, A, visit="initial")
@@ -329,7 +329,7 @@ def _mc_control(P, r, gamma, pi, episodes, episode_length, start, visit, improve
     sampler = _Sampler(P, r, generator)
     returns = [[0.0] * A for _ in range(S)]
     num = [[0] * A for _ in range(S)]
-    q = torch.zeros(S, A, dtype=F64)
+    q = torch.zeros(S, A, dtype=F64, device=pi.device)
     for _ in range(episodes):
         s_0, a_0 = start(pi)
         states, actions, rewards = sampler.episode(pi, s_0, a_0, episode_length)
@@ -372,8 +372,8 @@ def mc_exploring_starts(P, r, gamma: float, *, episode_length: int, episodes: in
         pair = int(torch.randint(0, S * A, (1,), generator=generator))
         return pair // A, pair % A
 
-    return _mc_control(P, r, gamma, _first_action_policy(S, A), episodes, episode_length, exploring_start, visit,
-                       greedy_policy, generator)
+    return _mc_control(P, r, gamma, _first_action_policy(S, A, P.device), episodes, episode_length, exploring_start,
+                       visit, greedy_policy, generator)
 
 
 @operation(
@@ -397,15 +397,16 @@ def mc_epsilon_greedy(P, r, gamma: float, epsilon: float, *, episode_length: int
         s = int(torch.randint(0, S, (1,), generator=generator))
         return s, int(_categorical(pi[s:s + 1], generator)[0])
 
-    return _mc_control(P, r, gamma, torch.full((S, A), 1.0 / A, dtype=F64), episodes, episode_length, start,
-                       "every", lambda q_s: epsilon_greedy(q_s, epsilon), generator)
+    pi0 = torch.full((S, A), 1.0 / A, dtype=F64, device=P.device)
+    return _mc_control(P, r, gamma, pi0, episodes, episode_length, start, "every",
+                       lambda q_s: epsilon_greedy(q_s, epsilon), generator)
 
 
 @spec(DOC, latex=r"v=(1-\epsilon)\max_a q+\frac{\epsilon}{|\mathcal A|}\sum_a q,\quad q=r+\gamma Pv",
       source="Zhao Ch. 5, §5.4 (the best policy within Pi_epsilon); catalogue C.4 caveat on Figs. 5.6/5.7")
 def epsilon_greedy_optimal_values(P, R, gamma: float, epsilon: float, *, tol: float = 1e-13) -> torch.Tensor:
     """The optimal values within Pi_epsilon: the fixed point of a gamma-contraction, iterated to tol."""
-    v = torch.zeros(R.shape[0], dtype=F64)
+    v = torch.zeros(R.shape[0], dtype=F64, device=R.device)
     while True:
         q = R + gamma * torch.einsum("sat,t->sa", dense(P), v)
         v_new = (1 - epsilon) * q.max(dim=1).values + epsilon * q.mean(dim=1)

@@ -107,7 +107,7 @@ def bellman_elementwise(P, R, pi, v, gamma: float) -> torch.Tensor:
     """The right-hand side of the Bellman equation, one state at a time (the book's form, no matrices)."""
     P = dense(P)
     S, A = R.shape
-    out = torch.empty(S, dtype=F64)
+    out = torch.empty(S, dtype=F64, device=R.device)
     for s in range(S):
         out[s] = sum(pi[s, a] * (R[s, a] + gamma * sum(P[s, a, t] * v[t] for t in range(S))) for a in range(A))
     return out
@@ -140,7 +140,7 @@ def check_values_result(result, P, *args, **_):
 def state_values(P, R, pi, gamma: float) -> torch.Tensor:
     S, A, gamma = check_mdp(P, R, gamma)
     check_policy(pi, S, A)
-    I = torch.eye(S, dtype=F64)
+    I = torch.eye(S, dtype=F64, device=R.device)
     return torch.linalg.solve(I - gamma * P_pi(P, pi), r_pi(R, pi))
 
 
@@ -216,9 +216,9 @@ def check_control_result(result, P, R, *args, **_):
         raise ContractViolation(f"pi must be a float64 tensor of shape ({S}, {A})")
 
 
-def _v0(v0, S: int) -> torch.Tensor:
+def _v0(v0, S: int, device: torch.device) -> torch.Tensor:
     if v0 is None:
-        return torch.zeros(S, dtype=F64)
+        return torch.zeros(S, dtype=F64, device=device)
     check_values("v0", v0, S)
     return v0.to(F64, copy=True)
 
@@ -236,7 +236,7 @@ def _v0(v0, S: int) -> torch.Tensor:
 def value_iteration(P, R, gamma: float, *, iterations: int, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)
     check_count("iterations", iterations, minimum=0)
-    vs = [_v0(v0, S)]
+    vs = [_v0(v0, S, R.device)]
     for _ in range(iterations):
         vs.append(bellman_optimality_operator(P, R, vs[-1], gamma))
     return torch.stack(vs), greedy_policy(action_values(P, R, vs[-1], gamma))
@@ -259,7 +259,7 @@ def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000
     S, A, gamma = check_mdp(P, R, gamma)
     check_count("max_iterations", max_iterations, minimum=1)
     if pi0 is None:
-        pi = torch.zeros(S, A, dtype=F64)
+        pi = torch.zeros(S, A, dtype=F64, device=R.device)
         pi[:, 0] = 1.0
     else:
         check_policy(pi0, S, A, "pi0")
@@ -288,7 +288,7 @@ def truncated_policy_iteration(P, R, gamma: float, *, j: int, iterations: int, v
     S, A, gamma = check_mdp(P, R, gamma)
     check_count("j", j, minimum=1)
     check_count("iterations", iterations, minimum=0)
-    vs = [_v0(v0, S)]
+    vs = [_v0(v0, S, R.device)]
     for _ in range(iterations):
         pi = greedy_policy(action_values(P, R, vs[-1], gamma))
         vs.append(iterative_policy_evaluation(P, R, pi, gamma, vs[-1], j))

@@ -53,8 +53,11 @@ def check_trajectory_result(result, first, *args, **_):
 def incremental_mean(x: torch.Tensor, *, w1: float = 0.0, alpha: torch.Tensor | None = None) -> torch.Tensor:
     check_tensor("x", x)
     K = x.shape[0]
-    alpha = 1.0 / torch.arange(1, K + 1, dtype=F64) if alpha is None else _check_steps("alpha", alpha, K)
-    w = [torch.full(x.shape[1:], float(w1), dtype=F64)]
+    if alpha is None:
+        alpha = 1.0 / torch.arange(1, K + 1, dtype=F64, device=x.device)
+    else:
+        alpha = _check_steps("alpha", alpha, K)
+    w = [torch.full(x.shape[1:], float(w1), dtype=F64, device=x.device)]
     for k in range(K):
         w.append(w[-1] - alpha[k] * (w[-1] - x[k].to(F64)))
     return torch.stack(w)
@@ -77,7 +80,7 @@ def robbins_monro(g, w1, a: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         raise ArgumentError("g", f"g must be a callable (the function whose root is sought), got {type(g).__name__}")
     check_tensor("eta", eta)
     a = _check_steps("a", a, eta.shape[0])
-    w = [torch.as_tensor(w1, dtype=F64).expand(eta.shape[1:]).clone()]
+    w = [torch.as_tensor(w1, dtype=F64, device=eta.device).expand(eta.shape[1:]).clone()]
     for k in range(a.shape[0]):
         w.append(w[-1] - a[k] * (g(w[-1]) + eta[k]))
     return torch.stack(w)
@@ -98,7 +101,7 @@ def dvoretzky(delta1, alpha: torch.Tensor, beta: torch.Tensor, eta: torch.Tensor
     check_tensor("eta", eta)
     K = eta.shape[0]
     alpha, beta = _check_steps("alpha", alpha, K), _check_steps("beta", beta, K)
-    d = [torch.as_tensor(delta1, dtype=F64).expand(eta.shape[1:]).clone()]
+    d = [torch.as_tensor(delta1, dtype=F64, device=eta.device).expand(eta.shape[1:]).clone()]
     for k in range(K):
         d.append((1 - alpha[k]) * d[-1] + beta[k] * eta[k])
     return torch.stack(d)
@@ -139,7 +142,7 @@ def _check_gd(grad_f, w1, X, alpha, K=None):
 )
 def sgd(grad_f, w1, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     alpha = _check_gd(grad_f, w1, x, alpha, x.shape[0])
-    w = [torch.as_tensor(w1, dtype=F64).clone()]
+    w = [torch.as_tensor(w1, dtype=F64, device=x.device).clone()]
     for k in range(x.shape[0]):
         w.append(w[-1] - alpha[k] * grad_f(w[-1], x[k].to(F64)))
     return torch.stack(w)
@@ -156,7 +159,7 @@ def sgd(grad_f, w1, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 )
 def bgd(grad_f, w1, X: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     alpha = _check_gd(grad_f, w1, X, alpha)
-    w = [torch.as_tensor(w1, dtype=F64).clone()]
+    w = [torch.as_tensor(w1, dtype=F64, device=X.device).clone()]
     for k in range(alpha.shape[0]):
         w.append(w[-1] - alpha[k] * sum(grad_f(w[-1], x.to(F64)) for x in X) / X.shape[0])
     return torch.stack(w)
@@ -178,7 +181,7 @@ def mbgd(grad_f, w1, X: torch.Tensor, alpha: torch.Tensor, indices: torch.Tensor
     if (indices < 0).any() or (indices >= X.shape[0]).any():
         raise ArgumentError("indices",
                             f"indices must lie in [0, {X.shape[0]}) (rows of X), got {indices.min()}..{indices.max()}")
-    w = [torch.as_tensor(w1, dtype=F64).clone()]
+    w = [torch.as_tensor(w1, dtype=F64, device=X.device).clone()]
     for k in range(alpha.shape[0]):
         batch = indices[k]
         w.append(w[-1] - alpha[k] * sum(grad_f(w[-1], X[j].to(F64)) for j in batch.tolist()) / batch.numel())

@@ -27,8 +27,16 @@ def sdpa_attention(q, k, v, *, causal: bool = False, scale=None, backend: SDPBac
             warnings.simplefilter("ignore", UserWarning)
             mask = causal_lower_right(q.shape[-2], k.shape[-2])
     with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                           enable_gqa=q.shape[1] != k.shape[1])
+        try:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                               enable_gqa=q.shape[1] != k.shape[1])
+        except RuntimeError as error:  # a pinned backend's own word that it does not support these inputs
+            if "No available kernel" not in str(error):
+                raise
+            raise NotImplementedError(
+                f"SDPA's {backend.name} backend has no kernel for {str(q.dtype)[6:]} on {q.device.type} with "
+                f"head dim {q.shape[-1]}/{v.shape[-1]}, {q.shape[1]}/{k.shape[1]} heads, "
+                f"{'a causal mask' if causal else 'no mask'}") from error
     return o, None
 
 
