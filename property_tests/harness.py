@@ -17,6 +17,7 @@ from eqspec.contracts import ArgumentError, ContractViolation
 from eqspec.registry import REGISTRY, Implementation, Operation, check_capabilities
 
 from . import guard, recording
+from .domains import convert
 
 
 def checks(*claims: str, operation: str, requires: tuple[str, ...] = (), dtypes: tuple[str, ...] | None = None):
@@ -68,15 +69,8 @@ class Target:
     def on_device(self, value):
         """``value`` with every tensor in it (through tuples, lists and dicts) on this target's device, dtype kept;
         a tensor already there is passed as it is (the same object: in-place and aliasing checks still see it)."""
-        if isinstance(value, torch.Tensor):
-            return value if value.device.type == torch.device(self.device).type else value.to(self.device)
-        if isinstance(value, tuple) and not hasattr(value, "_fields"):
-            return tuple(self.on_device(v) for v in value)
-        if isinstance(value, list):
-            return [self.on_device(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.on_device(v) for k, v in value.items()}
-        return value
+        here = torch.device(self.device).type
+        return convert(value, lambda x: x if x.device.type == here else x.to(self.device))
 
     def tensor(self, x: torch.Tensor) -> torch.Tensor:
         """A float64 tensor rounded to this target's dtype and moved to its device."""
@@ -90,6 +84,11 @@ class Target:
 
     def _repr_pretty_(self, printer, cycle) -> None:  # hypothesis prints falsifying examples with this
         printer.text(repr(self))
+
+
+def host(value):
+    """An implementation's output(s) on the host, where the specs' references are computed (a no-op on the CPU)."""
+    return convert(value, torch.Tensor.cpu)
 
 
 # --- checks that record what they measured ----------------------------------------------------------

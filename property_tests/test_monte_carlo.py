@@ -25,7 +25,7 @@ from specs import rl_basics as rb
 from specs.mdp import EPS, F64, solve_tolerance
 
 from . import recording
-from .harness import checks, close, equal, rejection_test
+from .harness import checks, close, equal, host, rejection_test
 from .strategies_rl import FIG_3_4, GRID_5x5, check_table, printed_tolerance, random_mdps
 
 DOC = "monte_carlo"
@@ -41,11 +41,6 @@ def _gen(seed: int) -> torch.Generator:
 
 def _deterministic(actions: list[int], A: int = 5) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.tensor(actions), A).to(F64)
-
-
-def _host(out):
-    """An implementation's output(s) on the host, where the spec's references are computed (a CUDA target's are not)."""
-    return tuple(x.cpu() for x in out) if isinstance(out, (tuple, list)) else out.cpu()
 
 
 # An epsilon-greedy probability, eps / |A| or 1 - eps + eps / |A|, is at most 3 roundings of numbers <= 1 (3 u), in
@@ -78,7 +73,7 @@ def test_epsilon_greedy_known_answers(target):
 @given(S=st.integers(1, 10), A=st.integers(1, 6), epsilon=st.floats(0, 1), seed=st.integers(0, 2**31 - 1))
 def test_epsilon_greedy_probabilities(target, S, A, epsilon, seed):
     q = torch.randn(S, A, generator=_gen(seed), dtype=F64)
-    pi = _host(target(q, epsilon))
+    pi = host(target(q, epsilon))
     close("sum_a pi(a|s) = 1", pi.sum(1), torch.ones(S, dtype=F64), atol=_probability_sum_atol(A))
     greedy = rb.greedy_policy(q).bool()
     close("pi(a*|s) = 1 - eps + eps/|A|", pi[greedy], torch.full((S,), 1 - epsilon + epsilon / A, dtype=F64),
@@ -103,7 +98,7 @@ def test_epsilon_greedy_sampling(target, epsilon):
     g = _gen(3002)
     q = torch.tensor([0.0, 3.0, 1.0, -2.0, 0.5], dtype=F64)
     u, b = torch.rand(n, generator=g, dtype=F64), torch.rand(n, generator=g, dtype=F64)
-    actions = _host(target(q, epsilon, u, b))
+    actions = host(target(q, epsilon, u, b))
     freq = torch.bincount(actions, minlength=A).to(F64) / n
     pi = mc.epsilon_greedy(q[None], epsilon)[0]
     for a in range(A):
@@ -156,17 +151,17 @@ def _mc_converges(mdp, generate, returns, estimate, label: str):
     # q_pi: n_max episodes from every pair, laid out episode-major so that a prefix holds n episodes per pair
     s0 = torch.arange(S).repeat_interleave(A).repeat(n_max)
     a0 = torch.arange(A).repeat(S).repeat(n_max)
-    states, actions, rewards = _host(generate(P, r, pi, s0, L, a0=a0, generator=mdp.generator(7)))
+    states, actions, rewards = host(generate(P, r, pi, s0, L, a0=a0, generator=mdp.generator(7)))
     # v_pi: n_max episodes from every state, first actions drawn from pi
     s0v = torch.arange(S).repeat(n_max)
-    v_states, _, v_rewards = _host(generate(P, r, pi, s0v, L, generator=mdp.generator(8)))
-    v_returns = _host(returns(v_rewards, gamma))[:, 0]
+    v_states, _, v_rewards = host(generate(P, r, pi, s0v, L, generator=mdp.generator(8)))
+    v_returns = host(returns(v_rewards, gamma))[:, 0]
     # split over q and v, the sample sizes and the MC_EXAMPLES examples of each test: <= 1e-6 per test (union bound)
     alarm = FALSE_ALARM / (2 * len(SAMPLE_SIZES) * MC_EXAMPLES)
     points = []
     for n in SAMPLE_SIZES:
         rows = slice(0, n * S * A)
-        q_hat, counts = _host(estimate(states[rows], actions[rows], rewards[rows], gamma, S, A))
+        q_hat, counts = host(estimate(states[rows], actions[rows], rewards[rows], gamma, S, A))
         if not torch.equal(counts, torch.full((S, A), float(n), dtype=counts.dtype)):
             raise AssertionError(f"initial-visit counts must be {n} per pair, got {counts.tolist()}")
         v_hat = v_returns[: n * S].reshape(n, S).mean(0)
@@ -210,7 +205,7 @@ def test_mc_converges_episodes(target, mdp):
 @given(mdp=_SMALL_MDPS)
 def test_mc_converges_returns(target, mdp):
     def estimate(states, actions, rewards, gamma, S, A):  # the estimator, fed the target's returns
-        g = _host(target(rewards, gamma))[:, 0]
+        g = host(target(rewards, gamma))[:, 0]
         pair = states[:, 0] * A + actions[:, 0]
         num = torch.bincount(pair, minlength=S * A).to(F64)
         return (torch.zeros(S * A, dtype=F64).index_add_(0, pair, g) / num).reshape(S, A), num.reshape(S, A)
@@ -321,7 +316,7 @@ def test_action_values_match_the_spec(target, S, A, n, L, gamma, visit, seed):
     states, actions = torch.randint(0, S, (n, L), generator=g), torch.randint(0, A, (n, L), generator=g)
     rewards = torch.randn(n, L, generator=g, dtype=F64)
     kw = {} if visit is None else {"visit": visit}
-    q, counts = _host(target(states, actions, rewards, gamma, S, A, **kw))
+    q, counts = host(target(states, actions, rewards, gamma, S, A, **kw))
     q_ref, counts_ref = mc.mc_action_values(states, actions, rewards, gamma, S, A, **kw)
     equal("counts", counts, counts_ref)
     equal("q of the pairs never visited", q[counts_ref == 0], q_ref[counts_ref == 0])
@@ -409,7 +404,7 @@ def _assert_optimal(name: str, P, R, pi) -> None:
 @checks("monte_carlo.mc_control_optimal", operation=f"{DOC}.mc_basic")
 def test_mc_basic_reaches_optimal(target):
     P, R = rb.grid_world(**GRID_2x2)
-    _, pi = _host(target(P, R, 0.9, episode_length=100, iterations=20, generator=_gen(3005)))
+    _, pi = host(target(P, R, 0.9, episode_length=100, iterations=20, generator=_gen(3005)))
     _assert_optimal("MC Basic", P, R, pi)
 
 
@@ -417,7 +412,7 @@ def test_mc_basic_reaches_optimal(target):
 @pytest.mark.parametrize("visit", ["first", "every"])
 def test_mc_exploring_starts_reaches_optimal(target, visit):
     P, R = rb.grid_world(**GRID_2x2)
-    _, pi = _host(target(P, R, 0.9, episode_length=40, episodes=2000, visit=visit, generator=_gen(3006)))
+    _, pi = host(target(P, R, 0.9, episode_length=40, episodes=2000, visit=visit, generator=_gen(3006)))
     _assert_optimal(f"MC Exploring Starts ({visit}-visit)", P, R, pi)
 
 
@@ -425,7 +420,7 @@ def test_mc_exploring_starts_reaches_optimal(target, visit):
 def test_mc_epsilon_greedy_reaches_best_epsilon_greedy_policy(target):
     P, R = rb.grid_world(**GRID_2x2)
     epsilon = 0.1
-    _, pi = _host(target(P, R, 0.9, epsilon, episode_length=60, episodes=300, generator=_gen(3007)))
+    _, pi = host(target(P, R, 0.9, epsilon, episode_length=60, episodes=300, generator=_gen(3007)))
     close("the final policy is epsilon-greedy", pi, mc.epsilon_greedy(pi, epsilon), atol=PROBABILITY_ATOL)
     best = mc.epsilon_greedy_optimal_values(P, R, 0.9, epsilon, tol=BEST_EPSILON_GREEDY_TOL)
     S, A = R.shape

@@ -20,7 +20,7 @@ from specs import rl_basics as rb
 from specs.mdp import EPS, F64, P_pi, solve_tolerance
 
 from . import recording
-from .harness import checks, close, equal, expect_rejection
+from .harness import checks, close, equal, expect_rejection, host
 from .strategies_rl import FIG_3_4, GRID_5x5, check_table, printed_tolerance, random_mdps
 
 DOC = "rl_basics"
@@ -82,11 +82,6 @@ def _converged_vi(P, R, gamma: float) -> torch.Tensor:
     return rb.value_iteration(P, R, gamma, iterations=K)[0][-1]
 
 
-def _host(out):
-    """An implementation's output(s) on the host, where the spec's references are computed (a CUDA target's are not)."""
-    return tuple(x.cpu() for x in out) if isinstance(out, (tuple, list)) else out.cpu()
-
-
 def _first_differing(a: torch.Tensor, b: torch.Tensor) -> str:
     """Where ``a > b`` fails first, with enough digits to see the difference."""
     i = int((a - b).argmax())
@@ -101,7 +96,7 @@ def _first_differing(a: torch.Tensor, b: torch.Tensor) -> str:
 def test_bellman_equation(target, mdp):
     P, _, R = mdp.tensors()
     pi = mdp.policy()
-    v = _host(target(P, R, pi, mdp.gamma))
+    v = host(target(P, R, pi, mdp.gamma))
     # v's forward error e (at most solve_tolerance) comes back as (I - gamma P_pi) e in the residual, at most
     # (1 + gamma) e, plus the rounding of the residual's own sums
     tol = (1 + mdp.gamma) * solve_tolerance(mdp.S, mdp.gamma, _scale(v)) + \
@@ -113,7 +108,7 @@ def test_bellman_equation(target, mdp):
     for j in {0, mdp.S - 1}:
         e_j = torch.zeros(mdp.S, mdp.A, dtype=F64)
         e_j[j] = 1.0
-        column = _host(target(P, e_j, pi, mdp.gamma))
+        column = host(target(P, e_j, pi, mdp.gamma))
         identity = torch.zeros(mdp.S, dtype=F64)
         identity[j] = 1.0
         tol_j = solve_tolerance(mdp.S, mdp.gamma, 1 / (1 - mdp.gamma))
@@ -128,7 +123,7 @@ def test_closed_form_equals_iterative(target, mdp, sweeps):
     pi = mdp.policy()
     v_pi = rb.state_values(P, R, pi, mdp.gamma)
     v0 = v_pi + torch.randn(mdp.S, generator=mdp.generator(2), dtype=F64) * 3 + 1.0  # a constant part decays at
-    v_K = _host(target(P, R, pi, mdp.gamma, v0, sweeps))                             # exactly gamma per sweep
+    v_K = host(target(P, R, pi, mdp.gamma, v0, sweeps))                             # exactly gamma per sweep
     delta0 = v0 - v_pi
     decay = torch.linalg.matrix_power(mdp.gamma * P_pi(P, pi), sweeps)
     error = decay @ delta0
@@ -152,7 +147,7 @@ def test_action_values(target, mdp):
     P, _, R = mdp.tensors()
     pi = mdp.policy()
     v_pi = rb.state_values(P, R, pi, mdp.gamma)
-    q = _host(target(P, R, v_pi, mdp.gamma))
+    q = host(target(P, R, v_pi, mdp.gamma))
     # sum_a pi q - v_pi = r_pi + gamma P_pi v_pi - v_pi, the residual of the reference v_pi: at most (1 + gamma) x
     # its error; plus the rounding of the target's q and of the check's own sums (one sweep each)
     e_pi = _reference_error(P, R, v_pi, mdp.gamma, pi)
@@ -172,7 +167,7 @@ def test_value_iteration_contraction(target, mdp, iterations):
     v_star = rb.optimal_values(P, R, gamma)
     e_star = _reference_error(P, R, v_star, gamma)
     v0 = torch.randn(mdp.S, generator=mdp.generator(3), dtype=F64) * 5
-    vs, pi = _host(target(P, R, gamma, iterations=iterations, v0=v0))
+    vs, pi = host(target(P, R, gamma, iterations=iterations, v0=v0))
     q_scale = _q_scale(R, gamma, vs, v_star)
     rho = _sweep_rounding(mdp.S, mdp.A, q_scale)  # one sweep of the target
     err = (vs - v_star).abs().amax(dim=1)
@@ -208,7 +203,7 @@ def test_value_iteration_error_on_the_grid(target):
     """One fixed problem for the report: VI's error on the 5 x 5 grid (Fig. 3.4(a)) against gamma^k |v_0 - v*|."""
     P, R = rb.grid_world(**GRID_5x5)
     v_star = rb.optimal_values(P, R, 0.9)
-    vs, _ = _host(target(P, R, 0.9, iterations=150))
+    vs, _ = host(target(P, R, 0.9, iterations=150))
     err = (vs - v_star).abs().amax(dim=1)
     S, A = R.shape
     # v*'s error enters the contraction check (1 + gamma) times, plus one sweep's rounding
@@ -226,7 +221,7 @@ def test_policy_iteration_monotone(target, mdp, omit_pi0):
     P, _, R = mdp.tensors()
     gamma = mdp.gamma
     pi0 = mdp.policy(deterministic=True)
-    vs, pi = _host(target(P, R, gamma) if omit_pi0 else target(P, R, gamma, pi0=pi0))
+    vs, pi = host(target(P, R, gamma) if omit_pi0 else target(P, R, gamma, pi0=pi0))
     if omit_pi0:  # the default start: the first action everywhere (Alg. 4.1 leaves pi_0 free; the spec fixes it)
         pi0 = torch.nn.functional.one_hot(torch.zeros(mdp.S, dtype=torch.long), mdp.A).to(F64)
         v0 = rb.state_values(P, R, pi0, gamma)
@@ -305,8 +300,8 @@ def test_affine_reward_invariance(target, mdp, alpha, beta):
     gamma, S, A = mdp.gamma, mdp.S, mdp.A
     K = math.ceil(math.log(EVALUATION_TRUNCATION) / math.log(gamma))
     R2 = alpha * R + beta
-    v, _ = _host(target(P, R, gamma, iterations=K))
-    v2, _ = _host(target(P, R2, gamma, iterations=K))
+    v, _ = host(target(P, R, gamma, iterations=K))
+    v2, _ = host(target(P, R2, gamma, iterations=K))
     # From v_0 = 0 the K-th iterates satisfy v'_K = alpha v_K + beta (1 - gamma^K) / (1 - gamma) exactly (max
     # commutes with alpha > 0 and a constant): each run is off by its sweeps' rounding, R2 by one rounding per entry
     # (amplified 1 / (1 - gamma)), the expected value by two roundings
@@ -337,7 +332,7 @@ def test_value_iteration_accepts_sparse_transitions(target, mdp):
     """Every operation takes P as a torch sparse tensor too (how large MDPs are stored)."""
     P, _, R = mdp.tensors()
     sweeps = 20
-    dense_values, dense_pi = _host(target(P, R, mdp.gamma, iterations=sweeps))
+    dense_values, dense_pi = host(target(P, R, mdp.gamma, iterations=sweeps))
     sparse_values, sparse_pi = target(P.to_sparse(), R, mdp.gamma, iterations=sweeps)
     # the same sweeps with the sums in another order: each side within _sweep_tolerance of the exact iterates
     q_scale = _q_scale(R, mdp.gamma, dense_values)
@@ -365,7 +360,7 @@ def _optimal_by_vi(P, R, gamma, vi=rb.value_iteration):
 @pytest.mark.parametrize("panel", list(FIG_3_4))
 def test_grid_world_fig_3_4(target, panel):
     gamma, r_forbidden, book = FIG_3_4[panel]
-    P, R = _host(target(**GRID_5x5, r_boundary=-1.0, r_forbidden=r_forbidden, r_target=1.0))
+    P, R = host(target(**GRID_5x5, r_boundary=-1.0, r_forbidden=r_forbidden, r_target=1.0))
     check_table(f"Fig. 3.4({panel})", _optimal_by_vi(P, R, gamma), book, figure=f"fig_3_4{panel}")
 
 
@@ -430,10 +425,10 @@ def test_grid_world_matches_the_spec_everywhere(target, args):
 def test_grid_world_worked_examples(target):
     """Tables of action values depend on the order of the actions and on what a bump costs (r_forbidden = -10
     in Ch. 5), which the Fig. 3.4 value tables cannot see."""
-    P, R = _host(target(**GRID_2x2))
+    P, R = host(target(**GRID_2x2))
     v = rb.state_values(P, R, _deterministic([RIGHT, DOWN, RIGHT, STAY]), 0.9)
     _assert_printed("Ch. 3 q(s_1, .)", rb.action_values(P, R, v, 0.9)[0], ["6.2", "8", "9", "6.2", "7.2"])
-    P, R = _host(target(**GRID_3x3, r_forbidden=-10.0))
+    P, R = host(target(**GRID_3x3, r_forbidden=-10.0))
     v = rb.state_values(P, R, _deterministic(CH5_PI0), 0.9)
     _assert_printed("Ch. 5 q_pi0(s_1, .)", rb.action_values(P, R, v, 0.9)[0], ["-10", "7.29", "7.29", "-10", "-9"])
 
