@@ -22,6 +22,7 @@ except ImportError:  # used outside asv (tools/gpu_check.py on a machine without
     def skip_benchmark_if(condition):
         return lambda benchmark: benchmark
 
+from eqspec import outputs
 from eqspec.budget import K_FORWARD, BudgetCheck, check_within_budget
 from eqspec.contracts import ConformanceError
 from eqspec.registry import REGISTRY, Implementation
@@ -153,8 +154,8 @@ def check_against_spec(impl_fn: Callable, operation: str, inputs: Sequence, *, l
     baseline_fn = REGISTRY.implementation(operation, op.baseline).load()
     impl_fn(*inputs, **call_kwargs)
     result = impl_fn(*inputs, **call_kwargs)
-    if op.check_result is not None:
-        op.check_result(result, *inputs, provides=provides, **call_kwargs)
+    if op.outputs:
+        outputs.check(op.id, op.outputs, result, outputs.bind(op.reference, inputs, call_kwargs), provides=provides)
     reference = op.reference(*(_float64_on(x, reference_device) for x in inputs), **call_kwargs)
     baseline = baseline_fn(*inputs, **call_kwargs)
     *magnitudes, terms = (op.magnitudes(*inputs, **call_kwargs) if op.magnitudes is not None

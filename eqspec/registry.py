@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .domain import Domain
+from .outputs import Output
 
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -69,6 +70,24 @@ def check_capabilities(names, allowed, what: str) -> frozenset[str]:
     return names
 
 
+def check_output_dtypes(declared, op: Operation, what: str) -> dict[str, tuple[str, ...]]:
+    """``declared`` ({output: dtype names}) as a dict of tuples, or a ValueError naming the output or dtype at fault."""
+    if not isinstance(declared, dict):
+        raise ValueError(f"{what}: output dtypes must be a dict {{output name: dtype names}}, got {declared!r}")
+    names = [o.name for o in op.outputs]
+    result = {}
+    for name, dtypes in declared.items():
+        if name not in names:
+            raise ValueError(f"{what}: output dtypes name {name!r}, which {op.id} does not return; its outputs: "
+                             f"{', '.join(names)}")
+        dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+        bad = [d for d in dtypes if d not in FLOAT_DTYPES + ("int64", "int32")]
+        if bad:
+            raise ValueError(f"{what}: output dtypes for {name!r} must be dtype names like 'float32', got {bad}")
+        result[name] = dtypes
+    return result
+
+
 @dataclass(frozen=True)
 class Document:
     id: str
@@ -109,7 +128,7 @@ class Operation:
     returns: str
     dtypes: tuple[str, ...] = FLOAT_DTYPES
     baseline: str | None = None  # implementation name of the naive same-precision baseline
-    check_result: Callable[..., None] | None = None  # output contract: raises ContractViolation
+    outputs: tuple[Output, ...] = ()  # what it returns: each output's kind, shape, dtype, device (eqspec/outputs.py)
     # (inputs) -> (size of the terms each output sums, one per output, ..., float64 reduction length): the error
     # budget's floor (eqspec/budget.py); None: the outputs' own size
     magnitudes: Callable[..., tuple] | None = None
@@ -123,6 +142,13 @@ class Operation:
         unknown = [c for c in self.capabilities if capability_meaning(c) is None]
         if unknown:
             raise ValueError(f"operation {self.id}: capabilities {unknown} are not in the vocabulary (CAPABILITIES)")
+        named = tuple(n.strip() for n in self.returns.strip("()").split(","))
+        if self.outputs and named != tuple(o.name for o in self.outputs):
+            raise ValueError(f"operation {self.id}: outputs {[o.name for o in self.outputs]} are not its returns "
+                             f"{self.returns}")
+        stray = [o.requires for o in self.outputs if o.requires is not None and o.requires not in self.capabilities]
+        if stray:
+            raise ValueError(f"operation {self.id}: outputs require {stray}, which are not its capabilities")
 
     @property
     def signature(self) -> str:
@@ -175,6 +201,8 @@ class Implementation:
     provides: frozenset[str] = frozenset()  # capabilities, e.g. {"lse", "grad", "gqa", "causal"}
     deviations: dict[str, Deviation] = field(default_factory=dict)  # claim id -> documented difference
     notes: str = ""
+    # output name -> dtypes it may come back in beyond the operation's rule (Liger's float32 loss for bfloat16 inputs)
+    output_dtypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     interpreted_on_cpu: bool = False  # Triton under TRITON_INTERPRET: keep sizes small
     targets: tuple[str, ...] = ()  # mutants only: the claims this wrong implementation must break
     # where it is defined within the operation's domain: argument -> (low, high) for an integer argument (a world of
@@ -273,6 +301,7 @@ class Registry:
         op = self.operations.get(impl.operation)
         if op is not None:
             impl.provides = check_capabilities(impl.provides, op.capabilities, f"{impl.name} ({impl.operation})")
+            impl.output_dtypes = check_output_dtypes(impl.output_dtypes, op, f"{impl.name} ({impl.operation})")
         key = (impl.operation, impl.name)
         self.implementations[key] = impl
         return impl
@@ -326,7 +355,7 @@ def operation(
     convention: str = "",
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
     baseline: str | None = None,
-    check_result: Callable[..., None] | None = None,
+    outputs: tuple[Output, ...] = (),
     capabilities: tuple[str, ...] = (),
     domain: Domain | None = None,
 ) -> Callable[[Callable], Callable]:
@@ -335,7 +364,7 @@ def operation(
     def register(fn: Callable) -> Callable:
         op_id = f"{document}.{fn.__name__}"
         REGISTRY.add_spec(Spec(op_id, document, fn, latex, source, convention))
-        REGISTRY.add_operation(Operation(op_id, document, fn, summary, returns, dtypes, baseline, check_result,
+        REGISTRY.add_operation(Operation(op_id, document, fn, summary, returns, dtypes, baseline, tuple(outputs),
                                          capabilities=tuple(capabilities), domain=domain))
         # The reference is itself an implementation: the property tests check the spec against the claims.
         REGISTRY.add_implementation(Implementation(

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from eqspec import outputs
 from eqspec.registry import REGISTRY, Implementation
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EQSPEC_IMPL_TIMEOUT", "120"))
@@ -87,6 +88,7 @@ def call(impl: Implementation, *args, **kwargs):
     except Exception as exc:
         raise ImplementationError(f"{impl.name} raised {type(exc).__name__}: {exc}") from exc
     op = REGISTRY.operations[impl.operation]
-    if op.check_result is not None:
-        op.check_result(result, *args, provides=impl.provides, **kwargs)
+    if op.outputs:
+        outputs.check(op.id, op.outputs, result, outputs.bind(op.reference, args, kwargs), provides=impl.provides,
+                      extra_dtypes=impl.output_dtypes)
     return result

@@ -6,6 +6,12 @@ A user callable is named by its ``module:callable`` string. It may declare what 
     my_attention.eqspec_devices = ("cuda",)              # default: ("cpu", "cuda")
     my_attention.eqspec_dtypes = ("float16", "bfloat16")  # default: every dtype of the operation
     my_attention.eqspec_provides = {"causal", "gqa"}      # default: none - only what is declared is tested
+    my_loss.eqspec_output_dtypes = {"loss": ("float32",)}  # default: the operation's rule (python -m specs
+                                                          # --capabilities OP); here a float32 loss for any inputs
+    my_loss.eqspec_deviations = {                         # default: none - a documented difference from a claim
+        "dpo.fused_matches_spec": "accumulates in float32 tiles",          # expected to fail, reported as a deviation
+        "dpo.gradient_matches_derivation": {"reason": "...", "only": {"dtype": ("bfloat16",)}, "strict": False},
+    }
 
 Entry points: a package may declare, in the group ``eqspec.implementations``, entries named by the operation
 (``"flash_attention.attention" = "mypkg.attn:flash_attn"``; several for one operation as
@@ -17,7 +23,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import entry_points
 
-from eqspec.registry import REGISTRY, Implementation, check_capabilities, load_target
+from eqspec.registry import REGISTRY, Deviation, Implementation, check_capabilities, check_output_dtypes, load_target
 
 ENV_VAR = "EQSPEC_IMPL"
 ENTRY_POINT_GROUP = "eqspec.implementations"
@@ -49,12 +55,42 @@ def make(op_id: str, target: str, source: str) -> Implementation:
     impl.devices = tuple(getattr(fn, "eqspec_devices", impl.devices))
     dtypes = getattr(fn, "eqspec_dtypes", None)
     impl.dtypes = tuple(dtypes) if dtypes is not None else None
+    op = REGISTRY.operations[op_id]
     try:
-        impl.provides = check_capabilities(getattr(fn, "eqspec_provides", impl.provides),
-                                           REGISTRY.operations[op_id].capabilities, f"{target}.eqspec_provides")
+        impl.provides = check_capabilities(getattr(fn, "eqspec_provides", impl.provides), op.capabilities,
+                                           f"{target}.eqspec_provides")
+        impl.output_dtypes = check_output_dtypes(getattr(fn, "eqspec_output_dtypes", {}), op,
+                                                 f"{target}.eqspec_output_dtypes")
+        impl.deviations = deviations(getattr(fn, "eqspec_deviations", {}), op_id, f"{target}.eqspec_deviations")
     except ValueError as exc:
         raise ImplArgumentError(f"{source}: {exc}") from None
     return impl
+
+
+def deviations(declared, op_id: str, what: str) -> dict[str, Deviation]:
+    """A user's ``eqspec_deviations`` ({claim id: reason, or {"reason", "only", "strict"}}) as Deviations, or a
+    ValueError naming the claim or the field at fault."""
+    if not isinstance(declared, dict):
+        raise ValueError(f"{what} must be a dict {{claim id: reason}}, got {type(declared).__name__}")
+    result = {}
+    for claim_id, value in declared.items():
+        claim = REGISTRY.claims.get(claim_id)
+        if claim is None or op_id not in claim.operations:
+            mine = sorted(c.id for c in REGISTRY.claims.values() if op_id in c.operations)
+            raise ValueError(f"{what}: {claim_id!r} is not a claim about {op_id}; its claims: {', '.join(mine)}")
+        if isinstance(value, str):
+            value = {"reason": value}
+        if not isinstance(value, dict) or not isinstance(value.get("reason"), str) or not value["reason"].strip() \
+                or set(value) - {"reason", "only", "strict"}:
+            raise ValueError(f"{what}[{claim_id!r}] must be a reason (str) or a dict with 'reason' (str) and "
+                             f"optionally 'only' {{test parameter: values}} and 'strict' (bool), got {value!r}")
+        only = value.get("only", {})
+        if not isinstance(only, dict):
+            raise ValueError(f"{what}[{claim_id!r}]['only'] must be a dict {{test parameter: values}}, got {only!r}")
+        result[claim_id] = Deviation(value["reason"], tuple((k, tuple(v) if isinstance(v, (list, tuple)) else (v,))
+                                                            for k, v in only.items()),
+                                     strict=bool(value.get("strict", True)))
+    return result
 
 
 def from_environment() -> list[Implementation]:

@@ -10,7 +10,8 @@
                                     replace the README's table with the registry's
     python -m specs --capabilities [OP ...]
                                     each operation's capabilities (what an implementation may declare in
-                                    eqspec_provides, what a test may require) with their meaning, and its dtypes
+                                    eqspec_provides, what a test may require) with their meaning, its dtypes
+                                    and its output rules (shape, dtype, device of each returned value)
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ TABLE_END = "<!-- end of operations-table -->"
 
 
 def operations_table(reg: Registry) -> str:
-    lines = [TABLE_BEGIN, "", "| operation | signature | what it computes | capabilities | implementations |",
-             "|---|---|---|---|---|"]
+    lines = [TABLE_BEGIN, "", "| operation | signature | what it computes | outputs (shape, dtype, device) "
+             "| capabilities | implementations |", "|---|---|---|---|---|---|"]
     for op in sorted(reg.operations.values(), key=lambda o: o.id):
         impls = ", ".join(f"`{i.name}`" for i in reg.implementations_of(op.id) if i.origin not in ("mutant", "user"))
         summary = op.summary.replace("|", "\\|")
         caps = ", ".join(f"`{c}`" for c in op.capabilities)
-        lines.append(f"| `{op.id}` | `{op.signature.split('.', 1)[1]}` | {summary} | {caps} | {impls} |")
+        rules = "<br>".join(f"`{o.describe()}`" for o in op.outputs)
+        lines.append(f"| `{op.id}` | `{op.signature.split('.', 1)[1]}` | {summary} | {rules} | {caps} | {impls} |")
     return "\n".join([*lines, "", TABLE_END])
 
 
@@ -44,6 +46,8 @@ def capabilities(reg: Registry, ops: list[str], out=sys.stdout) -> int:
         return 2
     for op in (reg.operations[o] for o in (ops or sorted(reg.operations))):
         print(f"{op.id}  (dtypes: {', '.join(op.dtypes)})", file=out)
+        for rule in op.outputs:
+            print(f"    returns {rule.describe()}", file=out)
         for name in op.capabilities:
             print(f"    {name:<20} {capability_meaning(name)}", file=out)
         if not op.capabilities:

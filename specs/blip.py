@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eqspec.contracts import ArgumentError, ContractViolation, check_scalar_result, expect_tuple
+from eqspec.contracts import ArgumentError
 from eqspec.domain import FLAG, Built, Choice, Domain, Int, Optional, Real, normal
+from eqspec.outputs import ONE_ELEMENT, Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .validators import check_dim, check_same, check_scalar, check_tensor, check_unit_interval
@@ -38,12 +39,6 @@ IGNORE_INDEX = -100
 # ITC with momentum distillation
 # ---------------------------------------------------------------------------------------------------
 
-def check_targets_result(result, sim_m, alpha, *, provides=frozenset(), **kwargs) -> None:
-    if not isinstance(result, torch.Tensor) or result.shape != sim_m.shape:
-        raise ContractViolation(f"soft_targets must return a tensor of sim_m's shape {tuple(sim_m.shape)}, got "
-                                f"{tuple(getattr(result, 'shape', ())) or type(result).__name__}")
-
-
 @operation(
     DOC,
     latex=r"y = \alpha\,\mathrm{softmax}(s_m) + (1-\alpha)\,y^{\rm onehot}",
@@ -52,7 +47,7 @@ def check_targets_result(result, sim_m, alpha, *, provides=frozenset(), **kwargs
     summary="The ITC soft targets from the momentum similarities sim_m (B, K), K >= B (the momentum batch's "
             "columns first, then the queue): alpha softmax(sim_m) + (1 - alpha) onehot, the one at column i of "
             "row i.",
-    check_result=check_targets_result,
+    outputs=(Output("y", shape="sim_m.shape"),),
 )
 def soft_targets(sim_m: torch.Tensor, alpha: float) -> torch.Tensor:
     check_tensor("sim_m", sim_m, rank=2)
@@ -92,7 +87,7 @@ def check_itc_args(v, w, v_m, w_m, queue_v, queue_t):
             "batch's features and the queues (K, D), temperature temp, distillation weight alpha. Soft targets "
             "from the momentum-vs-momentum similarities; nothing flows back into the momentum side or the queues.",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="image_feat"),),
     capabilities=("grad",),
 )
 def itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp, alpha) -> torch.Tensor:
@@ -126,12 +121,6 @@ def itc_image_gradient(v, w_m, Q_t, v_m, tau, alpha) -> torch.Tensor:
 # The momentum encoder and the queue
 # ---------------------------------------------------------------------------------------------------
 
-def check_like_first(result, first, *args, provides=frozenset(), **kwargs) -> None:
-    if not isinstance(result, torch.Tensor) or result.shape != first.shape or result.dtype != first.dtype:
-        raise ContractViolation(f"expected a tensor shaped and typed like the first argument {tuple(first.shape)} "
-                                f"{first.dtype}, got {getattr(result, 'shape', type(result).__name__)}")
-
-
 @operation(
     DOC,
     latex=r"\theta_m \leftarrow m\,\theta_m + (1-m)\,\theta",
@@ -139,7 +128,7 @@ def check_like_first(result, first, *args, provides=frozenset(), **kwargs) -> No
     returns="theta_m",
     summary="One EMA step of the momentum encoder's parameters theta_m towards the online theta (same shape) with "
             "momentum m in [0, 1] (BLIP: 0.995).",
-    check_result=check_like_first,
+    outputs=(Output("theta_m", shape="theta_m.shape", dtype="theta_m"),),
 )
 def momentum_update(theta_m: torch.Tensor, theta: torch.Tensor, m: float) -> torch.Tensor:
     check_tensor("theta_m", theta_m)
@@ -157,13 +146,6 @@ def ema_closed_form(theta_m0: torch.Tensor, theta: torch.Tensor, m: float, k: in
     return theta + m**k * (theta_m0 - theta)
 
 
-def check_enqueue_result(result, queue, ptr, feats, *, provides=frozenset(), **kwargs) -> None:
-    new_queue, new_ptr = expect_tuple(result, ("queue", "ptr"), "enqueue")
-    check_like_first(new_queue, queue)
-    if isinstance(new_ptr, bool) or not isinstance(new_ptr, int):
-        raise ContractViolation(f"enqueue: ptr must be a Python int, got {new_ptr!r}")
-
-
 @operation(
     DOC,
     latex=r"Q[p:p+B] \leftarrow f_m,\quad p \leftarrow (p + B) \bmod K",
@@ -171,7 +153,7 @@ def check_enqueue_result(result, queue, ptr, feats, *, provides=frozenset(), **k
     returns="(queue, ptr)",
     summary="Enqueue the momentum features feats (B, D) of a batch into the FIFO queue (K, D) at pointer ptr; "
             "returns the new queue (a copy) and the new pointer. K must be a multiple of B.",
-    check_result=check_enqueue_result,
+    outputs=(Output("queue", shape="queue.shape", dtype="queue"), Output("ptr", kind="int")),
 )
 def enqueue(queue: torch.Tensor, ptr: int, feats: torch.Tensor):
     check_tensor("queue", queue, rank=2)
@@ -191,10 +173,6 @@ def enqueue(queue: torch.Tensor, ptr: int, feats: torch.Tensor):
 # ITM with hard negatives
 # ---------------------------------------------------------------------------------------------------
 
-def check_weights_result(result, sim, ids=None, *, provides=frozenset(), **kwargs) -> None:
-    check_like_first(result, sim)
-
-
 @operation(
     DOC,
     latex=r"w_{ij} \propto \mathrm{softmax}(s_{i,:B})_j + 10^{-4},\ w_{ii} = 0\ \text{(pretrain)};\quad "
@@ -205,7 +183,7 @@ def check_weights_result(result, sim, ids=None, *, provides=frozenset(), **kwarg
             "anchors, columns: candidates). Without ids (pretraining): softmax(sim) + 1e-4 with the diagonal set "
             "to 0; with ids (B,) (retrieval): softmax(sim) with every same-id entry set to 0. Unnormalised: "
             "torch.multinomial draws from them.",
-    check_result=check_weights_result,
+    outputs=(Output("weights", shape="sim.shape", dtype="sim"),),
 )
 def hard_negative_weights(sim: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     check_tensor("sim", sim, rank=2)
@@ -250,7 +228,7 @@ def itm_labels(B: int, device=None) -> torch.Tensor:
     summary="The ITM loss of the itm head's logits (3B, 2) over B positive pairs (label 1), then B (text, hard "
             "negative image) and B (hard negative text, image) pairs (label 0): mean 2-way cross-entropy.",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="itm_logits"),),
     capabilities=("grad",),
 )
 def itm_loss(itm_logits: torch.Tensor) -> torch.Tensor:
@@ -291,7 +269,7 @@ def smoothed_target(y: torch.Tensor, V: int, eps: float) -> torch.Tensor:
             "targets equal to pad_token_id are ignored; cross-entropy against the label-smoothed target "
             "(1 - eps) onehot + eps / V, averaged over the predicted tokens.",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="logits"),),
     capabilities=("grad",),
 )
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int, *,
@@ -310,11 +288,6 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, pad_token_id: int, *,
 # CapFilt
 # ---------------------------------------------------------------------------------------------------
 
-def check_capfilt_result(result, captions, match_prob, human, *, provides=frozenset(), **kwargs) -> None:
-    if not isinstance(result, list) or not all(isinstance(c, str) for c in result):
-        raise ContractViolation(f"capfilt must return a list of captions (str), got {type(result).__name__}")
-
-
 @operation(
     DOC,
     latex=r"\mathcal D' = \{(I,T) \in \mathcal D_h\} \cup \{(I, T) \in \mathcal D_w \cup \mathcal D_s : "
@@ -327,7 +300,7 @@ def check_capfilt_result(result, captions, match_prob, human, *, provides=frozen
             "human-annotated caption and every other caption whose match probability exceeds 1/2 (the ITM head's "
             "argmax is 'matched').",
     dtypes=("float64", "float32"),
-    check_result=check_capfilt_result,
+    outputs=(Output("kept", kind="list[str]"),),
 )
 def capfilt(captions: list, match_prob: torch.Tensor, human: torch.Tensor) -> list:
     if not isinstance(captions, (list, tuple)) or not all(isinstance(c, str) for c in captions):

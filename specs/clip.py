@@ -17,7 +17,8 @@ import math
 
 import torch
 
-from eqspec.contracts import ArgumentError, ContractViolation, check_scalar_result, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import ONE_ELEMENT, Output
 from eqspec.registry import claim, operation, spec
 
 from .validators import check_pair, check_scalar, check_tensor, check_world
@@ -60,7 +61,7 @@ def cross_entropy(L: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     summary="Symmetric InfoNCE of a square logit matrix L (N, N) whose pairs are on the diagonal: the mean of the "
             "row (image -> text) and column (text -> image) cross-entropies. Loss in L's dtype.",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="L"),),
     capabilities=("grad",),
 )
 def contrastive_loss(L: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,7 @@ def logits_gradient(L: torch.Tensor) -> torch.Tensor:
     convention="logit_scale is the raw parameter t (s = exp t), as CLIP stores it; libraries that take the "
                "exponentiated scale get exp(t).",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="image_features"),),
     capabilities=("grad",),
 )
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
@@ -112,12 +113,6 @@ def orthonormal_loss(N: int, s: float) -> float:
 # The temperature clamp
 # ---------------------------------------------------------------------------------------------------
 
-def check_clamp_result(result, logit_scale, *, provides=frozenset(), **kwargs) -> None:
-    if not isinstance(result, torch.Tensor) or result.shape != logit_scale.shape or result.dtype != logit_scale.dtype:
-        raise ContractViolation(f"clamp_logit_scale must return a tensor shaped and typed like logit_scale "
-                                f"{tuple(logit_scale.shape)} {logit_scale.dtype}, got {result!r}")
-
-
 @operation(
     DOC,
     latex=r"t \leftarrow \min(\max(t, 0), \ln 100),\quad s = e^{t} \in [1, 100]",
@@ -125,7 +120,7 @@ def check_clamp_result(result, logit_scale, *, provides=frozenset(), **kwargs) -
     returns="logit_scale",
     summary="The clamp applied to the stored log-temperature after every optimiser step: t in [0, ln 100], so the "
             "logit scale exp(t) never exceeds 100. Tensor in, tensor of the same shape and dtype out.",
-    check_result=check_clamp_result,
+    outputs=(Output("logit_scale", shape="logit_scale.shape", dtype="logit_scale"),),
 )
 def clamp_logit_scale(logit_scale: torch.Tensor) -> torch.Tensor:
     check_tensor("logit_scale", logit_scale)
@@ -146,7 +141,7 @@ def clamp_logit_scale(logit_scale: torch.Tensor) -> torch.Tensor:
             "rank r holds rows b r .. b (r+1) - 1): its b local images against all N texts and its b local texts "
             "against all N images, labels offset by b r.",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="image_features"),),
     capabilities=("grad",),
 )
 def local_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, *, rank: int,
@@ -162,16 +157,6 @@ def local_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_
     y = torch.arange(b, device=image_features.device) + b * rank
     loss = 0.5 * (cross_entropy(logits(I_hat[rows], T_hat, t), y) + cross_entropy(logits(T_hat[rows], I_hat, t), y))
     return loss.to(image_features.dtype)
-
-
-def check_sharded_result(result, image_features, text_features, logit_scale, *, world_size, provides=frozenset(),
-                         **kwargs) -> None:
-    losses, d_image, d_text = expect_tuple(result, ("losses", "d_image", "d_text"), "sharded_loss")
-    for name, x, shape in (("losses", losses, (world_size,)), ("d_image", d_image, tuple(image_features.shape)),
-                           ("d_text", d_text, tuple(text_features.shape))):
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape:
-            raise ContractViolation(f"sharded_loss: {name} must be a tensor of shape {shape}, got "
-                                    f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
 
 
 def grads_of_ranks(rank_losses, leaves, world_size: int):
@@ -192,7 +177,11 @@ def grads_of_ranks(rank_losses, leaves, world_size: int):
             "rank reports (W,) and the gradients its local features receive (backward of its own loss through the "
             "all-gather, divided by W as DDP averages), laid out as the concatenated batch (N, D).",
     dtypes=("float64", "float32"),
-    check_result=check_sharded_result,
+    outputs=(
+        Output("losses", shape="(world_size,)"),
+        Output("d_image", shape="image_features.shape"),
+        Output("d_text", shape="text_features.shape"),
+    ),
     capabilities=("grad", "full_world_only"),
 )
 def sharded_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale, *, world_size: int):
@@ -210,13 +199,6 @@ def sharded_loss(image_features: torch.Tensor, text_features: torch.Tensor, logi
 # Zero-shot classification
 # ---------------------------------------------------------------------------------------------------
 
-def check_classifier_result(result, class_embeddings, *, provides=frozenset(), **kwargs) -> None:
-    C, _, D = class_embeddings.shape
-    if not isinstance(result, torch.Tensor) or tuple(result.shape) != (D, C):
-        raise ContractViolation(f"zero_shot_classifier must return a (D, C) = {(D, C)} tensor, got "
-                                f"{tuple(getattr(result, 'shape', ())) or type(result).__name__}")
-
-
 @operation(
     DOC,
     latex=r"w_c = \mathrm{normalize}\Big(\frac1{|T|}\sum_{k}\mathrm{normalize}(e_{c,k})\Big),\quad W=[w_1\cdots w_C]",
@@ -225,7 +207,7 @@ def check_classifier_result(result, class_embeddings, *, provides=frozenset(), *
     summary="The zero-shot classifier from text embeddings of C classes x K templates (C, K, D): each template "
             "embedding normalised, averaged over templates, renormalised; the columns of W (D, C). "
             "Logits are 100 x normalize(image) @ W.",
-    check_result=check_classifier_result,
+    outputs=(Output("W", shape="(class_embeddings.shape[2], class_embeddings.shape[0])"),),
 )
 def zero_shot_classifier(class_embeddings: torch.Tensor) -> torch.Tensor:
     check_tensor("class_embeddings", class_embeddings, rank=3)

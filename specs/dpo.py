@@ -23,8 +23,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
 from eqspec.domain import FLAG, Choice, Domain, Int, Optional, Real, completion_mask, integers, log_probs, normal
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .validators import check_mask, check_same, check_tensor, check_token_ids
@@ -56,10 +57,6 @@ def check_sequence_args(logits, input_ids, completion_mask) -> None:
     check_mask("completion_mask", completion_mask, (N, T))
 
 
-def check_logps_result(result, logits, *args, provides=frozenset(), **_) -> None:
-    expect_tensor("logps", result, (logits.shape[0],), (logits.dtype, F64), logits.device, "sequence_logps")
-
-
 @operation(
     DOC,
     latex=r"\log\pi(y\mid x)=\sum_{t=1}^{T-1} m_t\,\log\mathrm{softmax}(z_{t-1})_{y_t},\quad "
@@ -72,7 +69,7 @@ def check_logps_result(result, logits, *args, provides=frozenset(), **_) -> None
     convention="Shift by one: the logits at t-1 score token t, and completion_mask[:, 0] is never used; an average "
                "over zero completion tokens is 0 (count clamped to 1, as TRL).",
     baseline="torch.naive",
-    check_result=check_logps_result,
+    outputs=(Output("logps", shape="(logits.shape[0],)", dtype="logits|float64", device="logits"),),
 )
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor, *,
                    average: bool = False) -> torch.Tensor:
@@ -181,12 +178,6 @@ def check_pair_args(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected
     check_same(names, xs, "device")
 
 
-def check_dpo_loss_result(result, chosen_logps, *args, provides=frozenset(), **_) -> None:
-    losses, rc, rr = expect_tuple(result, ("losses", "chosen_rewards", "rejected_rewards"), "dpo_loss")
-    for name, x in (("losses", losses), ("chosen_rewards", rc), ("rejected_rewards", rr)):
-        expect_tensor(name, x, tuple(chosen_logps.shape), (chosen_logps.dtype,), chosen_logps.device, "dpo_loss")
-
-
 @operation(
     DOC,
     latex=r"\ell_i=\ell\big(h_i\big),\ h_i=\log\frac{\pi_\theta(y_{w,i})}{\pi_{ref}(y_{w,i})}-"
@@ -200,7 +191,11 @@ def check_dpo_loss_result(result, chosen_logps, *args, provides=frozenset(), **_
     convention="For ipo the four inputs must already be per-token averages; the rewards carry no gradient to the "
                "reference log-probs.",
     baseline="torch.naive",
-    check_result=check_dpo_loss_result,
+    outputs=(
+        Output("losses", shape="chosen_logps.shape", dtype="chosen_logps", device="chosen_logps"),
+        Output("chosen_rewards", shape="chosen_logps.shape", dtype="chosen_logps", device="chosen_logps"),
+        Output("rejected_rewards", shape="chosen_logps.shape", dtype="chosen_logps", device="chosen_logps"),
+    ),
     capabilities=("grad",),
 )
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float = 0.1,
@@ -252,10 +247,6 @@ def check_fused_args(hidden, weight, input_ids, completion_mask, ref_chosen_logp
             raise ArgumentError(name, f"{name} must have shape ({N // 2},) (one per pair), got {tuple(x.shape)}")
 
 
-def check_fused_result(result, hidden, *args, provides=frozenset(), **_) -> None:
-    expect_tensor("loss", result, (), (hidden.dtype, F64), hidden.device, "fused_linear_dpo_loss")
-
-
 def _pair_from_sequence(logps, counts, ref_chosen_logps, ref_rejected_logps, *, beta, loss_type, label_smoothing):
     """The batch loss from the (2B,) summed policy log-probs: average for IPO, split, per-pair loss, mean."""
     rc, rr = ref_chosen_logps, ref_rejected_logps
@@ -282,7 +273,7 @@ def _pair_from_sequence(logps, counts, ref_chosen_logps, ref_rejected_logps, *, 
                "(shifted mask, clamped to 1).",
     dtypes=("float64", "float32", "bfloat16"),
     baseline="torch.naive",
-    check_result=check_fused_result,
+    outputs=(Output("loss", shape="()", dtype="hidden|float64", device="hidden"),),
     capabilities=("grad", "chunk_size"),
 )
 def fused_linear_dpo_loss(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, *,

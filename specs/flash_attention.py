@@ -18,14 +18,14 @@ import math
 
 import torch
 
-from eqspec.contracts import ArgumentError, ContractViolation, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, Implementation, claim, operation, spec
 
 from .validators import check_dim, check_same, check_tensor
 
 DOC = "flash_attention"
 F64 = torch.float64
-LSE_DTYPES = (torch.float32, torch.float64)
 
 
 def _f64(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -36,13 +36,6 @@ def _f64(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
 # Softmax with its log-sum-exp
 # ---------------------------------------------------------------------------------------------------
 
-def check_softmax_result(result, x, *, provides=frozenset({"lse"})) -> None:
-    y, lse = expect_tuple(result, ("y", "lse"), "softmax")
-    expect_tensor("y", y, tuple(x.shape), (x.dtype,), x.device, "softmax")
-    if "lse" in provides:
-        expect_tensor("lse", lse, tuple(x.shape[:-1]), LSE_DTYPES, x.device, "softmax")
-
-
 @operation(
     DOC,
     latex=r"m_i=\max_j x_{ij},\quad L_i = m_i + \log\sum_j e^{x_{ij}-m_i},\quad y_{ij}=e^{x_{ij}-L_i}",
@@ -52,7 +45,10 @@ def check_softmax_result(result, x, *, provides=frozenset({"lse"})) -> None:
             "x (..., N) -> y (..., N) in x's dtype, lse (...) in float32 or wider.",
     convention="A row of -inf gives y = 0 and lse = -inf (as a fully masked attention row).",
     baseline="torch.naive",
-    check_result=check_softmax_result,
+    outputs=(
+        Output("y", shape="x.shape", dtype="x", device="x"),
+        Output("lse", shape="x.shape[:-1]", dtype="float32|float64", device="x", requires="lse"),
+    ),
     capabilities=("lse",),
 )
 def softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,10 +80,6 @@ def online_softmax_step(m: torch.Tensor, ell: torch.Tensor, s_block: torch.Tenso
     return m_new, ell_new, alpha, P_tilde
 
 
-def check_online_softmax_result(result, x, block_sizes, *, provides=frozenset({"lse"})) -> None:
-    check_softmax_result(result, x, provides=provides)
-
-
 def _check_partition(block_sizes, n: int) -> list[int]:
     sizes = [int(b) for b in block_sizes]
     if not sizes or any(b <= 0 for b in sizes) or sum(sizes) != n:
@@ -105,7 +97,10 @@ def _check_partition(block_sizes, n: int) -> list[int]:
     summary="Softmax of x over its last dimension computed by the online recurrence over the blocks "
             "block_sizes (a partition of the row). Same outputs as softmax.",
     dtypes=("float64",),
-    check_result=check_online_softmax_result,
+    outputs=(
+        Output("y", shape="x.shape", dtype="x", device="x"),
+        Output("lse", shape="x.shape[:-1]", dtype="float32|float64", device="x"),
+    ),
 )
 def online_softmax(x: torch.Tensor, block_sizes) -> tuple[torch.Tensor, torch.Tensor]:
     check_tensor("x", x)
@@ -154,14 +149,6 @@ def check_attention_args(q, k, v, scale) -> tuple[int, int, int, int, int, int, 
     return B, H, Hkv, Sq, Sk, D, v.shape[3], check_scale(scale, D)
 
 
-def check_attention_result(result, q, k, v, *, causal=False, scale=None, provides=frozenset({"lse"}), **_) -> None:
-    o, lse = expect_tuple(result, ("o", "lse"), "attention")
-    B, H, Sq, Dv = q.shape[0], q.shape[1], q.shape[2], v.shape[3]
-    expect_tensor("o", o, (B, H, Sq, Dv), (q.dtype,), q.device, "attention")
-    if "lse" in provides:
-        expect_tensor("lse", lse, (B, H, Sq), LSE_DTYPES, q.device, "attention")
-
-
 @spec(DOC, latex=r"S=\tau\,QK^\top,\quad \tau=1/\sqrt{d}\ \text{by default}",
       source="FA1 §2.2; flash_attn_interface.py docstring (softmax_scale)")
 def scores(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
@@ -197,7 +184,10 @@ def repeat_kv(x: torch.Tensor, H: int) -> torch.Tensor:
             "row gives o = 0 and lse = -inf.",
     convention="Causal bottom-right; fully masked rows give O = 0, L = -inf; GQA contiguous groups.",
     baseline="torch.naive",
-    check_result=check_attention_result,
+    outputs=(
+        Output("o", shape="q.shape[:3] + v.shape[3:]", dtype="q", device="q"),
+        Output("lse", shape="q.shape[:3]", dtype="float32|float64", device="q", requires="lse"),
+    ),
     capabilities=("lse", "causal", "gqa", "grad", "block_sizes"),
 )
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None):
@@ -260,12 +250,6 @@ REGISTRY.add_implementation(Implementation(
 ))
 
 
-def check_merge_result(result, o_a, lse_a, o_b, lse_b, *, provides=frozenset({"lse"})) -> None:
-    o, lse = expect_tuple(result, ("o", "lse"), "merge")
-    expect_tensor("o", o, tuple(o_a.shape), (o_a.dtype,), o_a.device, "merge")
-    expect_tensor("lse", lse, tuple(lse_a.shape), LSE_DTYPES, o_a.device, "merge")
-
-
 @operation(
     DOC,
     latex=r"L=\mathrm{logaddexp}(L_a,L_b),\quad O=e^{L_a-L}O_a+e^{L_b-L}O_b",
@@ -275,7 +259,10 @@ def check_merge_result(result, o_a, lse_a, o_b, lse_b, *, provides=frozenset({"l
             "o (..., Dv), lse (...). An empty split has lse = -inf and is the identity.",
     convention="Two empty splits merge to o = 0, lse = -inf.",
     dtypes=("float64", "float32"),
-    check_result=check_merge_result,
+    outputs=(
+        Output("o", shape="o_a.shape", dtype="o_a", device="o_a"),
+        Output("lse", shape="lse_a.shape", dtype="float32|float64", device="o_a"),
+    ),
 )
 def merge(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torch.Tensor):
     check_tensor("o_a", o_a)
@@ -305,13 +292,6 @@ def recompute_P(S: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return torch.exp(S - L_safe[..., None])
 
 
-def check_backward_result(result, q, k, v, o, lse, do, *, causal=False, scale=None, provides=frozenset(), **_):
-    dq, dk, dv = expect_tuple(result, ("dq", "dk", "dv"), "attention_backward")
-    expect_tensor("dq", dq, tuple(q.shape), (q.dtype,), q.device, "attention_backward")
-    expect_tensor("dk", dk, tuple(k.shape), (k.dtype,), q.device, "attention_backward")
-    expect_tensor("dv", dv, tuple(v.shape), (v.dtype,), q.device, "attention_backward")
-
-
 @operation(
     DOC,
     latex=r"D=\mathrm{rowsum}(dO\circ O),\ P=e^{S-L},\ dV=P^\top dO,\ dP=dO\,V^\top,\ dS=P\circ(dP-D),\ "
@@ -323,7 +303,11 @@ def check_backward_result(result, q, k, v, o, lse, do, *, causal=False, scale=No
             "(dk, dv summed over the query heads of each KV group).",
     convention="Fully masked rows contribute nothing (P = 0); GQA gradients are summed over each group.",
     baseline="torch.naive",
-    check_result=check_backward_result,
+    outputs=(
+        Output("dq", shape="q.shape", dtype="q", device="q"),
+        Output("dk", shape="k.shape", dtype="k", device="q"),
+        Output("dv", shape="v.shape", dtype="v", device="q"),
+    ),
     capabilities=("lse", "causal", "gqa", "block_sizes"),
 )
 def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None):
@@ -369,15 +353,6 @@ def check_cu_seqlens(name: str, cu: object, total: int, batch: int | None = None
     return values
 
 
-def check_varlen_result(result, q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None,
-                        provides=frozenset({"lse"}), **_):
-    o, lse = expect_tuple(result, ("o", "lse"), "varlen_attention")
-    T, H, Dv = q.shape[0], q.shape[1], v.shape[2]
-    expect_tensor("o", o, (T, H, Dv), (q.dtype,), q.device, "varlen_attention")
-    if "lse" in provides:
-        expect_tensor("lse", lse, (H, T), LSE_DTYPES, q.device, "varlen_attention")
-
-
 def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k):
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x, rank=3)
@@ -404,7 +379,10 @@ def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k):
             "Block-diagonal: a token of sequence b sees only keys of b; causal alignment is per sequence.",
     convention="Zero-length sequences are allowed; a query sequence with no keys gives o = 0, lse = -inf.",
     baseline="torch.naive",
-    check_result=check_varlen_result,
+    outputs=(
+        Output("o", shape="q.shape[:2] + v.shape[2:]", dtype="q", device="q"),
+        Output("lse", shape="(q.shape[1], q.shape[0])", dtype="float32|float64", device="q", requires="lse"),
+    ),
     capabilities=("lse", "causal", "gqa", "grad", "block_sizes"),
 )
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = False, scale: float | None = None):
@@ -524,11 +502,6 @@ def unmasked_pairs(Sq: int, Sk: int, causal: bool) -> int:
     return sum(min(Sk, max(0, i + Sk - Sq + 1)) for i in range(Sq))
 
 
-def check_flops_result(result, *args, provides=frozenset(), **kwargs) -> None:
-    if isinstance(result, bool) or not isinstance(result, (int, float)) or result < 0:
-        raise ContractViolation(f"attention_flops must return a non-negative number, got {result!r}")
-
-
 @operation(
     DOC,
     latex=r"\mathrm{fwd}=2BH\,n_{pairs}(D+D_v),\quad \mathrm{bwd}=2BH\,n_{pairs}(3D+2D_v)\ "
@@ -540,7 +513,7 @@ def check_flops_result(result, *args, provides=frozenset(), **kwargs) -> None:
     convention="Counts the unmasked pairs exactly: causal is Sq(Sq+1)/2 pairs for Sq = Sk, where FlashAttention's "
                "benchmarks use Sq^2/2 (a factor N/(N+1), under 0.1% from N = 1024).",
     dtypes=("float64",),
-    check_result=check_flops_result,
+    outputs=(Output("flops", kind="number", holds="flops >= 0"),),
 )
 def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
                     head_dim_v: int | None = None, *, causal: bool = False, mode: str = "fwd") -> int:

@@ -24,9 +24,10 @@ import re
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor
+from eqspec.contracts import ArgumentError
 from eqspec.domain import FLAG, OMIT, Built, Choice, Domain, Int, Optional, Real, normal
 from eqspec.domain import completion_mask as mask_builder
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .dpo import logits_gradient_magnitudes, scored_token_magnitudes, selective_log_softmax
@@ -59,10 +60,6 @@ def check_advantage_args(rewards, group_size, std, eps) -> int:
     return rewards.shape[0] // group_size
 
 
-def check_advantages_result(result, rewards, *args, provides=frozenset(), **_) -> None:
-    expect_tensor("advantages", result, tuple(rewards.shape), (rewards.dtype, F64), rewards.device, "group_advantages")
-
-
 @operation(
     DOC,
     latex=r"\hat A_{i,t}=\tilde r_i=\frac{r_i-\mathrm{mean}(\mathbf r)}{\mathrm{std}(\mathbf r)+\varepsilon}",
@@ -72,7 +69,7 @@ def check_advantages_result(result, rewards, *args, provides=frozenset(), **_) -
             "(r - group mean) / (group std + eps); std: sample (ddof 1) | population | none (no division).",
     convention="Contiguous groups (view(-1, G)); a group of equal rewards gets A = 0 exactly.",
     baseline="torch.naive",
-    check_result=check_advantages_result,
+    outputs=(Output("advantages", shape="rewards.shape", dtype="rewards|float64", device="rewards"),),
 )
 def group_advantages(rewards: torch.Tensor, group_size: int, *, std: str = "sample", eps: float = 0.0):
     check_advantage_args(rewards, group_size, std, eps)
@@ -103,10 +100,6 @@ def check_token_logps_args(logits, ids, temperature) -> float:
     return check_temperature(temperature)
 
 
-def check_token_logps_result(result, logits, *args, provides=frozenset(), **_) -> None:
-    expect_tensor("logps", result, tuple(logits.shape[:2]), (logits.dtype, F64), logits.device, "token_logps")
-
-
 @operation(
     DOC,
     latex=r"\log\pi_\theta(o_t\mid\cdot)=\log\mathrm{softmax}(z_t/T)_{o_t}",
@@ -116,7 +109,7 @@ def check_token_logps_result(result, logits, *args, provides=frozenset(), **_) -
             "positions, completion_ids (N, T) -> (N, T) log softmax(logits / temperature) gathered at the ids.",
     convention="The logits are divided by T before the log-softmax (not the log-probs after it).",
     baseline="torch.naive",
-    check_result=check_token_logps_result,
+    outputs=(Output("logps", shape="logits.shape[:2]", dtype="logits|float64", device="logits"),),
 )
 def token_logps(logits: torch.Tensor, completion_ids: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
     T = check_token_logps_args(logits, completion_ids, temperature)
@@ -201,10 +194,6 @@ def check_grpo_loss_args(logps, old_logps, ref_logps, advantages, completion_mas
     check_mask("completion_mask", completion_mask, shape)
 
 
-def check_scalar_result(result, x, *args, provides=frozenset(), **_) -> None:
-    expect_tensor("loss", result, (), (x.dtype, F64), x.device, "grpo loss")
-
-
 @operation(
     DOC,
     latex=r"\mathcal L=\mathrm{agg}_{i,t}\Big[-\min\big(\rho_{it}A_i,\mathrm{clip}(\rho_{it},1-\epsilon_{low},"
@@ -217,7 +206,7 @@ def check_scalar_result(result, x, *args, provides=frozenset(), **_) -> None:
             "(dr_grpo) defaults to T.",
     convention="Defaults are DeepSeekMath's: beta = 0.04, eps = 0.2, 'grpo' (per-sequence means).",
     baseline="torch.naive",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape="()", dtype="logps|float64", device="logps"),),
     capabilities=("grad",),
 )
 def grpo_loss(logps, old_logps, ref_logps, advantages, completion_mask, *, beta: float = 0.04,
@@ -273,7 +262,7 @@ def check_fused_args(hidden, weight, completion_ids, completion_mask, advantages
     convention="As grpo_loss; hidden[:, t] scores completion_ids[:, t] (no further shift).",
     dtypes=("float64", "float32", "bfloat16"),
     baseline="torch.naive",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape="()", dtype="hidden|float64", device="hidden"),),
     capabilities=("grad", "chunk_size"),
 )
 def fused_linear_grpo_loss(hidden, weight, completion_ids, completion_mask, advantages, old_logps=None,
@@ -383,10 +372,6 @@ def check_completions(name: str, xs: object) -> list[str]:
     return list(xs)
 
 
-def check_reward_result(result, completions, *args, provides=frozenset(), **_) -> None:
-    expect_tensor("rewards", result, (len(completions),), (F64,), torch.device("cpu"), "reward")
-
-
 @operation(
     DOC,
     latex=r"r_{fmt}(o)=\mathbb 1\big[o\ \text{matches}\ \texttt{<think>}\ldots\texttt{</think>}\,"
@@ -398,7 +383,7 @@ def check_reward_result(result, completions, *args, provides=frozenset(), **_) -
     convention="A second <think> inside the thought is rejected (open-r1's look-ahead); whitespace between the "
                "blocks and at the end is allowed.",
     dtypes=("float64",),
-    check_result=check_reward_result,
+    outputs=(Output("rewards", shape="(len(completions),)", dtype="float64", device="cpu"),),
 )
 def format_reward(completions) -> torch.Tensor:
     completions = check_completions("completions", completions)
@@ -439,7 +424,7 @@ def _normalise(answer: str) -> str | float:
     convention="The solution's answer is its last \\boxed{...} or, without one, the whole solution; an empty "
                "answer is unparseable (NaN: skipped, as TRL's None).",
     dtypes=("float64",),
-    check_result=check_reward_result,
+    outputs=(Output("rewards", shape="(len(completions),)", dtype="float64", device="cpu"),),
 )
 def accuracy_reward(completions, solutions) -> torch.Tensor:
     completions = check_completions("completions", completions)

@@ -22,8 +22,9 @@ import math
 import torch
 import torch.nn.functional as F_
 
-from eqspec.contracts import ArgumentError, expect_tensor
+from eqspec.contracts import ArgumentError
 from eqspec.domain import OMIT, Built, Choice, Domain, Int, Optional, Real, resolve
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .flash_attention import varlen_attention
@@ -142,10 +143,6 @@ def check_rope_args(x, positions, theta):
         raise ArgumentError("theta", f"theta must be a number > 1, got {theta!r}")
 
 
-def check_rope_result(result, x, positions, *, theta=THETA, provides=frozenset(), **_) -> None:
-    expect_tensor("x_rotated", result, tuple(x.shape), (x.dtype,), x.device, "rope_2d")
-
-
 @operation(
     DOC,
     latex=r"\tilde x_{2p}+i\,\tilde x_{2p+1}=(x_{2p}+i\,x_{2p+1})\,e^{i\phi_p},\quad "
@@ -158,7 +155,7 @@ def check_rope_result(result, x, positions, *, theta=THETA, provides=frozenset()
             "column x w_i for p = 2i and row x w_i for p = 2i + 1, w_i = theta^(-4i/d).",
     convention="Adjacent reals form a complex pair; x (column) before y (row) for each frequency.",
     baseline="torch.naive",
-    check_result=check_rope_result,
+    outputs=(Output("x_rotated", shape="x.shape", dtype="x", device="x"),),
 )
 def rope_2d(x: torch.Tensor, positions: torch.Tensor, *, theta: float = THETA) -> torch.Tensor:
     check_rope_args(x, positions, theta)
@@ -173,10 +170,6 @@ def rope_2d(x: torch.Tensor, positions: torch.Tensor, *, theta: float = THETA) -
 # The absolute position embedding, interpolated to the image's grid
 # ---------------------------------------------------------------------------------------------------
 
-def check_pos_emb_result(result, weight, h, w, *, provides=frozenset(), **_) -> None:
-    expect_tensor("pos", result, (h * w, weight.shape[2]), (weight.dtype,), weight.device, "pos_emb")
-
-
 @operation(
     DOC,
     latex=r"P_{h,w}=\mathrm{bicubic}(P_{64\times64}\to h\times w),\quad P_{64,64}=P_{64\times64}",
@@ -188,7 +181,7 @@ def check_pos_emb_result(result, weight, h, w, *, provides=frozenset(), **_) -> 
     convention="PyTorch's bicubic (Keys a = -0.75, align_corners=False, border replicated).",
     dtypes=("float64", "float32"),
     baseline="torch.naive",
-    check_result=check_pos_emb_result,
+    outputs=(Output("pos", shape="(h * w, weight.shape[2])", dtype="weight", device="weight"),),
 )
 def pos_emb(weight: torch.Tensor, h: int, w: int) -> torch.Tensor:
     check_tensor("weight", weight, rank=3)
@@ -234,11 +227,6 @@ def check_encoder_params(params, P: int, heads: int) -> int:
     return D
 
 
-def check_encode_result(result, patches, grid_hw, params, *, heads=1, provides=frozenset(), **_) -> None:
-    expect_tensor("h", result, (patches.shape[0], params["patch_w"].shape[0]), (patches.dtype,), patches.device,
-                  "moonvit_encode")
-
-
 @spec(DOC, latex=r"\mathrm{GELU}_{\tanh}(x)=\tfrac x2\big(1+\tanh(\sqrt{2/\pi}(x+0.044715x^3))\big)",
       source="MoonViTConfig hidden_act gelu_pytorch_tanh (SigLIP)")
 def gelu_tanh(x):
@@ -260,7 +248,7 @@ def gelu_tanh(x):
                "positions restart at (0, 0).",
     dtypes=("float64", "float32"),
     baseline="torch.naive",
-    check_result=check_encode_result,
+    outputs=(Output("h", shape="(patches.shape[0], params['patch_w'].shape[0])", dtype="patches", device="patches"),),
 )
 def moonvit_encode(patches: torch.Tensor, grid_hw, params: dict, *, heads: int = 1) -> torch.Tensor:
     check_tensor("patches", patches, rank=2)
@@ -332,10 +320,6 @@ def merge_index(h: int, w: int) -> torch.Tensor:
     return (rows * w + cols).reshape(-1, 4)
 
 
-def check_merge_result(result, x, grid_hw, *, provides=frozenset(), **_) -> None:
-    expect_tensor("merged", result, (x.shape[0] // 4, 4, x.shape[1]), (x.dtype,), x.device, "patch_merge")
-
-
 @operation(
     DOC,
     latex=r"m^{(k)}_{a,b}=\big(x_{2a,2b},x_{2a,2b+1},x_{2a+1,2b},x_{2a+1,2b+1}\big)\ \text{for each image } k",
@@ -345,7 +329,7 @@ def check_merge_result(result, x, grid_hw, *, provides=frozenset(), **_) -> None
     summary="Group each image's 2x2 patch windows. x (T, D) packed raster-order tokens, grid_hw (N, 2) with even "
             "h, w -> (T/4, 4, D) in x's dtype, images in order, windows row-major, the 4 tokens of a window "
             "row-major.",
-    check_result=check_merge_result,
+    outputs=(Output("merged", shape="(x.shape[0] // 4, 4, x.shape[1])", dtype="x", device="x"),),
 )
 def patch_merge(x: torch.Tensor, grid_hw) -> torch.Tensor:
     check_tensor("x", x, rank=2)
@@ -364,11 +348,6 @@ def gelu(x):
     return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
 
 
-def check_projector_result(result, x, grid_hw, ln_w, ln_b, w1, b1, w2, b2, *, eps=LN_EPS, provides=frozenset(),
-                           **_) -> None:
-    expect_tensor("tokens", result, (x.shape[0] // 4, w2.shape[0]), (x.dtype,), x.device, "projector")
-
-
 @operation(
     DOC,
     latex=r"z=W_2\,\mathrm{GELU}\big(W_1\,\mathrm{vec}(\mathrm{LN}(m_{a,b}))+b_1\big)+b_2,\quad "
@@ -382,7 +361,7 @@ def check_projector_result(result, x, grid_hw, ln_w, ln_b, w1, b1, w2, b2, *, ep
             "merge, then Linear + exact GELU + Linear.",
     convention="LayerNorm over each patch's D (1152), not over the concatenated 4D; exact (erf) GELU.",
     baseline="torch.naive",
-    check_result=check_projector_result,
+    outputs=(Output("tokens", shape="(x.shape[0] // 4, w2.shape[0])", dtype="x", device="x"),),
 )
 def projector(x, grid_hw, ln_w, ln_b, w1, b1, w2, b2, *, eps: float = LN_EPS):
     check_tensor("x", x, rank=2)

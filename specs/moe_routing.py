@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
 from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec  # noqa: F401  (claim: used by specs/kimi_vl.py)
 
 from .validators import check_tensor
@@ -30,7 +31,6 @@ from .validators import check_tensor
 DOC = "kimi_vl"
 F64 = torch.float64
 SCORINGS = ("sigmoid", "softmax")
-WEIGHT_DTYPES = (torch.float32, torch.float64)
 DTYPES = ("float64", "float32", "bfloat16")
 
 
@@ -137,13 +137,6 @@ def check_route_args(logits, bias, config):
     return check_config(config, logits.shape[1])
 
 
-def check_route_result(result, logits, bias, config, *, provides=frozenset(), **_) -> None:
-    indices, weights = expect_tuple(result, ("indices", "weights"), "route")
-    shape = (logits.shape[0], config.top_k)
-    expect_tensor("indices", indices, shape, (torch.int64,), logits.device, "route")
-    expect_tensor("weights", weights, shape, WEIGHT_DTYPES, logits.device, "route")
-
-
 @operation(
     DOC,
     latex=r"s=\sigma(\ell),\ c=s+b,\ \mathrm{TopK}_t=\mathrm{topk}(\mathrm{mask}_{G}(c_t),K),\ "
@@ -156,7 +149,10 @@ def check_route_result(result, logits, bias, config, *, provides=frozenset(), **
             "weights (T, top_k) float32 or wider, weights[t, j] belonging to indices[t, j].",
     convention="Scores in float32 or wider; dropped groups masked with -inf; weights from the unbiased scores.",
     baseline="torch.naive",
-    check_result=check_route_result,
+    outputs=(
+        Output("indices", shape="(logits.shape[0], config.top_k)", dtype="int64", device="logits"),
+        Output("weights", shape="(logits.shape[0], config.top_k)", dtype="float32|float64", device="logits"),
+    ),
     capabilities=("sigmoid", "softmax", "bias", "groups", "scaling", "shared", "grad"),
 )
 def route(logits: torch.Tensor, bias: torch.Tensor, config: RouterConfig):
@@ -172,10 +168,6 @@ def route(logits: torch.Tensor, bias: torch.Tensor, config: RouterConfig):
 # The aux-loss-free bias update and the balance losses
 # ---------------------------------------------------------------------------------------------------
 
-def check_bias_update_result(result, bias, counts, gamma=0.001, *, provides=frozenset(), **_) -> None:
-    expect_tensor("bias", result, tuple(bias.shape), (bias.dtype,), bias.device, "bias_update")
-
-
 @operation(
     DOC,
     latex=r"b_i\leftarrow b_i-\gamma\,\mathrm{sign}\big(c_i-\bar c\big),\quad \bar c=\tfrac1E\sum_j c_j",
@@ -186,7 +178,7 @@ def check_bias_update_result(result, bias, counts, gamma=0.001, *, provides=froz
             "the step, gamma > 0 -> the new bias (E) in bias's dtype. An expert at exactly the mean load keeps "
             "its bias.",
     dtypes=("float64",),
-    check_result=check_bias_update_result,
+    outputs=(Output("bias", shape="bias.shape", dtype="bias", device="bias"),),
 )
 def bias_update(bias: torch.Tensor, counts: torch.Tensor, gamma: float = 0.001) -> torch.Tensor:
     check_tensor("bias", bias, rank=1)
@@ -229,11 +221,6 @@ def mixtral_balance_loss(p: torch.Tensor, counts: torch.Tensor, K: int, alpha: f
     return alpha * E * ((counts / T) * p.mean(0)).sum()
 
 
-def check_balance_loss_result(result, scores, indices, *, form="deepseek_v3", alpha=1.0, provides=frozenset(),
-                              **_) -> None:
-    expect_tensor("loss", result, (), (torch.float32, torch.float64), scores.device, "balance_loss")
-
-
 @operation(
     DOC,
     latex=r"\mathcal L_{\mathrm{DSv3}}=\alpha\sum_if_iP_i,\quad \mathcal L_{\mathrm{Switch}}=\alpha N\sum_if_iP_i,"
@@ -245,7 +232,7 @@ def check_balance_loss_result(result, scores, indices, *, form="deepseek_v3", al
             "0-d float loss. At perfect balance: alpha (deepseek_v3, switch), alpha x K (mixtral).",
     dtypes=("float64", "float32"),
     baseline="torch.naive",
-    check_result=check_balance_loss_result,
+    outputs=(Output("loss", shape="()", dtype="float32|float64", device="scores"),),
     capabilities=("deepseek_v3", "switch", "mixtral"),
 )
 def balance_loss(scores: torch.Tensor, indices: torch.Tensor, *, form: str = "deepseek_v3", alpha: float = 1.0):
@@ -297,13 +284,6 @@ def check_indices(indices, n_experts: int, T: int | None = None) -> None:
                             f"[{int(indices.min())}, {int(indices.max())}]")
 
 
-def check_dispatch_result(result, x, indices, n_experts, *, provides=frozenset(), **_) -> None:
-    xs, counts, positions = expect_tuple(result, ("x_sorted", "counts", "positions"), "dispatch")
-    expect_tensor("x_sorted", xs, (indices.numel(), x.shape[1]), (x.dtype,), x.device, "dispatch")
-    expect_tensor("counts", counts, (n_experts,), (torch.int64,), x.device, "dispatch")
-    expect_tensor("positions", positions, tuple(indices.shape), (torch.int64,), x.device, "dispatch")
-
-
 @operation(
     DOC,
     latex=r"X^{\mathrm{sorted}}_{\pi(t,j)}=x_t",
@@ -314,7 +294,11 @@ def check_dispatch_result(result, x, indices, n_experts, *, provides=frozenset()
             "(T K, D) in x's dtype (buffers in expert order, stable), counts (E) int64, positions (T, K) int64 "
             "with x_sorted[positions[t, j]] = x[t].",
     convention="Stable order inside each expert's buffer; capacity-free.",
-    check_result=check_dispatch_result,
+    outputs=(
+        Output("x_sorted", shape="(indices.numel(), x.shape[1])", dtype="x", device="x"),
+        Output("counts", shape="(n_experts,)", dtype="int64", device="x"),
+        Output("positions", shape="indices.shape", dtype="int64", device="x"),
+    ),
 )
 def dispatch(x: torch.Tensor, indices: torch.Tensor, n_experts: int):
     check_tensor("x", x, rank=2)
@@ -323,11 +307,6 @@ def dispatch(x: torch.Tensor, indices: torch.Tensor, n_experts: int):
     x_sorted = torch.empty(indices.numel(), x.shape[1], dtype=x.dtype, device=x.device)
     x_sorted[positions.reshape(-1)] = x.repeat_interleave(indices.shape[1], dim=0)
     return x_sorted, counts, positions
-
-
-def check_combine_result(result, y_sorted, positions, weights, *, provides=frozenset(), **_) -> None:
-    expect_tensor("y", result, (positions.shape[0], y_sorted.shape[1]), (y_sorted.dtype,), y_sorted.device,
-                  "combine")
 
 
 @operation(
@@ -339,7 +318,7 @@ def check_combine_result(result, y_sorted, positions, weights, *, provides=froze
     summary="The weighted sum back to token order. y_sorted (T K, D) expert outputs in buffer order, positions "
             "(T, K) int64 from dispatch, weights (T, K) -> y (T, D) in y_sorted's dtype.",
     baseline="torch.naive",
-    check_result=check_combine_result,
+    outputs=(Output("y", shape="(positions.shape[0], y_sorted.shape[1])", dtype="y_sorted", device="y_sorted"),),
 )
 def combine(y_sorted: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     check_tensor("y_sorted", y_sorted, rank=2)
@@ -388,10 +367,6 @@ def check_moe_args(x, w_router, bias, w_gate, w_up, w_down, config, shared):
     return check_route_args(x.new_zeros(1, E), bias, config)
 
 
-def check_moe_result(result, x, *args, provides=frozenset(), **_) -> None:
-    expect_tensor("y", result, tuple(x.shape), (x.dtype,), x.device, "moe")
-
-
 @operation(
     DOC,
     latex=r"\mathrm{MoE}(x_t)=\mathrm{Shared}(x_t)+\sum_{i\in\mathrm{TopK}_t}w_{i,t}\,E_i(x_t),\quad "
@@ -405,7 +380,7 @@ def check_moe_result(result, x, *args, provides=frozenset(), **_) -> None:
     convention="Capacity-free: every token reaches its K experts. The shared experts are one SwiGLU of width "
                "n_shared x moe_intermediate_size.",
     baseline="torch.loop",
-    check_result=check_moe_result,
+    outputs=(Output("y", shape="x.shape", dtype="x", device="x"),),
     capabilities=("sigmoid", "softmax", "bias", "groups", "scaling", "shared", "grad"),
 )
 def moe(x, w_router, bias, w_gate, w_up, w_down, config: RouterConfig, shared=None):

@@ -15,8 +15,9 @@ import bisect
 
 import torch
 
-from eqspec.contracts import ArgumentError, ContractViolation, expect_tuple
+from eqspec.contracts import ArgumentError
 from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .mdp import F64, check_gamma, check_policy, check_rewards, check_transitions, dense
@@ -37,11 +38,6 @@ def _check_epsilon(epsilon) -> float:
     return float(epsilon)
 
 
-def _check_policy_result(result, q, *args, **_):
-    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(q.shape) or result.dtype != F64:
-        raise ContractViolation(f"epsilon_greedy must return a float64 tensor of shape {tuple(q.shape)}")
-
-
 @operation(
     DOC,
     latex=r"\pi(a|s)=\begin{cases}1-\frac{|\mathcal A(s)|-1}{|\mathcal A(s)|}\epsilon&a=a^*_s\\"
@@ -51,18 +47,13 @@ def _check_policy_result(result, q, *args, **_):
             "lowest-index maximiser.",
     returns="pi",
     dtypes=("float64",),
-    check_result=_check_policy_result,
+    outputs=(Output("pi", shape="q.shape", dtype="float64"),),
 )
 def epsilon_greedy(q: torch.Tensor, epsilon: float) -> torch.Tensor:
     check_tensor("q", q, rank=2)
     epsilon = _check_epsilon(epsilon)
     A = q.shape[1]
     return (1 - epsilon) * greedy_policy(q.to(F64)) + epsilon / A
-
-
-def _check_actions_result(result, q, epsilon, u, b, **_):
-    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(u.shape) or result.dtype != torch.int64:
-        raise ContractViolation(f"epsilon_greedy_sample must return int64 actions of shape {tuple(u.shape)}")
 
 
 @operation(
@@ -74,7 +65,7 @@ def _check_actions_result(result, q, epsilon, u, b, **_):
             "uniform [0, 1) draws; returns int64 actions (n,).",
     returns="actions",
     dtypes=("float64",),
-    check_result=_check_actions_result,
+    outputs=(Output("actions", shape="u.shape", dtype="int64"),),
 )
 def epsilon_greedy_sample(q: torch.Tensor, epsilon: float, u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     check_tensor("q", q, rank=1)
@@ -98,15 +89,6 @@ def _categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
-def check_episodes_result(result, P, r, pi, s0, length, **_):
-    states, actions, rewards = expect_tuple(result, ("states", "actions", "rewards"), "generate_episodes")
-    shape = (s0.shape[0], length)
-    for name, x, dtype in (("states", states, torch.int64), ("actions", actions, torch.int64),
-                           ("rewards", rewards, F64)):
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != dtype:
-            raise ContractViolation(f"generate_episodes: {name} must be {dtype} of shape {shape}")
-
-
 def _check_states(name: str, x, n_states: int) -> None:
     check_tensor(name, x, rank=1, floating=False)
     if x.dtype != torch.int64 or (x < 0).any() or (x >= n_states).any():
@@ -122,7 +104,11 @@ def _check_states(name: str, x, n_states: int) -> None:
             "(rewards[:, t] = r_{t+1}).",
     returns="(states, actions, rewards)",
     dtypes=("float64",),
-    check_result=check_episodes_result,
+    outputs=(
+        Output("states", shape="(s0.shape[0], length)", dtype="int64"),
+        Output("actions", shape="(s0.shape[0], length)", dtype="int64"),
+        Output("rewards", shape="(s0.shape[0], length)", dtype="float64"),
+    ),
 )
 def generate_episodes(P, r, pi, s0, length: int, *, a0=None, generator: torch.Generator | None = None):
     S, A = check_transitions(P)
@@ -148,11 +134,6 @@ def generate_episodes(P, r, pi, s0, length: int, *, a0=None, generator: torch.Ge
     return states, actions, rewards
 
 
-def _check_returns_result(result, rewards, gamma, **_):
-    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(rewards.shape) or result.dtype != F64:
-        raise ContractViolation(f"discounted_returns must return float64 of shape {tuple(rewards.shape)}")
-
-
 @operation(
     DOC,
     latex=r"g\leftarrow\gamma g+r_{t+1},\ t=T-1,\dots,0;\quad g_t=\sum_{k\ge0}\gamma^k r_{t+k+1}",
@@ -161,7 +142,7 @@ def _check_returns_result(result, rewards, gamma, **_):
             "with g[:, t] the return from step t to the end of the episode.",
     returns="g",
     dtypes=("float64",),
-    check_result=_check_returns_result,
+    outputs=(Output("g", shape="rewards.shape", dtype="float64"),),
 )
 def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     check_tensor("rewards", rewards, rank=2)
@@ -172,14 +153,6 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
         g = gamma * g + rewards[:, t]
         out[:, t] = g
     return out
-
-
-def _check_estimate_result(result, states, actions, rewards, gamma, S, A, **_):
-    q, counts = expect_tuple(result, ("q", "counts"), "mc_action_values")
-    if not isinstance(q, torch.Tensor) or tuple(q.shape) != (S, A) or q.dtype != F64:
-        raise ContractViolation(f"mc_action_values: q must be float64 of shape {(S, A)}")
-    if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != (S, A):
-        raise ContractViolation(f"mc_action_values: counts must have shape {(S, A)}")
 
 
 @spec(DOC, latex=r"\mathrm{first}_t=\big[(s_t,a_t)\notin\{(s_i,a_i)\}_{i<t}\big]",
@@ -205,7 +178,7 @@ def first_visits(states: torch.Tensor, actions: torch.Tensor, A: int) -> torch.T
             "visited; counts (S, A)).",
     returns="(q, counts)",
     dtypes=("float64",),
-    check_result=_check_estimate_result,
+    outputs=(Output("q", shape="(S, A)", dtype="float64"), Output("counts", shape="(S, A)")),
 )
 def mc_action_values(states, actions, rewards, gamma: float, S: int, A: int, *, visit: str = "initial"):
     if visit not in VISITS:
@@ -237,14 +210,6 @@ def mc_action_values(states, actions, rewards, gamma: float, S: int, A: int, *, 
 # Control: MC Basic, MC Exploring Starts, MC epsilon-greedy
 # ---------------------------------------------------------------------------------------------------
 
-def check_mc_control_result(result, P, *args, **_):
-    q, pi = expect_tuple(result, ("q", "pi"), "Monte Carlo control")
-    S, A = P.shape[0], P.shape[1]
-    for name, x in (("q", q), ("pi", pi)):
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != (S, A) or x.dtype != F64:
-            raise ContractViolation(f"{name} must be float64 of shape {(S, A)}")
-
-
 def _check_control_args(P, r, gamma, episode_length, episodes):
     S, A = check_transitions(P)
     check_rewards("r", r, S, A, transitions_allowed=True)
@@ -269,7 +234,7 @@ def _first_action_policy(S: int, A: int, device: torch.device) -> torch.Tensor:
             "policy is stable or after `iterations`. Returns (q (S, A) of the last policy, pi).",
     returns="(q, pi)",
     dtypes=("float64",),
-    check_result=check_mc_control_result,
+    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), Output("pi", shape="P.shape[:2]", dtype="float64")),
 )
 def mc_basic(P, r, gamma: float, *, episode_length: int, iterations: int, episodes: int = 1, pi0=None,
              generator: torch.Generator | None = None):
@@ -360,7 +325,7 @@ def _mc_control(P, r, gamma, pi, episodes, episode_length, start, visit, improve
             "(q, pi).",
     returns="(q, pi)",
     dtypes=("float64",),
-    check_result=check_mc_control_result,
+    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), Output("pi", shape="P.shape[:2]", dtype="float64")),
 )
 def mc_exploring_starts(P, r, gamma: float, *, episode_length: int, episodes: int, visit: str = "every",
                         generator: torch.Generator | None = None):
@@ -386,7 +351,7 @@ def mc_exploring_starts(P, r, gamma: float, *, episode_length: int, episodes: in
             "Returns (q, pi) with pi epsilon-greedy.",
     returns="(q, pi)",
     dtypes=("float64",),
-    check_result=check_mc_control_result,
+    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), Output("pi", shape="P.shape[:2]", dtype="float64")),
 )
 def mc_epsilon_greedy(P, r, gamma: float, epsilon: float, *, episode_length: int, episodes: int,
                       generator: torch.Generator | None = None):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from eqspec.contracts import ArgumentError, ContractViolation, expect_tuple
+from eqspec.contracts import ArgumentError
 from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .mdp import EPS, F64, P_pi, check_mdp, check_policy, check_values, dense, r_pi
@@ -43,20 +44,6 @@ def _check_cell(name: str, cell, rows: int, cols: int) -> tuple[int, int]:
     return r, c
 
 
-def check_grid_world_result(result, rows, cols, forbidden, target, **_):
-    P, R = expect_tuple(result, ("P", "R"), "grid_world")
-    S = rows * cols
-    for name, x, shape in (("P", P, (S, 5, S)), ("R", R, (S, 5))):
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != F64:
-            raise ContractViolation(f"grid_world: {name} must be a float64 tensor of shape {shape}, got "
-                                    f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
-    dense_P = P.to_dense() if P.is_sparse else P
-    if not bool(((dense_P == 0) | (dense_P == 1)).all() & (dense_P.sum(-1) == 1).all()):
-        raise ContractViolation("grid_world: P must be deterministic, one next state per (s, a): a single 1 per row")
-    if not bool(torch.isfinite(R).all()):
-        raise ContractViolation("grid_world: R must be finite")
-
-
 @operation(
     DOC,
     latex=r"s'=\begin{cases}s&\text{bump}\\s+\Delta_a&\text{else}\end{cases},\quad "
@@ -71,7 +58,11 @@ def check_grid_world_result(result, rows, cols, forbidden, target, **_):
                "leaves the agent in place with r_boundary; entering or staying in the target gives r_target; the "
                "target is not absorbing (a continuing task).",
     dtypes=("float64",),
-    check_result=check_grid_world_result,
+    outputs=(
+        Output("P", shape="(rows * cols, 5, rows * cols)", dtype="float64",
+               holds="bool((((dense(P) == 0) | (dense(P) == 1)).all() & (dense(P).sum(-1) == 1).all()))"),
+        Output("R", shape="(rows * cols, 5)", dtype="float64", holds="bool(isfinite(R).all())"),
+    ),
 )
 def grid_world(rows: int, cols: int, forbidden, target, *, r_boundary: float = -1.0, r_forbidden: float = -1.0,
                r_target: float = 1.0, r_other: float = 0.0):
@@ -118,14 +109,6 @@ def bellman_matrix(P, R, pi, v, gamma: float) -> torch.Tensor:
     return r_pi(R, pi) + gamma * P_pi(P, pi) @ v
 
 
-def check_values_result(result, P, *args, **_):
-    S = P.shape[0]
-    if not isinstance(result, torch.Tensor) or tuple(result.shape) != (S,) or result.dtype != F64:
-        raise ContractViolation(f"must return a float64 tensor of shape ({S},), got "
-                                f"{getattr(result, 'dtype', type(result).__name__)} "
-                                f"{tuple(getattr(result, 'shape', ()))}")
-
-
 @operation(
     DOC,
     latex=r"v_\pi=(I-\gamma P_\pi)^{-1}r_\pi",
@@ -135,7 +118,7 @@ def check_values_result(result, P, *args, **_):
             "gamma in [0, 1) -> v (S,), float64.",
     returns="v",
     dtypes=("float64",),
-    check_result=check_values_result,
+    outputs=(Output("v", shape="(P.shape[0],)", dtype="float64"),),
 )
 def state_values(P, R, pi, gamma: float) -> torch.Tensor:
     S, A, gamma = check_mdp(P, R, gamma)
@@ -151,7 +134,7 @@ def state_values(P, R, pi, gamma: float) -> torch.Tensor:
     summary="sweeps iterations of v <- r_pi + gamma P_pi v from v0 (S,). Returns v_sweeps (S,), float64.",
     returns="v",
     dtypes=("float64",),
-    check_result=check_values_result,
+    outputs=(Output("v", shape="(P.shape[0],)", dtype="float64"),),
 )
 def iterative_policy_evaluation(P, R, pi, gamma: float, v0, sweeps: int) -> torch.Tensor:
     S, A, gamma = check_mdp(P, R, gamma)
@@ -164,11 +147,6 @@ def iterative_policy_evaluation(P, R, pi, gamma: float, v0, sweeps: int) -> torc
     return v
 
 
-def check_action_values_result(result, P, R, *args, **_):
-    if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(R.shape) or result.dtype != F64:
-        raise ContractViolation(f"action_values must return a float64 tensor of shape {tuple(R.shape)}")
-
-
 @operation(
     DOC,
     latex=r"q(s,a)=\sum_r p(r|s,a)\,r+\gamma\sum_{s'}p(s'|s,a)\,v(s')",
@@ -176,7 +154,7 @@ def check_action_values_result(result, P, R, *args, **_):
     summary="Action values q (S, A) from state values v (S,): q = R + gamma P v. With v = v_pi this is q_pi.",
     returns="q",
     dtypes=("float64",),
-    check_result=check_action_values_result,
+    outputs=(Output("q", shape="R.shape", dtype="float64"),),
 )
 def action_values(P, R, v, gamma: float) -> torch.Tensor:
     S, A, gamma = check_mdp(P, R, gamma)
@@ -207,15 +185,6 @@ def bellman_optimality_operator(P, R, v, gamma: float) -> torch.Tensor:
     return (R + gamma * torch.einsum("sat,t->sa", dense(P), v)).max(dim=1).values
 
 
-def check_control_result(result, P, R, *args, **_):
-    values, pi = expect_tuple(result, ("values", "pi"), "control")
-    S, A = R.shape
-    if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[1] != S or values.dtype != F64:
-        raise ContractViolation(f"values must be a float64 tensor (iterations + 1, {S})")
-    if not isinstance(pi, torch.Tensor) or tuple(pi.shape) != (S, A) or pi.dtype != F64:
-        raise ContractViolation(f"pi must be a float64 tensor of shape ({S}, {A})")
-
-
 def _v0(v0, S: int, device: torch.device) -> torch.Tensor:
     if v0 is None:
         return torch.zeros(S, dtype=F64, device=device)
@@ -231,7 +200,10 @@ def _v0(v0, S: int, device: torch.device) -> torch.Tensor:
             "v_0 .. v_K, pi (S, A): the greedy policy of q_K). Intermediate v_k are not state values.",
     returns="(values, pi)",
     dtypes=("float64",),
-    check_result=check_control_result,
+    outputs=(
+        Output("values", shape="(None, P.shape[0])", dtype="float64"),
+        Output("pi", shape="R.shape", dtype="float64"),
+    ),
 )
 def value_iteration(P, R, gamma: float, *, iterations: int, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)
@@ -253,7 +225,10 @@ def value_iteration(P, R, gamma: float, *, iterations: int, v0=None):
     convention="Stops when the greedy policy repeats (ties broken as greedy_policy does, so equal-value policies "
                "cannot alternate).",
     dtypes=("float64",),
-    check_result=check_control_result,
+    outputs=(
+        Output("values", shape="(None, P.shape[0])", dtype="float64"),
+        Output("pi", shape="R.shape", dtype="float64"),
+    ),
 )
 def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000):
     S, A, gamma = check_mdp(P, R, gamma)
@@ -282,7 +257,10 @@ def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000
             "previous value. Returns (values (iterations + 1, S), pi: the greedy policy of the last values).",
     returns="(values, pi)",
     dtypes=("float64",),
-    check_result=check_control_result,
+    outputs=(
+        Output("values", shape="(None, P.shape[0])", dtype="float64"),
+        Output("pi", shape="R.shape", dtype="float64"),
+    ),
 )
 def truncated_policy_iteration(P, R, gamma: float, *, j: int, iterations: int, v0=None):
     S, A, gamma = check_mdp(P, R, gamma)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from eqspec.contracts import ArgumentError, ContractViolation, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import Output
 from eqspec.registry import claim, operation, spec
 
 from .edm import SIGMA_DATA  # the data scale of the Gaussian oracles, as EDM sets it
@@ -68,12 +69,6 @@ def ve_sigma(t, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX):
     return sigma_min * (sigma_max / sigma_min) ** t
 
 
-def check_sde_result(result, x, *args, **_) -> None:
-    drift, diffusion = expect_tuple(result, ("drift", "diffusion"), "score_sde.sde")
-    expect_tensor("drift", drift, tuple(x.shape), (x.dtype,), x.device, "score_sde.sde")
-    expect_tensor("diffusion", diffusion, tuple(diffusion.shape), (x.dtype,), x.device, "score_sde.sde")
-
-
 @operation(
     DOC,
     latex=r"\text{VE: }f=0,\ g=\sigma(t)\sqrt{2\ln\tfrac{\sigma_{max}}{\sigma_{min}}};\ \text{VP: "
@@ -84,7 +79,7 @@ def check_sde_result(result, x, *args, **_) -> None:
     summary="The forward SDE dx = f(x, t) dt + g(t) dw of kind 've' (sigma_min, sigma_max), 'vp' or 'subvp' (beta_min, "
             "beta_max): drift in x's shape, diffusion g(t) in t's shape viewed against x (t a number or (B,)).",
     dtypes=("float64", "float32"),
-    check_result=check_sde_result,
+    outputs=(Output("drift", shape="x.shape", dtype="x", device="x"), Output("diffusion", dtype="x", device="x")),
 )
 def sde(x: torch.Tensor, t, *, kind: str = "vp", beta_min: float = BETA_MIN, beta_max: float = BETA_MAX,
         sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX):
@@ -101,20 +96,6 @@ def sde(x: torch.Tensor, t, *, kind: str = "vp", beta_min: float = BETA_MIN, bet
     return drift.to(x.dtype), diffusion.to(x.dtype)
 
 
-def check_marginal_result(result, x0, t, **_) -> None:
-    mean, std = expect_tuple(result, ("mean", "std"), "score_sde.marginal")
-    expect_tensor("mean", mean, tuple(x0.shape), (x0.dtype,), x0.device, "score_sde.marginal")
-    # std has t's shape, aligned to x0's batch (one per sample, or one for all): it must broadcast to x0 unchanged
-    expect_tensor("std", std, tuple(getattr(std, "shape", ())), (x0.dtype,), x0.device, "score_sde.marginal")
-    try:
-        fits = torch.broadcast_shapes(std.shape, x0.shape) == x0.shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ContractViolation(f"score_sde.marginal: std of shape {tuple(std.shape)} must broadcast to x0's shape "
-                                f"{tuple(x0.shape)}")
-
-
 @operation(
     DOC,
     latex=r"\text{VE: }\mathcal N\big(x_0,[\sigma^2(t)-\sigma^2(0)]I\big);\ \text{VP: }\mathcal N\big(e^{-B/2}x_0,"
@@ -126,7 +107,10 @@ def check_marginal_result(result, x0, t, **_) -> None:
     convention="VE subtracts sigma(0)^2 (the paper's exact kernel); the reference code uses std = sigma(t), a "
                "small-sigma_min approximation.",
     dtypes=("float64", "float32"),
-    check_result=check_marginal_result,
+    outputs=(
+        Output("mean", shape="x0.shape", dtype="x0", device="x0"),
+        Output("std", dtype="x0", device="x0", broadcasts_to="x0.shape"),
+    ),
 )
 def marginal(x0: torch.Tensor, t, *, kind: str = "vp", beta_min: float = BETA_MIN, beta_max: float = BETA_MAX,
              sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX):
@@ -162,7 +146,7 @@ def prior_std(kind: str = "vp", sigma_max: float = SIGMA_MAX) -> float:
     summary="The reverse-time SDE's drift and diffusion at (x, t) given the score at (x, t) (x's shape); with "
             "probability_flow the ODE's drift and a zero diffusion.",
     dtypes=("float64", "float32"),
-    check_result=check_sde_result,
+    outputs=(Output("drift", shape="x.shape", dtype="x", device="x"), Output("diffusion", dtype="x", device="x")),
 )
 def reverse_sde(x: torch.Tensor, t, score: torch.Tensor, *, kind: str = "vp", probability_flow: bool = False,
                 **sde_params):
@@ -206,7 +190,7 @@ def discrete_index(T: torch.Tensor, N: int) -> torch.Tensor:
     summary="The discrete forward step x_{i+1} = x_i + f_i + G_i z of kind 'vp' (DDPM), 've' (SMLD) or 'subvp' "
             "(Euler-Maruyama, dt = 1/N) at time t with N levels; index i = floor(t (N - 1)).",
     dtypes=("float64", "float32"),
-    check_result=check_sde_result,
+    outputs=(Output("f", shape="x.shape", dtype="x", device="x"), Output("G", dtype="x", device="x")),
 )
 def discretize(x: torch.Tensor, t, *, kind: str = "vp", N: int = N_DEFAULT, beta_min: float = BETA_MIN,
                beta_max: float = BETA_MAX, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX):
@@ -228,11 +212,6 @@ def discretize(x: torch.Tensor, t, *, kind: str = "vp", N: int = N_DEFAULT, beta
     return f.to(x.dtype), G.to(x.dtype)
 
 
-def check_pair_result(result, x, *args, **_) -> None:
-    for name, v in zip(("x", "x_mean"), expect_tuple(result, ("x", "x_mean"), "score_sde step")):
-        expect_tensor(name, v, tuple(x.shape), (x.dtype,), x.device, "score_sde step")
-
-
 @operation(
     DOC,
     latex=r"\text{EM: }\bar x=x-[f-g^2s_\theta]\tfrac1N,\ x=\bar x+g\sqrt{1/N}\,z;\ "
@@ -246,7 +225,10 @@ def check_pair_result(result, x, *args, **_) -> None:
             "probability_flow the deterministic ODE version (EM, reverse diffusion). Returns the new x and its mean.",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_pair_result,
+    outputs=(
+        Output("x", shape="x.shape", dtype="x", device="x"),
+        Output("x_mean", shape="x.shape", dtype="x", device="x"),
+    ),
 )
 def predictor_step(x: torch.Tensor, t, score: torch.Tensor, z: torch.Tensor, *, kind: str = "vp",
                    predictor: str = "euler_maruyama", N: int = N_DEFAULT, probability_flow: bool = False,
@@ -309,7 +291,10 @@ def langevin_alpha(t: float, kind: str = "vp", N: int = N_DEFAULT, beta_min: flo
             "norms averaged over the batch (one step for the whole batch).",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_pair_result,
+    outputs=(
+        Output("x", shape="x.shape", dtype="x", device="x"),
+        Output("x_mean", shape="x.shape", dtype="x", device="x"),
+    ),
 )
 def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, *, snr: float = 0.16, alpha: float = 1.0,
                   step_size: float | None = None):
@@ -329,10 +314,6 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, *, snr:
     return (x_mean + torch.sqrt(2 * eps) * Z).to(x.dtype), x_mean.to(x.dtype)
 
 
-def check_pc_result(result, score_fn, x_T, *args, **_) -> None:
-    expect_tensor("x_0", result, tuple(x_T.shape), (x_T.dtype,), x_T.device, "score_sde.pc_sampler")
-
-
 @operation(
     DOC,
     latex=r"t_i=\mathrm{linspace}(1,\epsilon,N);\ \text{for }i:\ x\leftarrow\mathrm{Langevin}^{n}(x);\ "
@@ -346,7 +327,7 @@ def check_pc_result(result, score_fn, x_T, *args, **_) -> None:
             "the last mean (denoise=True) or the last sample.",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_pc_result,
+    outputs=(Output("x_0", shape="x_T.shape", dtype="x_T", device="x_T"),),
 )
 def pc_sampler(score_fn: Callable, x_T: torch.Tensor, noise: torch.Tensor, *, kind: str = "vp", N: int = N_DEFAULT,
                predictor: str = "euler_maruyama", corrector_steps: int = 0, snr: float = 0.16,

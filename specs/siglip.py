@@ -18,7 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from eqspec.contracts import ArgumentError, ContractViolation, check_scalar_result, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import ONE_ELEMENT, Output
 from eqspec.registry import claim, operation, spec
 
 from .clip import grads_of_ranks, normalize
@@ -54,7 +55,7 @@ def logits(x_hat: torch.Tensor, y_hat: torch.Tensor, t_prime: torch.Tensor, b: t
     summary="The sigmoid loss of a square logit matrix L (n, n) with the positives on the diagonal: "
             "-(1/n) sum over all n^2 pairs of log sigmoid(z_ij L_ij). Loss in L's dtype.",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="L"),),
     capabilities=("grad",),
 )
 def pairwise_loss(L: torch.Tensor) -> torch.Tensor:
@@ -84,7 +85,7 @@ def logits_gradient(L: torch.Tensor) -> torch.Tensor:
             "Loss in the features' dtype.",
     convention="t_prime is the raw parameter t' (open_clip and transformers pass exp(t') as logit_scale).",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="image_features"),),
     capabilities=("grad",),
 )
 def sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, t_prime, bias) -> torch.Tensor:
@@ -136,7 +137,7 @@ def check_chunk_size(chunk_size) -> int:
     summary="The sigmoid loss computed over chunks of chunk_size image rows (the last chunk may be shorter): "
             "only a (chunk_size, n) block of logits exists at a time. Same arguments and result as sigmoid_loss.",
     baseline="torch.eager",
-    check_result=check_scalar_result,
+    outputs=(Output("loss", shape=ONE_ELEMENT, dtype="image_features"),),
     capabilities=("grad",),
 )
 def chunked_sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, t_prime, bias, *,
@@ -197,18 +198,6 @@ def check_schedule(schedule) -> str:
     return schedule
 
 
-def check_sharded_result(result, image_features, text_features, t_prime, bias, *, world_size, provides=frozenset(),
-                         **kwargs) -> None:
-    losses, d_image, d_text, visits = expect_tuple(result, ("losses", "d_image", "d_text", "visits"),
-                                                   "sharded_loss")
-    for name, x, shape in (("losses", losses, (world_size,)), ("d_image", d_image, tuple(image_features.shape)),
-                           ("d_text", d_text, tuple(text_features.shape)),
-                           ("visits", visits, (world_size, world_size - 1))):
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape:
-            raise ContractViolation(f"sharded_loss: {name} must be a tensor of shape {shape}, got "
-                                    f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
-
-
 @operation(
     DOC,
     latex=r"L_d = \frac1b\Big[\ell^{\rm loc}(x_d,y_d) + \sum_{d'\ne d}\ell^{\rm neg}(x_d,y_{d'})\Big],\quad "
@@ -220,7 +209,12 @@ def check_sharded_result(result, image_features, text_features, t_prime, bias, *
             "as DDP averages), laid out as the concatenated batch (n, D), and visits (W, W - 1) int64: the ranks "
             "whose text blocks each device received, in order. schedule: 'bidir' or 'shift'.",
     dtypes=("float64", "float32"),
-    check_result=check_sharded_result,
+    outputs=(
+        Output("losses", shape="(world_size,)"),
+        Output("d_image", shape="image_features.shape"),
+        Output("d_text", shape="text_features.shape"),
+        Output("visits", shape="(world_size, world_size - 1)"),
+    ),
     capabilities=("grad", "full_world_only"),
 )
 def sharded_loss(image_features: torch.Tensor, text_features: torch.Tensor, t_prime, bias, *, world_size: int,
@@ -250,12 +244,6 @@ def sharded_loss(image_features: torch.Tensor, text_features: torch.Tensor, t_pr
 # Initialisation
 # ---------------------------------------------------------------------------------------------------
 
-def check_init_result(result, *args, provides=frozenset(), **kwargs) -> None:
-    values = expect_tuple(result, ("t_prime", "bias"), "initial_parameters")
-    if not all(isinstance(v, float) for v in values):
-        raise ContractViolation(f"initial_parameters must return two floats, got {result!r}")
-
-
 @operation(
     DOC,
     latex=r"t' = \ln 10\ (t = 10),\quad b = -10",
@@ -263,7 +251,7 @@ def check_init_result(result, *args, provides=frozenset(), **kwargs) -> None:
     returns="(t_prime, bias)",
     summary="The initial stored log-temperature t' and bias b of a freshly built model, as Python floats.",
     dtypes=("float64",),
-    check_result=check_init_result,
+    outputs=(Output("t_prime", kind="float"), Output("bias", kind="float")),
 )
 def initial_parameters() -> tuple[float, float]:
     return INIT_T_PRIME, INIT_BIAS

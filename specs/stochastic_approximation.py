@@ -16,8 +16,9 @@ import math
 
 import torch
 
-from eqspec.contracts import ArgumentError, ContractViolation
+from eqspec.contracts import ArgumentError
 from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
+from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .mdp import F64
@@ -35,11 +36,6 @@ def _check_steps(name: str, a, K: int | None = None) -> torch.Tensor:
     return a.to(F64)
 
 
-def check_trajectory_result(result, first, *args, **_):
-    if not isinstance(result, torch.Tensor) or result.dtype != F64 or result.dim() < 1:
-        raise ContractViolation("must return a float64 tensor of iterates (K + 1, ...)")
-
-
 @operation(
     DOC,
     latex=r"w_{k+1}=w_k-\alpha_k(w_k-x_k),\quad \alpha_k=\tfrac1k\Rightarrow w_{k+1}=\tfrac1k\sum_{i\le k}x_i",
@@ -48,7 +44,7 @@ def check_trajectory_result(result, first, *args, **_):
             "w_1 .. w_{K+1} (K + 1, ...), float64; w_1 = w1 is arbitrary (the first 1/k step overwrites it).",
     returns="w",
     dtypes=("float64",),
-    check_result=lambda result, x, *a, **k: check_trajectory_result(result, x),
+    outputs=(Output("w", shape="(None, ...)", dtype="float64"),),
 )
 def incremental_mean(x: torch.Tensor, *, w1: float = 0.0, alpha: torch.Tensor | None = None) -> torch.Tensor:
     check_tensor("x", x)
@@ -73,7 +69,7 @@ def incremental_mean(x: torch.Tensor, *, w1: float = 0.0, alpha: torch.Tensor | 
             "w_{K+1}.",
     returns="w",
     dtypes=("float64",),
-    check_result=lambda result, g, w1, *a, **k: check_trajectory_result(result, w1),
+    outputs=(Output("w", shape="(None, ...)", dtype="float64"),),
 )
 def robbins_monro(g, w1, a: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     if not callable(g):
@@ -95,7 +91,7 @@ def robbins_monro(g, w1, a: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
             "Returns Delta_1 .. Delta_{K+1}.",
     returns="delta",
     dtypes=("float64",),
-    check_result=lambda result, d, *a, **k: check_trajectory_result(result, d),
+    outputs=(Output("delta", shape="(None, ...)", dtype="float64"),),
 )
 def dvoretzky(delta1, alpha: torch.Tensor, beta: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     check_tensor("eta", eta)
@@ -138,7 +134,7 @@ def _check_gd(grad_f, w1, X, alpha, K=None):
             "Returns w_1 .. w_{K+1}.",
     returns="w",
     dtypes=("float64",),
-    check_result=lambda result, f, w1, *a, **k: check_trajectory_result(result, w1),
+    outputs=(Output("w", shape="(None, ...)", dtype="float64"),),
 )
 def sgd(grad_f, w1, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     alpha = _check_gd(grad_f, w1, x, alpha, x.shape[0])
@@ -155,7 +151,7 @@ def sgd(grad_f, w1, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     summary="Batch gradient descent on all n samples X (n, ...) at every step, alpha (K,). Returns w_1 .. w_{K+1}.",
     returns="w",
     dtypes=("float64",),
-    check_result=lambda result, f, w1, *a, **k: check_trajectory_result(result, w1),
+    outputs=(Output("w", shape="(None, ...)", dtype="float64"),),
 )
 def bgd(grad_f, w1, X: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     alpha = _check_gd(grad_f, w1, X, alpha)
@@ -173,7 +169,7 @@ def bgd(grad_f, w1, X: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
             "Returns w_1 .. w_{K+1}.",
     returns="w",
     dtypes=("float64",),
-    check_result=lambda result, f, w1, *a, **k: check_trajectory_result(result, w1),
+    outputs=(Output("w", shape="(None, ...)", dtype="float64"),),
 )
 def mbgd(grad_f, w1, X: torch.Tensor, alpha: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     check_tensor("indices", indices, rank=2, floating=False)

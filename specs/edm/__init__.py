@@ -49,18 +49,14 @@ from .table1 import (
     VP_EPS_S,
     VP_EPS_T,
     VP_M,
-    check_schedule_result,
     schedule,
     sigma_inv,
     vp_derivatives,
     vp_sigma_inv,
     vp_sigma_s,
 )
-from .discretization import check_steps_result, iddpm_u, rho_steps, time_steps
+from .discretization import iddpm_u, rho_steps, time_steps
 from .training import (
-    check_loss_result,
-    check_precond_result,
-    check_training_sigma_result,
     denoiser,
     denoiser_loss,
     effective_target,
@@ -70,8 +66,6 @@ from .training import (
 )
 from .ode import (
     PREDICTIONS,
-    check_ode_result,
-    check_to_denoised_result,
     ode_derivative,
     ode_derivative_from_score,
     prediction_target,
@@ -80,9 +74,6 @@ from .ode import (
 )
 from .samplers import (
     GAMMA_MAX,
-    check_churn_result,
-    check_prior_result,
-    check_sample_result,
     check_sampler_args,
     churn,
     heun_sampler,
@@ -93,10 +84,6 @@ from .steps import (
     SPACINGS,
     _alpha_bars,
     ancestral_split,
-    check_shift_result,
-    check_split_result,
-    check_step_result,
-    check_timesteps_result,
     ddim_step,
     ddim_variance,
     ddpm_step,
@@ -115,11 +102,8 @@ __all__ = [
     "ArgumentError", "DOC", "EDM_RHO", "EDM_SIGMA_MAX", "EDM_SIGMA_MIN", "F64", "GAMMA_MAX", "IDDPM_C1", "IDDPM_C2",
     "IDDPM_J0", "IDDPM_M", "KINDS", "PREDICTIONS", "P_MEAN", "P_STD", "SCHEDULES", "SIGMA_DATA", "SPACINGS",
     "VE_SIGMA_MAX", "VE_SIGMA_MIN", "VP_BETA_D", "VP_BETA_MIN", "VP_EPS_S", "VP_EPS_T", "VP_M", "_alpha_bars", "_op",
-    "ancestral_split", "as64", "check_choice", "check_churn_result", "check_count", "check_loss_result",
-    "check_ode_result", "check_precond_result", "check_prior_result", "check_real", "check_sample_result",
-    "check_sampler_args", "check_schedule_result", "check_shift_result", "check_split_result", "check_step_result",
-    "check_steps_result", "check_tensor", "check_timesteps_result", "check_to_denoised_result",
-    "check_training_sigma_result", "churn", "ddim_step", "ddim_variance", "ddpm_step", "denoiser", "denoiser_loss",
+    "ancestral_split", "as64", "check_choice", "check_count", "check_real", "check_sampler_args", "check_tensor",
+    "churn", "ddim_step", "ddim_variance", "ddpm_step", "denoiser", "denoiser_loss",
     "dynamic_shift", "effective_target", "euler_step", "flow_euler_step", "flow_shift", "gaussian_denoiser",
     "gaussian_flow", "heun_sampler", "iddpm_u", "ideal_denoiser", "normal_quantile", "ode_derivative",
     "ode_derivative_from_score", "preconditioning", "prediction_target", "prior_std", "rho_steps", "sampling_timesteps",

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from eqspec.contracts import expect_tensor
+from eqspec.outputs import Output
 from eqspec.registry import operation, spec
 
 from ..validators import F64, check_choice, check_count, check_real
@@ -53,10 +53,6 @@ def rho_steps(N: int, sigma_min: float, sigma_max: float, rho: float) -> torch.T
     return torch.cat([t, torch.zeros(1, dtype=F64)])
 
 
-def check_steps_result(result, N, *, dtype=torch.float64, provides=frozenset(), **_) -> None:
-    expect_tensor("t_steps", result, (N + 1,), (dtype,), torch.device("cpu"), "edm.time_steps")
-
-
 @operation(
     DOC,
     latex=r"\text{EDM: eq. 5};\ \text{VP: }t_i=1+\tfrac{i}{N-1}(\epsilon_s-1);\ "
@@ -68,7 +64,7 @@ def check_steps_result(result, N, *, dtype=torch.float64, provides=frozenset(), 
             "'iddpm', decreasing and ending in t_N = 0; sigma_min/sigma_max default to the kind's Table 1 values. "
             "Returns a 1-D CPU tensor of the requested dtype.",
     dtypes=("float64", "float32"),
-    check_result=check_steps_result,
+    outputs=(Output("t_steps", shape="(N + 1,)", dtype="dtype", device="cpu"),),
     capabilities=tuple(f"kind:{k}" for k in KINDS),
 )
 def time_steps(N: int, *, kind: str = "edm", sigma_min: float | None = None, sigma_max: float | None = None,

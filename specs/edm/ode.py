@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import Output
 from eqspec.registry import operation, spec
 
 from ..validators import as64, check_choice
@@ -31,10 +32,6 @@ def prediction_target(x0, eps, sigma, s, *, prediction: str):
     return x, targets[prediction]
 
 
-def check_to_denoised_result(result, pred, x, sigma, s, **_) -> None:
-    expect_tensor("denoised", result, tuple(x.shape), (x.dtype,), x.device, "edm.to_denoised")
-
-
 @operation(
     DOC,
     latex=r"\text{eps: }D=\tfrac{x}{s}-\sigma\hat\epsilon;\ \text{x0: }D=\hat x_0;\ \text{v: }D=s x-s\sigma\hat v;\ "
@@ -48,7 +45,7 @@ def check_to_denoised_result(result, pred, x, sigma, s, **_) -> None:
             "broadcastable to x.",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_to_denoised_result,
+    outputs=(Output("denoised", shape="x.shape", dtype="x", device="x"),),
     capabilities=tuple(f"prediction:{p}" for p in PREDICTIONS),
 )
 def to_denoised(pred: torch.Tensor, x: torch.Tensor, sigma, s, *, prediction: str = "epsilon"):
@@ -89,10 +86,6 @@ def ode_derivative_from_score(score_x, x, sigma, s, sigma_dot, s_dot):
     return s_dot / s * x - s**2 * sigma_dot * sigma * score_x
 
 
-def check_ode_result(result, denoised, x, *args, **_) -> None:
-    expect_tensor("dx_dt", result, tuple(x.shape), (x.dtype,), x.device, "edm.ode_derivative")
-
-
 @operation(
     DOC,
     latex=r"\frac{dx}{dt}=\Big(\frac{\dot\sigma}{\sigma}+\frac{\dot "
@@ -102,7 +95,7 @@ def check_ode_result(result, denoised, x, *args, **_) -> None:
     summary="The probability-flow ODE's dx/dt at x given the denoiser output D(x/s; sigma) and (sigma, s, sigma_dot, "
             "s_dot) at t (numbers or tensors broadcastable to x).",
     dtypes=("float64", "float32"),
-    check_result=check_ode_result,
+    outputs=(Output("dx_dt", shape="x.shape", dtype="x", device="x"),),
 )
 def ode_derivative(denoised: torch.Tensor, x: torch.Tensor, sigma, s, sigma_dot, s_dot):
     D, X = _x("denoised", denoised), _x("x", x)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import torch
 
-from eqspec.contracts import ArgumentError, ContractViolation, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import Output
 from eqspec.registry import operation
 
 from ..validators import F64, check_choice, check_count, check_real, check_tensor
@@ -33,10 +34,6 @@ def check_sampler_args(denoiser_fn, x_T, t_steps, name: str = "t_steps") -> torc
     return T
 
 
-def check_sample_result(result, denoiser_fn, x_T, *args, **_) -> None:
-    expect_tensor("x_0", result, tuple(x_T.shape), (x_T.dtype,), x_T.device, "edm sampler")
-
-
 @operation(
     DOC,
     latex=r"d_i=\big(\tfrac{\dot\sigma}{\sigma}+\tfrac{\dot s}{s}\big)x_i-\tfrac{\dot\sigma "
@@ -51,7 +48,7 @@ def check_sample_result(result, denoiser_fn, x_T, *args, **_) -> None:
             "the step to sigma = 0, which is Euler (2N - 1 evaluations); second_order=False is Euler throughout.",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_sample_result,
+    outputs=(Output("x_0", shape="x_T.shape", dtype="x_T", device="x_T"),),
     capabilities=tuple(f"kind:{k}" for k in SCHEDULES),
 )
 def heun_sampler(denoiser: Callable, x_T: torch.Tensor, t_steps: torch.Tensor, *, kind: str = "edm",
@@ -75,13 +72,6 @@ def heun_sampler(denoiser: Callable, x_T: torch.Tensor, t_steps: torch.Tensor, *
     return x.to(x_T.dtype)
 
 
-def check_churn_result(result, x, t, eps, **_) -> None:
-    x_hat, t_hat = expect_tuple(result, ("x_hat", "t_hat"), "edm.churn")
-    expect_tensor("x_hat", x_hat, tuple(x.shape), (x.dtype,), x.device, "edm.churn")
-    if isinstance(t_hat, bool) or not isinstance(t_hat, (int, float)):
-        raise ContractViolation(f"edm.churn: t_hat must be a Python float, got {type(t_hat).__name__}")
-
-
 @operation(
     DOC,
     latex=r"\gamma_i=\begin{cases}\min(S_{churn}/N,\sqrt2-1)&t_i\in[S_{tmin},S_{tmax}]\\0&\text{else}\end{cases},\ "
@@ -92,7 +82,7 @@ def check_churn_result(result, x, t, eps, **_) -> None:
             "adding fresh noise eps ~ N(0, I) (x's shape). N is the number of sampling steps; returns x_hat and "
             "t_hat as a Python float.",
     dtypes=("float64", "float32"),
-    check_result=check_churn_result,
+    outputs=(Output("x_hat", shape="x.shape", dtype="x", device="x"), Output("t_hat", kind="number")),
 )
 def churn(x: torch.Tensor, t: float, eps: torch.Tensor, *, S_churn: float, N: int, S_tmin: float = 0.0,
           S_tmax: float = math.inf, S_noise: float = 1.0):
@@ -124,7 +114,7 @@ def churn(x: torch.Tensor, t: float, eps: torch.Tensor, *, S_churn: float, N: in
             "heun_sampler. S_churn = 0 gives Algorithm 1 (deterministic).",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_sample_result,
+    outputs=(Output("x_0", shape="x_T.shape", dtype="x_T", device="x_T"),),
 )
 def stochastic_sampler(denoiser: Callable, x_T: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor, *,
                        S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = math.inf, S_noise: float = 1.0,
@@ -153,11 +143,6 @@ def stochastic_sampler(denoiser: Callable, x_T: torch.Tensor, sigmas: torch.Tens
     return x.to(x_T.dtype)
 
 
-def check_prior_result(result, t0, **_) -> None:
-    if isinstance(result, bool) or not isinstance(result, (int, float)):
-        raise ContractViolation(f"edm.prior_std must return a Python float, got {type(result).__name__}")
-
-
 @operation(
     DOC,
     latex=r"x_0\sim\mathcal N\big(0,\ \sigma(t_0)^2\,s(t_0)^2\,I\big)",
@@ -166,7 +151,7 @@ def check_prior_result(result, t0, **_) -> None:
     summary="The standard deviation of the sampler's initial noise at the first time t0 of schedule kind "
             "('edm', 'vp', 've', 'fm'): sigma(t0) s(t0), a Python float.",
     dtypes=("float64",),
-    check_result=check_prior_result,
+    outputs=(Output("std", kind="number"),),
     capabilities=tuple(f"kind:{k}" for k in SCHEDULES),
 )
 def prior_std(t0: float, *, kind: str = "edm") -> float:

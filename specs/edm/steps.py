@@ -8,7 +8,8 @@ import math
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import Output
 from eqspec.registry import operation, spec
 
 from ..validators import F64, as64, check_choice, check_count, check_real
@@ -22,10 +23,6 @@ def _step_args(pred_name, pred, x):
     return P, X
 
 
-def check_step_result(result, pred, x, *args, **_) -> None:
-    expect_tensor("x_next", result, tuple(x.shape), (x.dtype,), x.device, "edm step")
-
-
 @operation(
     DOC,
     latex=r"x_{i+1}=x_i+(\sigma_{i+1}-\sigma_i)\,\frac{x_i-D(x_i;\sigma_i)}{\sigma_i}",
@@ -35,7 +32,7 @@ def check_step_result(result, pred, x, *args, **_) -> None:
             "denoiser output at (x, sigma). sigma, sigma_next: numbers or tensors broadcastable to x.",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_step_result,
+    outputs=(Output("x_next", shape="x.shape", dtype="x", device="x"),),
 )
 def euler_step(denoised: torch.Tensor, x: torch.Tensor, sigma, sigma_next):
     D, X = _step_args("denoised", denoised, x)
@@ -69,7 +66,7 @@ def _alpha_bars(x, alpha_bar, alpha_bar_prev):
             "(x's shape; needed when eta > 0). alpha bars: numbers or tensors broadcastable to x.",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_step_result,
+    outputs=(Output("x_prev", shape="x.shape", dtype="x", device="x"),),
 )
 def ddim_step(eps_hat: torch.Tensor, x: torch.Tensor, alpha_bar, alpha_bar_prev, *, eta: float = 0.0,
               noise: torch.Tensor | None = None):
@@ -98,7 +95,7 @@ def ddim_step(eps_hat: torch.Tensor, x: torch.Tensor, alpha_bar, alpha_bar_prev,
             "alpha_bar_prev given eps_hat and standard-normal noise z of x's shape.",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_step_result,
+    outputs=(Output("x_prev", shape="x.shape", dtype="x", device="x"),),
 )
 def ddpm_step(eps_hat: torch.Tensor, x: torch.Tensor, alpha_bar, alpha_bar_prev, noise: torch.Tensor):
     E, X = _step_args("eps_hat", eps_hat, x)
@@ -120,16 +117,12 @@ def ddpm_step(eps_hat: torch.Tensor, x: torch.Tensor, alpha_bar, alpha_bar_prev,
             "velocity v_hat (numbers or tensors broadcastable to x).",
     dtypes=("float64", "float32"),
     baseline="torch.batched",
-    check_result=check_step_result,
+    outputs=(Output("x_next", shape="x.shape", dtype="x", device="x"),),
 )
 def flow_euler_step(v_hat: torch.Tensor, x: torch.Tensor, t, t_next):
     V, X = _step_args("v_hat", v_hat, x)
     T, T_next = as64("t", t, X, nonnegative=True), as64("t_next", t_next, X, nonnegative=True)
     return (X + (T_next - T) * V).to(x.dtype)
-
-
-def check_shift_result(result, sigma, shift, **_) -> None:
-    expect_tensor("sigma_shifted", result, tuple(sigma.shape), (sigma.dtype,), sigma.device, "edm.flow_shift")
 
 
 @operation(
@@ -139,7 +132,7 @@ def check_shift_result(result, sigma, shift, **_) -> None:
     returns="sigma_shifted",
     summary="The flow-matching time shift of sigma in [0, 1] by shift > 0 (a tensor; same shape and dtype).",
     dtypes=("float64", "float32"),
-    check_result=check_shift_result,
+    outputs=(Output("sigma_shifted", shape="sigma.shape", dtype="sigma", device="sigma"),),
 )
 def flow_shift(sigma: torch.Tensor, shift: float):
     S = _x("sigma", sigma)
@@ -155,12 +148,6 @@ def dynamic_shift(sigma, mu: float):
     return math.exp(mu) / (math.exp(mu) + (1 / sigma - 1))
 
 
-def check_split_result(result, sigma_from, sigma_to, **_) -> None:
-    for name, v in zip(("sigma_down", "sigma_up"), expect_tuple(result, ("sigma_down", "sigma_up"),
-                                                                "edm.ancestral_split")):
-        expect_tensor(name, v, tuple(sigma_to.shape), (sigma_to.dtype,), sigma_to.device, "edm.ancestral_split")
-
-
 @operation(
     DOC,
     latex=r"\sigma_{up}=\min\Big(\sigma_{to},"
@@ -171,7 +158,10 @@ def check_split_result(result, sigma_from, sigma_to, **_) -> None:
     summary="Split an ancestral step from sigma_from to sigma_to (<= sigma_from; tensors of one shape) into a "
             "deterministic step to sigma_down and fresh noise sigma_up, with eta in [0, 1].",
     dtypes=("float64", "float32"),
-    check_result=check_split_result,
+    outputs=(
+        Output("sigma_down", shape="sigma_to.shape", dtype="sigma_to", device="sigma_to"),
+        Output("sigma_up", shape="sigma_to.shape", dtype="sigma_to", device="sigma_to"),
+    ),
 )
 def ancestral_split(sigma_from: torch.Tensor, sigma_to: torch.Tensor, *, eta: float = 1.0):
     F_, T_ = _x("sigma_from", sigma_from), _x("sigma_to", sigma_to)
@@ -183,12 +173,6 @@ def ancestral_split(sigma_from: torch.Tensor, sigma_to: torch.Tensor, *, eta: fl
     up = torch.minimum(T_, eta * torch.sqrt(T_**2 * (F_**2 - T_**2) / F_**2))
     down = torch.sqrt(T_**2 - up**2)
     return down.to(sigma_to.dtype), up.to(sigma_to.dtype)
-
-
-def check_timesteps_result(result, num_train_timesteps, N, **_) -> None:
-    for name, v in zip(("timesteps", "prev_timesteps"), expect_tuple(result, ("timesteps", "prev_timesteps"),
-                                                                    "edm.sampling_timesteps")):
-        expect_tensor(name, v, (N,), (torch.int64,), torch.device("cpu"), "edm.sampling_timesteps")
 
 
 SPACINGS = ("linspace", "leading", "trailing")
@@ -209,7 +193,10 @@ SPACINGS = ("linspace", "leading", "trailing")
             "'linspace', 'leading' or 'trailing', and the timestep each step goes to: the next listed one, -1 "
             "(alpha_bar = 1) after the last. int64 CPU tensors.",
     dtypes=("float64",),
-    check_result=check_timesteps_result,
+    outputs=(
+        Output("timesteps", shape="(N,)", dtype="int64", device="cpu"),
+        Output("prev_timesteps", shape="(N,)", dtype="int64", device="cpu"),
+    ),
 )
 def sampling_timesteps(num_train_timesteps: int, N: int, *, spacing: str = "leading"):
     T = check_count("num_train_timesteps", num_train_timesteps, 2)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import Output
 from eqspec.registry import operation, spec
 
 from ..validators import check_choice
@@ -58,12 +59,6 @@ def sigma_inv(sigma, kind: str = "edm", beta_d: float = VP_BETA_D, beta_min: flo
     return sigma
 
 
-def check_schedule_result(result, t, *, kind="edm", provides=frozenset(), **_) -> None:
-    for name, v in zip(("sigma", "s", "sigma_dot", "s_dot"), expect_tuple(result, ("sigma", "s", "sigma_dot", "s_dot"),
-                                                                        "edm.schedule")):
-        expect_tensor(name, v, tuple(t.shape), (t.dtype,), t.device, "edm.schedule")
-
-
 @operation(
     DOC,
     latex=r"x_t=s(t)\,(x_0+\sigma(t)\,\epsilon):\ (\sigma,s,\dot\sigma,\dot s)(t)",
@@ -73,7 +68,12 @@ def check_schedule_result(result, t, *, kind="edm", provides=frozenset(), **_) -
             "'ve' (sigma = sqrt t), 'edm' (sigma = t; also iDDPM's sampler) or 'fm' (s = 1 - t, sigma = t / (1 - t)). "
             "t: tensor; outputs in t's dtype.",
     dtypes=("float64", "float32"),
-    check_result=check_schedule_result,
+    outputs=(
+        Output("sigma", shape="t.shape", dtype="t", device="t"),
+        Output("s", shape="t.shape", dtype="t", device="t"),
+        Output("sigma_dot", shape="t.shape", dtype="t", device="t"),
+        Output("s_dot", shape="t.shape", dtype="t", device="t"),
+    ),
     capabilities=tuple(f"kind:{k}" for k in SCHEDULES),
 )
 def schedule(t: torch.Tensor, *, kind: str = "edm", beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN):

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import torch
 
-from eqspec.contracts import ArgumentError, expect_tensor, expect_tuple
+from eqspec.contracts import ArgumentError
+from eqspec.outputs import Output
 from eqspec.registry import operation, spec
 
 from ..validators import F64, check_choice, check_real
@@ -31,12 +32,6 @@ from .table1 import (
 )
 
 
-def check_precond_result(result, sigma, **_) -> None:
-    names = ("c_skip", "c_out", "c_in", "c_noise", "weight")
-    for name, v in zip(names, expect_tuple(result, names, "edm.preconditioning")):
-        expect_tensor(name, v, tuple(sigma.shape), (sigma.dtype,), sigma.device, "edm.preconditioning")
-
-
 @operation(
     DOC,
     latex=r"\text{EDM: }c_{skip}=\frac{\sigma_d^2}{\sigma^2+\sigma_d^2},"
@@ -48,7 +43,13 @@ def check_precond_result(result, sigma, **_) -> None:
     summary="Table 1's preconditioning and loss weight lambda(sigma) for kind 'vp', 've', 'iddpm' or 'edm' "
             "(sigma_data for 'edm'). sigma: positive tensor; outputs in its shape and dtype.",
     dtypes=("float64", "float32"),
-    check_result=check_precond_result,
+    outputs=(
+        Output("c_skip", shape="sigma.shape", dtype="sigma", device="sigma"),
+        Output("c_out", shape="sigma.shape", dtype="sigma", device="sigma"),
+        Output("c_in", shape="sigma.shape", dtype="sigma", device="sigma"),
+        Output("c_noise", shape="sigma.shape", dtype="sigma", device="sigma"),
+        Output("weight", shape="sigma.shape", dtype="sigma", device="sigma"),
+    ),
     capabilities=tuple(f"kind:{k}" for k in KINDS),
 )
 def preconditioning(sigma: torch.Tensor, *, kind: str = "edm", sigma_data: float = SIGMA_DATA):
@@ -84,10 +85,6 @@ def normal_quantile(u: torch.Tensor) -> torch.Tensor:
     return math.sqrt(2.0) * torch.erfinv(2 * u - 1)
 
 
-def check_training_sigma_result(result, u, **_) -> None:
-    expect_tensor("sigma", result, tuple(u.shape), (u.dtype,), u.device, "edm.training_sigma")
-
-
 @operation(
     DOC,
     latex=r"\text{EDM: }\sigma=e^{P_{mean}+P_{std}\Phi^{-1}(u)};\ \text{VE: }\ln\sigma\sim U(\ln\sigma_{min},"
@@ -98,7 +95,7 @@ def check_training_sigma_result(result, u, **_) -> None:
     summary="The training noise level of Table 1 as a function of a uniform u in (0, 1) (its quantile function): "
             "a batch of u ~ U(0, 1) gives sigma ~ p_train for kind 'edm', 've', 'vp' or 'iddpm'.",
     dtypes=("float64", "float32"),
-    check_result=check_training_sigma_result,
+    outputs=(Output("sigma", shape="u.shape", dtype="u", device="u"),),
     capabilities=tuple(f"kind:{k}" for k in KINDS),
 )
 def training_sigma(u: torch.Tensor, *, kind: str = "edm", P_mean: float = P_MEAN, P_std: float = P_STD):
@@ -131,10 +128,6 @@ def denoiser(F: Callable, x: torch.Tensor, sigma: torch.Tensor, *, kind: str = "
     return c_skip * x + c_out * F(c_in * x, c_noise)
 
 
-def check_loss_result(result, F, y, n, sigma, **_) -> None:
-    expect_tensor("loss", result, (y.shape[0],), (y.dtype,), y.device, "edm.denoiser_loss")
-
-
 @operation(
     DOC,
     latex=r"\mathcal L=\lambda(\sigma)\,\|D_\theta(y+n;\sigma)-y\|_2^2,\quad n\sim\mathcal N(0,\sigma^2I)",
@@ -144,7 +137,7 @@ def check_loss_result(result, F, y, n, sigma, **_) -> None:
             "dimension) with D built from the raw network F(x_in, c_noise) by Table 1's preconditioning. "
             "y, n (B, ...), sigma (B,) -> loss (B,).",
     dtypes=("float64", "float32"),
-    check_result=check_loss_result,
+    outputs=(Output("loss", shape="(y.shape[0],)", dtype="y", device="y"),),
     capabilities=tuple(f"kind:{k}" for k in KINDS),
 )
 def denoiser_loss(F: Callable, y: torch.Tensor, n: torch.Tensor, sigma: torch.Tensor, *, kind: str = "edm",

@@ -123,15 +123,18 @@ _LIGER_GRPO_FLOAT32 = (
 _LIGER_GRPO_ACCEPTS = Deviation("LigerFusedLinearGRPOFunction accepted completion ids outside the vocabulary and "
                                 "returned a loss", only=(("case", ("ids outside the vocabulary",)),))
 
+_FLOAT32_LOSS = {"loss": ("float32",)}  # Liger's loss is float32 whatever the inputs' dtype (liger_losses.py)
+
 for _impl in (
     Implementation("dpo.fused_linear_dpo_loss", "thirdparty.liger", f"{_L}:dpo_loss", "thirdparty",
                    devices=("cpu",), dtypes=("float32", "bfloat16"), modules=_LIGER, provides=_GRAD,
+                   output_dtypes=_FLOAT32_LOSS,
                    deviations={"dpo.operations_match_spec": Deviation(_LIGER_EMPTY_CHOSEN, strict=False),
                                "dpo.fused_matches_spec": _LIGER_DPO_BF16, "dpo.dpo_contract": _LIGER_DPO_ACCEPTS},
                    notes="LigerFusedLinearDPOFunction with the given reference log-probs; " + _LIGER_NOTES
                          + "; no cDPO, no IPO (unsupported)"),
     Implementation("dpo.fused_linear_dpo_loss", "thirdparty.liger_float64", f"{_L}:dpo_loss", "thirdparty",
-                   devices=("cpu",), dtypes=("float64",), modules=_LIGER, provides=_GRAD,
+                   devices=("cpu",), dtypes=("float64",), modules=_LIGER, provides=_GRAD, output_dtypes=_FLOAT32_LOSS,
                    deviations={"dpo.operations_match_spec": Deviation(
                        _LIGER_DPO_FLOAT32 + "; and " + _LIGER_EMPTY_CHOSEN + " (a drawn case whose loss float32 "
                        "holds exactly shows neither)", strict=False),
@@ -143,12 +146,13 @@ for _impl in (
                          + _LIGER_NOTES + "; no cDPO, no IPO (unsupported)"),
     Implementation("grpo.fused_linear_grpo_loss", "thirdparty.liger", f"{_L}:grpo_loss", "thirdparty",
                    devices=("cpu",), dtypes=("float32", "bfloat16"), modules=_LIGER, provides=_GRAD,
+                   output_dtypes=_FLOAT32_LOSS,
                    deviations={"grpo.operations_match_spec": Deviation(_LIGER_MASKED_NAN, strict=False),
                                "grpo.masked_tokens_never_matter": Deviation(_LIGER_MASKED_NAN),
                                "grpo.grpo_contract": _LIGER_GRPO_ACCEPTS},
                    notes="LigerFusedLinearGRPOFunction (use_bias_correction_kl=False); " + _LIGER_NOTES),
     Implementation("grpo.fused_linear_grpo_loss", "thirdparty.liger_float64", f"{_L}:grpo_loss", "thirdparty",
-                   devices=("cpu",), dtypes=("float64",), modules=_LIGER, provides=_GRAD,
+                   devices=("cpu",), dtypes=("float64",), modules=_LIGER, provides=_GRAD, output_dtypes=_FLOAT32_LOSS,
                    deviations={"grpo.operations_match_spec": Deviation(
                        _LIGER_GRPO_FLOAT32 + "; and " + _LIGER_MASKED_NAN + " (a drawn case whose loss float32 "
                        "holds exactly, e.g. 0, shows neither)", strict=False),

@@ -19,10 +19,9 @@ GRPO operations, pure torch on the CPU (compiled=False: no torch.compile, no Tri
   dr_grpo, dapo are all Liger's (its dapo divides by the active tokens of the batch: bnpo on one process).
 
 Liger computes the log-softmax in float32 whatever the input dtype and accumulates the loss in a float32 scalar, so
-it returns a float32 loss for every input dtype. The adapters return it as is for float32 inputs and widen it to
-float64 for float64 and bfloat16 inputs (exact: every float32 is a float64), which the output contract accepts;
-what that costs in accuracy is measured and declared in
-implementations/thirdparty/preference/__init__.py.
+it returns a float32 loss for every input dtype. The adapters return it as is, and their registration declares it
+(``output_dtypes={"loss": ("float32",)}``, beside the operation's rule: the inputs' dtype or float64); what float32
+costs in accuracy for float64 inputs is measured and declared in implementations/thirdparty/preference/__init__.py.
 
 ``cdpo_as_sigmoid`` is a deliberately wrong variant (not registered): it maps cDPO to Liger's plain sigmoid loss.
 
@@ -88,13 +87,7 @@ def _liger_dpo(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref
     fn = _dpo_function(ref_chosen_logps.detach(), ref_rejected_logps.detach(), chunks)
     loss, _aux = fn.apply(hidden[:, :-1], weight, target, None, None, None, None, IGNORE_INDEX, float(beta),
                           False, False, False, False, chunk_size, liger_loss_type, float(label_smoothing))
-    return _as_result(loss, hidden)
-
-
-def _as_result(loss, hidden):
-    """Liger's float32 loss as is for float32 inputs; widened to float64 (exactly) for the others, whose own dtype
-    (float64: narrower than Liger's answer is not; bfloat16: would round it) the contract allows beside float64."""
-    return loss if hidden.dtype == torch.float32 else loss.to(torch.float64)
+    return loss  # float32 whatever the inputs' dtype: declared (output_dtypes) where the adapters are registered
 
 
 def dpo_loss(hidden, weight, input_ids, completion_mask, ref_chosen_logps, ref_rejected_logps, *, beta: float = 0.1,
@@ -135,5 +128,5 @@ def grpo_loss(hidden, weight, completion_ids, completion_mask, advantages, old_l
         float(beta), float(epsilon_low), float(epsilon_low if epsilon_high is None else epsilon_high), loss_type,
         T if max_completion_length is None else max_completion_length, "token", 1.0, 1.05, float(temperature),
         False, ref_logps is not None, 1)
-    return _as_result(loss, hidden)
+    return loss  # float32 whatever the inputs' dtype: declared (output_dtypes) where the adapters are registered
 
