@@ -201,6 +201,7 @@ def _equations(d: DocumentView) -> str:
         name = f"<code>{e(s.name)}</code>"
         if op is not None:
             name += f'<br><span class="note">operation <code>{e(op.signature)}</code></span>'
+            name += "".join(f'<br><span class="note">returns <code>{e(o.describe())}</code></span>' for o in op.outputs)
         out.append(f'<tr><td>{name}</td><td title="{e(s.latex)}">{_latex_to_mathml(s.latex)}</td><td>{e(s.source)}</td>'
                    f"<td>{e(s.convention)}</td></tr>")
     out.append("</table>")

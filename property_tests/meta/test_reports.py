@@ -176,6 +176,7 @@ def test_html_is_self_contained_and_complete(rendered):
     assert "<script" not in page.lower()
     assert all(ref.startswith(("data:", "#")) for ref in re.findall(r'(?:src|href)="([^"]*)"', page))
     assert "<math" in page  # the registry's LaTeX as MathML
+    assert f"returns <code>{html.escape('o: q.shape[:3] + v.shape[3:], q.dtype, on q.device')}</code>" in page
     assert page.count("data:image/png;base64,") >= 3  # error vs block size, ratio bars, asv throughput
     assert "INCOMPLETE" not in page and "9cbabb7deadb" in page and "dirty" in page
     assert f"skipped because: <b>{html.escape(SKIP_REASON)}</b> (2 tests)" in page
