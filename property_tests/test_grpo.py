@@ -597,6 +597,7 @@ def _deepseekmath(*args, **kwargs):
 ADV_BAD_INPUT = {  # case -> (rewards, group_size, kwargs, argument)
     "rewards not a multiple of the group size": (randn(1, 7), 4, {}, "rewards"),
     "group size 0": (randn(1, 8), 0, {}, "group_size"),
+    "group of one with the sample std": (randn(1, 8), 1, {}, "group_size"),  # ddof = 1 needs two
     "unknown std": (randn(1, 8), 4, {"std": "unbiased"}, "std"),
     "negative eps": (randn(1, 8), 4, {"eps": -1e-4}, "eps"),
     "rewards of rank 2": (randn(1, 2, 4), 4, {}, "rewards"),
@@ -623,6 +624,17 @@ LOSS_BAD_INPUT = {
     "max_completion_length below T": (lambda xs: None, {"loss_type": "dr_grpo", "max_completion_length": 2},
                                       "max_completion_length"),
     "mask of 0.5": (lambda xs: xs.__setitem__(4, torch.full((3, 4), 0.5)), {}, "completion_mask"),
+    # every numeric option outside its range, each on its own (check_loss_options): a check weakened to let any of
+    # these through computes a loss nobody asked for
+    "negative beta": (lambda xs: None, {"beta": -0.04}, "beta"),
+    "beta NaN": (lambda xs: None, {"beta": math.nan}, "beta"),
+    "beta True": (lambda xs: None, {"beta": True}, "beta"),
+    "negative epsilon_low": (lambda xs: None, {"epsilon_low": -0.2}, "epsilon_low"),
+    "epsilon_low infinite": (lambda xs: None, {"epsilon_low": math.inf}, "epsilon_low"),
+    "epsilon_low of 1": (lambda xs: None, {"epsilon_low": 1.0}, "epsilon_low"),
+    "negative epsilon_high": (lambda xs: None, {"epsilon_high": -0.28}, "epsilon_high"),
+    "max_completion_length not an integer": (lambda xs: None, {"loss_type": "dr_grpo", "max_completion_length": 4.5},
+                                             "max_completion_length"),
 }
 
 
@@ -634,6 +646,30 @@ def test_loss_rejects_bad_input(target, case):
     edit(xs)
     xs = [target.tensor(x) if x is not None and i < 4 else x for i, x in enumerate(xs)]
     expect_rejection(target, lambda fn: fn(*xs, **kw), argument, case)
+
+
+REWARD_BAD_INPUT = {  # case -> completions; each alone is rejected (a non-empty list of strings)
+    "a string, not a list": "<think>a</think><answer>4</answer>",
+    "an empty list": [],
+    "a number among the strings": ["<think>a</think><answer>4</answer>", 4],
+    "no string at all": [None],
+}
+
+
+@checks("grpo.grpo_contract", operation="grpo.format_reward")
+@pytest.mark.parametrize("case", list(REWARD_BAD_INPUT))
+def test_format_reward_rejects_bad_input(target, case):
+    expect_rejection(target, lambda fn: fn(REWARD_BAD_INPUT[case]), "completions", case)
+
+
+@checks("grpo.grpo_contract", operation="grpo.accuracy_reward")
+@pytest.mark.parametrize("case", list(REWARD_BAD_INPUT))
+def test_accuracy_reward_rejects_bad_input(target, case):
+    good = ["<think>a</think><answer>4</answer>"]
+    completions = REWARD_BAD_INPUT[case]
+    solutions = good * max(len(completions), 1) if isinstance(completions, list) else good
+    expect_rejection(target, lambda fn: fn(completions, solutions), "completions", case)
+    expect_rejection(target, lambda fn: fn(good, completions), "solutions", case)
 
 
 @checks("grpo.grpo_contract", operation=LOGPS)

@@ -43,7 +43,7 @@ AGGREGATIONS = ("grpo", "bnpo", "dr_grpo", "dapo")
 # Group-relative advantages
 # ---------------------------------------------------------------------------------------------------
 
-def check_advantage_args(rewards, group_size, std, eps) -> int:
+def check_advantage_args(rewards, group_size, std, eps) -> None:
     check_tensor("rewards", rewards, rank=1)
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ArgumentError("group_size", f"group_size must be a positive integer, got {group_size!r}")
@@ -57,7 +57,6 @@ def check_advantage_args(rewards, group_size, std, eps) -> int:
         raise ArgumentError("group_size", "group_size must be at least 2 for the sample standard deviation (ddof = 1)")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise ArgumentError("eps", f"eps must be a non-negative finite number, got {eps!r}")
-    return rewards.shape[0] // group_size
 
 
 @operation(
@@ -520,10 +519,12 @@ claim(DOC, "deepseekmath_defaults", kind="identity", operations=(FUSED,),
                 "penalty with beta = 0.04, eps = 0.2 on both sides (within the error budget of the spec with those "
                 "options given explicitly).",
       source="DeepSeekMath §4.1 eq. 3 and §4.2 (beta = 0.04); design.md (the DeepSeekMath formula is the default)")
-claim(DOC, "grpo_contract", kind="contract", operations=(ADV, LOGPS, LOSS, FUSED),
-      statement="Malformed input (rewards not a multiple of the group size, an unknown std or loss type, shapes "
-                "that disagree, ids outside the vocabulary, temperature <= 0, a missing reference with beta != 0) "
-                "is rejected with an error naming the argument.",
+claim(DOC, "grpo_contract", kind="contract",
+      operations=(ADV, LOGPS, LOSS, FUSED, f"{DOC}.format_reward", f"{DOC}.accuracy_reward"),
+      statement="Malformed input (rewards not a multiple of the group size, a group of one for the sample std, an "
+                "unknown std or loss type, a negative, NaN or boolean beta or clip range, shapes that disagree, ids "
+                "outside the vocabulary, temperature <= 0, a missing reference with beta != 0, completions that are "
+                "not a non-empty list of strings) is rejected with an error naming the argument.",
       source="design.md (bad input)")
 
 

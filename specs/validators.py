@@ -57,8 +57,6 @@ def check_count(name: str, n: object, minimum: int) -> int:
 
 def check_real(name: str, v: object, *, low: float = -math.inf, high: float = math.inf,
                allow_inf: bool = False) -> float:
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        v = v.item()
     if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or (
             not allow_inf and math.isinf(v)) or not low <= v <= high:
         raise ArgumentError(name, f"{name} must be a real number in [{low:g}, {high:g}], got {v!r}")
