@@ -48,6 +48,7 @@ class Output:
     # what its values must satisfy for the result to be usable at all, as an expression over the arguments and the
     # output by its name (``"flops >= 0"``); the claims judge everything else
     holds: str | None = None
+    holds_words: str | None = None  # the rule in words where the expression reads poorly ("one 1 per row")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -61,7 +62,7 @@ class Output:
             return f"{self.name}: list of str"
         if self.kind != "tensor":
             kind = f"Python {'int or float' if self.kind == 'number' else self.kind}"
-            return f"{self.name}: {kind}" + (f", {self.holds}" if self.holds else "")
+            return f"{self.name}: {kind}" + (f", {self.holds_words or self.holds}" if self.holds else "")
         parts = []
         if self.shape == ONE_ELEMENT:
             parts.append("one element")
@@ -76,7 +77,7 @@ class Output:
         elif self.device is not None:
             parts.append(f"on {self.device}.device")
         if self.holds is not None:
-            parts.append(self.holds)
+            parts.append(self.holds_words or self.holds)
         if self.requires is not None:
             parts.append(f"only with {self.requires}")
         return f"{self.name}: {', '.join(parts) or 'tensor'}"
@@ -167,7 +168,8 @@ def _check_one(operation: str, out: Output, x: object, ns: dict, extra: tuple[st
 
 def _check_holds(out: Output, x: object, ns: dict, where: str) -> None:
     if out.holds is not None and not bool(_evaluate(out.holds, {**ns, out.name: x}, where)):
-        raise ContractViolation(f"{where} must satisfy {out.holds}")
+        raise ContractViolation(f"{where} must satisfy {out.holds}" + (f" ({out.holds_words})" if out.holds_words
+                                                                        else ""))
 
 
 def _evaluate(expression: str, ns: dict, where: str):

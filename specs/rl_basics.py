@@ -60,8 +60,10 @@ def _check_cell(name: str, cell, rows: int, cols: int) -> tuple[int, int]:
     dtypes=("float64",),
     outputs=(
         Output("P", shape="(rows * cols, 5, rows * cols)", dtype="float64",
-               holds="bool((((dense(P) == 0) | (dense(P) == 1)).all() & (dense(P).sum(-1) == 1).all()))"),
-        Output("R", shape="(rows * cols, 5)", dtype="float64", holds="bool(isfinite(R).all())"),
+               holds="bool((((dense(P) == 0) | (dense(P) == 1)).all() & (dense(P).sum(-1) == 1).all()))",
+               holds_words="deterministic: a single 1 per (s, a) row"),
+        Output("R", shape="(rows * cols, 5)", dtype="float64", holds="bool(isfinite(R).all())",
+               holds_words="finite"),
     ),
 )
 def grid_world(rows: int, cols: int, forbidden, target, *, r_boundary: float = -1.0, r_forbidden: float = -1.0,

@@ -146,3 +146,16 @@ def test_a_benchmark_checks_the_same_rules_before_it_times_anything():
     truncated = lambda q, k, v, **kw: (naive.load()(q, k, v, **kw)[0][..., :2], None)  # noqa: E731
     with pytest.raises(ContractViolation, match=r"o must have shape q.shape\[:3\] \+ v.shape\[3:\]"):
         check_against_spec(truncated, ATTENTION.id, (q, k, v), label="truncated", output_names=("o", "lse"))
+
+
+def test_a_malformed_grid_world_is_a_contract_violation_in_words():
+    op = REG.operations["rl_basics.grid_world"]
+    args = outputs.bind(op.reference, (1, 2, [], (1, 2)), {})
+    P, R = op.reference(1, 2, [], (1, 2))
+    outputs.check(op.id, op.outputs, (P, R), args)
+    P2 = P.clone()
+    P2[0, 0, :] = 1.0  # two next states for one (s, a)
+    with pytest.raises(ContractViolation, match="P must satisfy .* \\(deterministic: a single 1 per \\(s, a\\) row\\)"):
+        outputs.check(op.id, op.outputs, (P2, R), args)
+    with pytest.raises(ContractViolation, match="R must satisfy .* \\(finite\\)"):
+        outputs.check(op.id, op.outputs, (P, R * float("nan")), args)
