@@ -9,7 +9,7 @@ where err(x) = max |x - reference|. The floor is what a correct implementation c
 the standard error analysis of a sum (Higham, "Accuracy and Stability of Numerical Algorithms", §3.1): an
 output that sums terms t_j is off by about u |t_j| per rounded term, so
 
-    floor = eps(dtype) * max(magnitude) + gamma_n * max(magnitude),
+    floor = eps(dtype) * max(magnitude) + gamma_n * max(magnitude) + underflow(dtype, n),
 
 with ``magnitude`` the size of the terms each output sums (sum_j |t_j|; the caller's spec knows them: P|V| for
 attention's output, tau (P o (|dP| + |D|)) |K| for dQ, ...; by default |reference|). The first term is one
@@ -59,6 +59,20 @@ def rounding_atol(dtype: torch.dtype, magnitude: float, roundings: float = 1.0) 
 def gamma(n: int) -> float:
     """Higham's gamma_n = n u / (1 - n u): the relative error bound of an n-term float64 reduction."""
     return n * U64 / (1 - n * U64)
+
+
+# The products a term of a sum passes through before it is added (attention's dQ: a score, its scale, the exponential,
+# the weight dS), each of which may underflow on its own (the underflow floor below)
+PRODUCTS_PER_TERM = 4
+
+
+def underflow(dtype: torch.dtype, terms: int = 0) -> float:
+    """The absolute error gradual underflow allows: with it, a rounded product is (x y)(1 + delta) + eta with |eta| at
+    most half the spacing of the subnormal numbers, tiny * eps (Higham, §2.1; 4.9e-324 in float64), however small
+    x y is - so a result of subnormal size (a softmax scale of 5e-324) has no relative accuracy at all. Each of the
+    ``terms`` terms of a sum, and the result itself, is allowed PRODUCTS_PER_TERM such errors."""
+    info = torch.finfo(dtype)
+    return PRODUCTS_PER_TERM * (terms + 1) * info.tiny * info.eps
 
 
 @dataclass
@@ -188,7 +202,7 @@ def check_within_budget(
         size = float(mag64[torch.isfinite(mag64)].max()) if mag64.numel() else 0.0
     else:
         size = float(magnitude)
-    floor = (torch.finfo(dtype).eps + gamma(terms)) * size
+    floor = (torch.finfo(dtype).eps + gamma(terms)) * size + underflow(dtype, terms)
     result = BudgetCheck(name, str(dtype).removeprefix("torch."), err, err_baseline, floor, k)
     if not result.passed:
         over = finite & ((out64 - ref64).abs() > result.allowed)

@@ -177,13 +177,24 @@ class Deviation:
 
     ``only`` narrows it to some test parameters, e.g. (("dtype", ("bfloat16",)),) or (("case", ("empty q",)),);
     a test that then passes is reported as a failure ("deviation no longer observed").
+
+    ``at`` narrows it to points of the operation's domain instead (a predicate over the call's arguments by name):
+    the whole test is not expected to fail, only those points, which the differential test compares and, where they
+    differ as declared, counts as the deviation observed and leaves out (every other point is still compared).
     """
 
     reason: str
     only: tuple[tuple[str, tuple], ...] = ()
     strict: bool = True  # False where the behaviour depends on the machine (e.g. which BLAS kernel runs)
+    at: Callable[[dict], bool] | None = None
 
     def applies(self, params: dict) -> bool:
+        return self.at is None and self._admits(params)
+
+    def applies_at(self, params: dict, arguments: dict) -> bool:
+        return self.at is not None and self._admits(params) and bool(self.at(arguments))
+
+    def _admits(self, params: dict) -> bool:
         return all(params.get(name) in values for name, values in self.only)
 
 
@@ -237,6 +248,11 @@ class Implementation:
     def deviation(self, claims, params: dict) -> Deviation | None:
         """The documented deviation, if any, that covers one of ``claims`` at these test parameters."""
         return next((d for c in claims if (d := self.deviations.get(c)) is not None and d.applies(params)), None)
+
+    def deviation_at(self, claims, params: dict, arguments: dict) -> Deviation | None:
+        """The documented deviation, if any, that covers one of ``claims`` at this point of the domain."""
+        return next((d for c in claims if (d := self.deviations.get(c)) is not None
+                     and d.applies_at(params, arguments)), None)
 
     def dtypes_for(self, operation: Operation) -> tuple[str, ...]:
         return tuple(d for d in operation.dtypes if self.dtypes is None or d in self.dtypes)

@@ -4,6 +4,8 @@ Their documented deviations are findings measured by the property tests (torch 2
 to fail its claim, and the report shows it with the reason below.
 """
 
+import torch
+
 from eqspec.registry import REGISTRY, Deviation, Implementation
 
 _M = "implementations.thirdparty"
@@ -27,6 +29,28 @@ _SDPA_BACKWARD = Deviation(
     "the naive code is off by 3.0e-6 and the math backend by 3.5e-6, Sq = Sk = 63, D = 59, |dV| ~ 4); the ci "
     "profile's examples do not reach such a case, the thorough profile does",
     only=(("dtype", ("float32",)), ("device", ("cpu",))), strict=False)
+
+
+def _is_causal_at_scale_not_positive(same_lengths_only: bool):
+    def at(arguments: dict) -> bool:
+        q, k, scale = arguments["q"], arguments["k"], arguments.get("scale")
+        # an omitted argument is a marker object (eqspec.domain), not None
+        return (arguments.get("causal") is True and isinstance(scale, (int, float))
+                and float(torch.tensor(float(scale), dtype=q.dtype)) <= 0  # as the kernel sees it, in q's dtype
+                and (not same_lengths_only or q.shape[-2] == k.shape[-2]))
+    return at
+
+
+_SCALE_NOT_POSITIVE = (
+    "SDPA's default CPU kernel with is_causal=True and a scale that is 0 or negative (or rounds to 0 in the inputs' "
+    "dtype: 1e-300 in float32) returns NaN in every row that has a masked key, where the spec (and SDPA's math "
+    "backend) return the softmax over the visible keys: the mask's -inf times the scale (measured, torch 2.13, "
+    "float64 and float32, Sq = Sk = 4, scale 0, -0.001 and -0.5: rows 0 to 2 NaN)")
+_SDPA_SCALE_NOT_POSITIVE = Deviation(_SCALE_NOT_POSITIVE + "; causal_lower_right dispatches to is_causal when Sq = Sk",
+                                     only=(("device", ("cpu",)),),
+                                     at=_is_causal_at_scale_not_positive(same_lengths_only=True))
+_SDPA_IS_CAUSAL_SCALE_NOT_POSITIVE = Deviation(_SCALE_NOT_POSITIVE, only=(("device", ("cpu",)),),
+                                               at=_is_causal_at_scale_not_positive(same_lengths_only=False))
 _SDPA_DEVIATIONS = {"flash_attention.nan_propagation": _SDPA_HIDES_NAN,
                     "flash_attention.attention_contract": _SDPA_ACCEPTS,
                     "flash_attention.gradients": _SDPA_BACKWARD,
@@ -50,7 +74,8 @@ _PINNED_BACKENDS = (("math", "MATH", ("cpu", "cuda"), _ALL_DTYPES, _GQA),
 
 for _impl in (
     Implementation("flash_attention.attention", "thirdparty.sdpa", f"{_M}.sdpa:sdpa_attention", "thirdparty",
-                   provides=frozenset({"grad", "gqa", "causal"}), deviations=_SDPA_DEVIATIONS,
+                   provides=frozenset({"grad", "gqa", "causal"}),
+                   deviations={**_SDPA_DEVIATIONS, "flash_attention.operations_match_spec": _SDPA_SCALE_NOT_POSITIVE},
                    notes="torch.nn.functional.scaled_dot_product_attention with causal_lower_right; "
                          "returns no lse, so lse claims are not checked"),
     *(Implementation("flash_attention.attention", f"thirdparty.sdpa_{name}", f"{_M}.sdpa:sdpa_{name}", "thirdparty",
@@ -61,6 +86,7 @@ for _impl in (
     Implementation("flash_attention.attention", "thirdparty.sdpa_is_causal", f"{_M}.sdpa:sdpa_is_causal",
                    "thirdparty", provides=frozenset({"grad", "gqa"}),
                    deviations={**_SDPA_DEVIATIONS, "flash_attention.causal_bottom_right": _TOP_LEFT,
+                               "flash_attention.operations_match_spec": _SDPA_IS_CAUSAL_SCALE_NOT_POSITIVE,
                                "flash_attention.fully_masked_rows": _TOP_LEFT},
                    notes="SDPA with is_causal=True; returns no lse"),
     *(Implementation("flash_attention.attention", f"thirdparty.flex_{name}", f"{_M}.flex:flex_{name}", "thirdparty",

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from eqspec.budget import check_close, check_equal, check_within_budget, gamma
+from eqspec.budget import check_close, check_equal, check_within_budget, gamma, underflow
 from eqspec.contracts import ConformanceError
 
 REF = torch.tensor([0.1, -0.25, 1.0 / 3.0, 2.0], dtype=torch.float64)
@@ -55,7 +55,19 @@ def test_the_floor_is_one_rounding_of_each_term_plus_the_references_own_bound():
     check = check_within_budget("dq", zero + 1e-9, zero, zero.clone(), dtype=torch.float32, magnitude=0.1)
     assert check.floor == pytest.approx(torch.finfo(torch.float32).eps * 0.1)
     assert check_within_budget("x", zero, zero, zero, magnitude=1.0, terms=100).floor == pytest.approx(
-        (torch.finfo(torch.float64).eps + gamma(100)) * 1.0)
+        (torch.finfo(torch.float64).eps + gamma(100)) * 1.0 + underflow(torch.float64, 100))
+
+
+def test_a_result_of_subnormal_size_is_allowed_the_underflow_of_its_terms():
+    # a softmax scale of 5e-324 makes dQ subnormal: a correct kernel that scales another product is 1 or 2 spacings
+    # of the subnormals off (measured, torch SDPA and the tiled attention in float64), no relative accuracy is left
+    spacing = torch.finfo(torch.float64).tiny * torch.finfo(torch.float64).eps
+    ref = torch.tensor([spacing, 0.0], dtype=torch.float64)
+    assert check_within_budget("dq", torch.tensor([0.0, -spacing], dtype=torch.float64), ref, ref.clone(),
+                               terms=1).passed
+    with pytest.raises(ConformanceError):  # but not a hundred times more
+        check_within_budget("dq", ref + 100 * spacing, ref, ref.clone(), terms=1)
+    assert underflow(torch.float32, 0) == pytest.approx(4 * 2.0**-149)
 
 
 def test_exact_checks():

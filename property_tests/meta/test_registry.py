@@ -53,3 +53,24 @@ def test_the_readme_table_of_operations_is_generated_from_the_registry():
     readme = (ROOT / "README.md").read_text()
     assert operations_table(load_all()) in readme, (
         "README.md's operations table is stale: regenerate it with `python -m specs --write-readme README.md`")
+
+
+def test_a_deviation_at_points_of_the_domain_leaves_the_test_expected_to_pass_and_matches_only_those_points():
+    import torch
+    import torch.nn.functional as F
+
+    registry = load_all()
+    claims = ("flash_attention.operations_match_spec",)
+    sdpa = registry.implementation("flash_attention.attention", "thirdparty.sdpa")
+    params = {"dtype": "float64", "device": "cpu"}
+    assert sdpa.deviation(claims, params) is None  # not a whole-test xfail
+    q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
+    at = {"q": q, "k": q, "v": q, "causal": True}
+    assert sdpa.deviation_at(claims, params, {**at, "scale": 0.0}) is not None
+    assert sdpa.deviation_at(claims, params, {**at, "scale": -0.5}) is not None
+    assert sdpa.deviation_at(claims, params, {**at, "scale": 0.5}) is None
+    assert sdpa.deviation_at(claims, params, {**at, "scale": 0.0, "causal": False}) is None
+    assert sdpa.deviation_at(claims, {**params, "device": "cuda"}, {**at, "scale": 0.0}) is None
+    # and it is still there: the finding it documents, reproduced in four lines
+    o = F.scaled_dot_product_attention(q, q, q, is_causal=True, scale=0.0)
+    assert bool(o[0, 0, :3].isnan().all()) and not bool(o[0, 0, 3].isnan().any())
