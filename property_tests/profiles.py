@@ -1,4 +1,5 @@
-"""Hypothesis profiles: ``ci`` (derandomised: the same examples on every machine), ``dev`` (quick, random),
+"""Hypothesis profiles: ``ci`` (derandomised: the same examples on every machine), ``quick`` (the same, fewer),
+``dev`` (quick, random),
 ``thorough`` (many examples, for a release or a new kernel), ``smoke`` (a few, for meta tests that check the
 plumbing of a run) and ``mutants`` (the kill matrix: no shrinking, since a mutant only has to be caught, not
 explained)."""
@@ -17,10 +18,13 @@ settings.register_profile("ci", derandomize=True, database=None, max_examples=20
 # environment variable CI is set hypothesis' own default is derandomized, which would turn these into the ci profile
 settings.register_profile("dev", derandomize=False, max_examples=8, **_COMMON)
 settings.register_profile("thorough", derandomize=False, max_examples=400, **_COMMON)
+# a second, shorter look (CI's run of what another environment or a fuller run already covers: the libraries, the
+# triton 3.6 interpreter): the same derandomized examples on every machine, fewer of them
+settings.register_profile("quick", derandomize=True, database=None, max_examples=8, **_COMMON)
 # the plumbing of a run (a meta test's subprocess): every test reached, a few examples each
 settings.register_profile("smoke", derandomize=True, database=None, max_examples=3, **_COMMON)
 settings.register_profile("mutants", derandomize=True, database=None, max_examples=20,
                           phases=(Phase.explicit, Phase.generate), **_COMMON)
 
-PROFILES = ("ci", "dev", "thorough", "mutants", "smoke")
+PROFILES = ("ci", "quick", "dev", "thorough", "mutants", "smoke")
 DEFAULT = "ci"

@@ -16,6 +16,9 @@ def add_options(parser) -> None:
                     help="verify a user implementation of operation OP (repeatable)")
     group.addoption("--only-impl", action="append", default=None, metavar="NAME",
                     help="run only the implementation NAME (repeatable)")
+    group.addoption("--skip-impl", action="append", default=None, metavar="PATTERN",
+                    help="leave out the implementations whose name matches PATTERN, e.g. 'thirdparty.flex_*' "
+                         "(repeatable; fnmatch)")
     group.addoption("--origin", action="append", default=None, metavar="ORIGIN",
                     help="run only implementations of this origin: spec, torch, triton, thirdparty, user (repeatable)")
     group.addoption("--device", action="append", choices=DEVICES, default=None, help="restrict to these devices")
@@ -58,7 +61,7 @@ def partial_reasons(config) -> list[str]:
         value = getattr(config.option, option, "")
         if value:
             reasons.append(f"{shown} {value}")
-    for option in ("--document", "--only-impl", "--origin", "--device", "--dtype"):
+    for option in ("--document", "--only-impl", "--skip-impl", "--origin", "--device", "--dtype"):
         if config.getoption(option):
             reasons.append(f"{option} {' '.join(map(str, config.getoption(option)))}")
     suite = (config.rootpath / "property_tests").resolve()

@@ -4,6 +4,7 @@ strict xfail, its hypothesis examples counted, and fewer examples for Triton und
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 
 import pytest
@@ -30,6 +31,8 @@ def _candidates(config, operation: str, claims: tuple[str, ...]):
     only, origins = config.getoption("--only-impl"), config.getoption("--origin")
     if only:
         impls = [i for i in impls if i.name in only]
+    if skipped := config.getoption("--skip-impl"):
+        impls = [i for i in impls if not any(fnmatch.fnmatchcase(i.name, pattern) for pattern in skipped)]
     if origins:
         impls = [i for i in impls if i.origin in origins]
     return [i for i in impls if i.origin != "mutant"]
@@ -77,11 +80,15 @@ def pytest_collection_modifyitems(config, items):
         if unknown:
             raise pytest.UsageError(f"--document: unknown {', '.join(unknown)}; the documents are "
                                     f"{', '.join(REGISTRY.documents)}")
+    names = [impl.name for impl in REGISTRY.implementations.values()]
+    for pattern in config.getoption("--skip-impl") or ():
+        if not fnmatch.filter(names, pattern):
+            raise pytest.UsageError(f"--skip-impl: {pattern!r} matches no implementation (python -m specs lists them)")
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if mutant_mode(config) and not isinstance(params.get("target"), Target):
             continue  # a test with no mutant aimed at its claims
-        narrowed = config.getoption("--only-impl") or config.getoption("--origin")
+        narrowed = config.getoption("--only-impl") or config.getoption("--origin") or config.getoption("--skip-impl")
         if narrowed and "target" in item.fixturenames and not isinstance(params.get("target"), Target):
             continue  # no selected implementation has this test: nothing to run, not a skip
         marker = item.get_closest_marker("eqspec")
