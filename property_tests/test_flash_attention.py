@@ -23,6 +23,7 @@ from specs import flash_attention as fa
 
 from . import recording
 from .harness import checks, close, equal, expect_rejection, finite_pattern, ours, within_budget
+from .rounding import ROUNDING_RUNS, rounded
 from .strategies import AttentionShape, attention_shapes, partitions, randn, softmax_cases, varlen_cases
 
 ATT = "flash_attention.attention"
@@ -512,12 +513,23 @@ def test_gradients_match_autograd_and_finite_differences(target, causal, data):
                   torch.tensor([fd], dtype=torch.float64), atol=tol)
 
 
-def _check_gradients(target, q, k, v, o, lse, do, grads, causal: bool):
+def _check_gradients(target, q, k, v, o, lse, do, grads, causal: bool, rounded_seed: int | None = None):
+    """dQ, dK, dV within the gradient budget of the naive code's; with ``rounded_seed``, where that fails, of the
+    spec's backward under Monte Carlo arithmetic in the inputs' dtype too (property_tests/rounding.py)."""
     refs = fa.attention_backward(*as64(q, k, v, o, lse, do), causal=causal)
     bases = autograd_backward(naive_attention)(q, k, v, o, lse, do, causal=causal)
     *mags, n = fa.attention_backward_magnitudes(q, k, v, o, lse, do, causal=causal)
-    for name, g, ref, base, mag in zip(("dq", "dk", "dv"), grads, refs, bases, mags):
-        within_budget(name, g, ref, base, k=budget.K_GRADIENT, magnitude=mag, terms=n)
+    for i, (name, g, ref, base, mag) in enumerate(zip(("dq", "dk", "dv"), grads, refs, bases, mags)):
+        try:
+            within_budget(name, g, ref, base, k=budget.K_GRADIENT, magnitude=mag, terms=n)
+        except ConformanceError:
+            if rounded_seed is None or q.dtype == torch.float64:
+                raise
+            runs = [rounded(q.dtype, rounded_seed, run, fa.attention_backward, *as64(q, k, v, o, lse, do),
+                            causal=causal) for run in range(ROUNDING_RUNS)]
+            worst = max([base, *(r[i] for r in runs if r is not None)], key=lambda x: float((x.double() - ref).abs()
+                                                                                            .nan_to_num().max()))
+            within_budget(name, g, ref, worst, k=budget.K_GRADIENT, magnitude=mag, terms=n)
 
 
 @checks("flash_attention.gradients", operation=BWD, dtypes=("float64", "float32", "bfloat16"))
@@ -540,7 +552,11 @@ def test_autograd_gradients_within_budget(target, causal, data):
     if not out.requires_grad:
         pytest.skip(f"{target.name}'s output carries no autograd graph (forward only)")
     grads = torch.autograd.grad(out, leaves, grad_outputs=do)
-    _check_gradients(target, q, k, v, o, lse, do, grads, causal)
+    # autograd differentiates the implementation's own forward (a tiled one: through each tile's rescaling, a few
+    # roundings more per term than the naive softmax; measured, torch.tiled's float32 dV 3.26e-8 off where the naive
+    # code was 5.4e-9 off by luck, budget 2.82e-8): where the naive code's error falls short, the spread of the
+    # spec's own backward under random rounding is the measure of what a correct order of operations may cost
+    _check_gradients(target, q, k, v, o, lse, do, grads, causal, rounded_seed=shape.seed)
 
 
 # --- varlen ----------------------------------------------------------------------------------------------

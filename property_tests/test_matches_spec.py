@@ -28,23 +28,16 @@ import torch
 from hypothesis import HealthCheck, event, given, reject, settings
 
 from eqspec.budget import K_FORWARD, K_GRADIENT
-from eqspec.contracts import ArgumentError, ConformanceError, ContractViolation
+from eqspec.contracts import ConformanceError, ContractViolation
 from eqspec.domain import GIVEN, call_arguments, needed, pin_id, pins
 from implementations import load_all
 from specs import MATCHES_SPEC
 
 from .domains import cases, convert, for_spec, for_target, tensors, unsupported
 from .harness import checks, within_budget
-from .rounding import RandomRounding, unit_roundoff
+from .rounding import ROUNDING_RUNS, rounded
 
 REGISTRY = load_all()
-# Monte Carlo arithmetic runs of the spec: the largest deviation is the conditioning. Measured: two runs fell 3x
-# short of a correct float32 chunked GRPO loss's error (20 runs spread to 7.5e-8; it was off by 2.2e-8)
-ROUNDING_RUNS = 4
-# The random roundings are drawn at this many unit roundoffs of the dtype: a correct algorithm may order, block and
-# fuse the same operations differently, and its errors then add up rather than average out (measured: the chunked
-# DPO losses' errors reached 4x the spread of runs at one unit roundoff, on gradients that cancel).
-ROUNDING_SCALE = 8
 MIN_PIN_EXAMPLES = 4  # the profile's examples are shared among an operation's pinned options, at least this many
 
 
@@ -158,16 +151,6 @@ def check_integrity(inputs: dict, before: dict, out) -> None:
                                     "(a caller that changes one changes the other)")
 
 
-def _rounded(u: float, seed: int, run: int, fn, *args, **kwargs):
-    """``fn`` under Monte Carlo arithmetic at unit roundoff u, or None where the rounding pushed an intermediate
-    out of what the spec accepts (a probability above 1): no measurement."""
-    with RandomRounding(u, torch.Generator().manual_seed(seed * (ROUNDING_RUNS + 1) + run)):
-        try:
-            return fn(*args, **kwargs)
-        except ArgumentError:
-            return None
-
-
 def differentiable(inputs: dict, fixed: tuple[str, ...]) -> list[str]:
     """The inputs a gradient is compared for: floating tensors, except 0/1 ones (masks) and ``fixed`` ones."""
     return [k for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and k not in fixed
@@ -229,8 +212,7 @@ def compare_gradients(target, op, domain, inputs, spec_inputs, ref, seed: int, d
     try:  # the random roundings only where the floor and the baseline do not cover the difference
         _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis)
     except ConformanceError:
-        u = ROUNDING_SCALE * unit_roundoff(dtype)
-        others += [_rounded(u, seed, run, gradients, op.reference, op.reference, spec_inputs, names, weights,
+        others += [rounded(dtype, seed, run, gradients, op.reference, op.reference, spec_inputs, names, weights,
                             domain.canonical)
                    for run in range(ROUNDING_RUNS)]
         _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis)
@@ -337,10 +319,8 @@ def compare_with_spec(target, op, case, inputs: dict, args, kwargs, out) -> None
     try:  # most answers are within the floor of the baseline's error: the random roundings only when needed
         compare_outputs(others)
     except ConformanceError:
-        u = ROUNDING_SCALE * unit_roundoff(dtype)
-        rounded = [_rounded(u, case.seed, run, op.reference, *ref_args, **ref_kwargs)
-                   for run in range(ROUNDING_RUNS)]
-        compare_outputs(others + [canonical(r) for r in rounded if r is not None])
+        runs = [rounded(dtype, case.seed, run, op.reference, *ref_args, **ref_kwargs) for run in range(ROUNDING_RUNS)]
+        compare_outputs(others + [canonical(r) for r in runs if r is not None])
     # gradients in float64 only: in low precision their budgets need the error analysis of the terms each
     # gradient sums, which the per-claim tests carry (the random roundings fell short of the Triton kernels')
     if "grad" in op.capabilities and "grad" in target.impl.provides and target.dtype == "float64":
