@@ -77,7 +77,7 @@ ROUNDING_RUNS = 4
 ROUNDING_SCALE = 8
 
 
-def rounded(dtype: torch.dtype, seed: int, run: int, fn, *args, **kwargs):
+def rounded(dtype: torch.dtype, seed: int, run: int, fn, /, *args, **kwargs):
     """``fn`` under Monte Carlo arithmetic at ROUNDING_SCALE unit roundoffs of ``dtype`` (run ``run`` of
     ROUNDING_RUNS), or None where the rounding pushed an intermediate out of what the spec accepts (a probability
     above 1): no measurement."""
