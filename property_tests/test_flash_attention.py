@@ -519,14 +519,16 @@ def _check_gradients(target, q, k, v, o, lse, do, grads, causal: bool, rounded_s
     refs = fa.attention_backward(*as64(q, k, v, o, lse, do), causal=causal)
     bases = autograd_backward(naive_attention)(q, k, v, o, lse, do, causal=causal)
     *mags, n = fa.attention_backward_magnitudes(q, k, v, o, lse, do, causal=causal)
+    runs = None  # the spec's randomly rounded backward: run once, for the first gradient that needs it
     for i, (name, g, ref, base, mag) in enumerate(zip(("dq", "dk", "dv"), grads, refs, bases, mags)):
         try:
             within_budget(name, g, ref, base, k=budget.K_GRADIENT, magnitude=mag, terms=n)
         except ConformanceError:
             if rounded_seed is None or q.dtype == torch.float64:
                 raise
-            runs = [rounded(q.dtype, rounded_seed, run, fa.attention_backward, *as64(q, k, v, o, lse, do),
-                            causal=causal) for run in range(ROUNDING_RUNS)]
+            if runs is None:
+                runs = [rounded(q.dtype, rounded_seed, run, fa.attention_backward, *as64(q, k, v, o, lse, do),
+                                causal=causal) for run in range(ROUNDING_RUNS)]
             worst = max([base, *(r[i] for r in runs if r is not None)], key=lambda x: float((x.double() - ref).abs()
                                                                                             .nan_to_num().max()))
             within_budget(name, g, ref, worst, k=budget.K_GRADIENT, magnitude=mag, terms=n)
