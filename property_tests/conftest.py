@@ -78,8 +78,13 @@ def pytest_configure(config):
     plugins = config.pluginmanager
     plugins.register(parametrize, "eqspec-parametrize")
     plugins.register(rows, "eqspec-rows")
-    if mutants == "generated":
-        plugins.register(generated.GeneratedMutants(), "eqspec-generated-mutants")
+    if mutants:
+        from reports.kill_matrix import KILLING_FAILURES
+
+        from .mutation.score import KILLING
+
+        plugins.register(generated.KillOnce(generated.per_mutant, KILLING) if mutants == "generated" else
+                         generated.KillOnce(generated.per_mutant_and_test, KILLING_FAILURES), "eqspec-kill-once")
     # the controller (or a plain run) owns the results; a --collect-only run writes them only where told to
     if not hasattr(config, "workerinput") and (not config.option.collectonly or config.getoption("--results")):
         plugins.register(ResultsPlugin(config), "eqspec-results")
