@@ -18,6 +18,7 @@ class Recorder:
     series: list[dict] = field(default_factory=list)
     statistics: list[dict] = field(default_factory=list)
     examples: int = 0
+    unsupported: int = 0  # examples the implementation refused (NotImplementedError)
 
     def as_dict(self) -> dict:
         budgets = [b.as_dict() for b in self.budgets.values()]
@@ -89,3 +90,10 @@ def statistic(name: str, observed: float, bound: float, false_alarm: float) -> N
 def example() -> None:
     if _current is not None:
         _current.examples += 1
+
+
+def unsupported() -> bool:
+    """Count an example the implementation refused; True while it has refused every example so far."""
+    rec = current()
+    rec.unsupported += 1
+    return rec.unsupported == rec.examples
