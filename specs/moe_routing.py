@@ -648,7 +648,7 @@ def _moe_weights(gen, case) -> dict:
     weights), so that ties in the selection are ties between identical experts."""
     E, D, F = case["E"], case["D"], case["F"]
     w_router = torch.randn(E, D, generator=gen, dtype=F64) * (case["sharp"] / math.sqrt(D))
-    kind = int(torch.randint(0, 3, (), generator=gen))
+    kind = int(torch.randint(0, 4, (), generator=gen))  # 0: a zero bias where one is taken, 2: duplicated experts
     biased = kind != 0 and case["biased"]
     bias = torch.randn(E, generator=gen, dtype=F64) * 0.5 if biased else torch.zeros(E, dtype=F64)
     w_gate = torch.randn(E, F, D, generator=gen, dtype=F64) / math.sqrt(D)

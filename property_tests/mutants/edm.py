@@ -227,41 +227,46 @@ def churn_std_difference(x, t, eps, *, S_churn, N, S_tmin=0.0, S_tmax=math.inf, 
 
 # --- steps ---------------------------------------------------------------------------------------------
 
+def _bars(alpha_bar, alpha_bar_prev):
+    """alpha_bar and alpha_bar_prev as float64 tensors: numbers, or tensors broadcast against x (per sample)."""
+    return (torch.as_tensor(alpha_bar, dtype=torch.float64), torch.as_tensor(alpha_bar_prev, dtype=torch.float64))
+
+
 def ddim_clip_sample(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, noise=None):
     """diffusers' default clip_sample=True: x0_hat clamped to [-1, 1]."""
-    a, a_prev = float(alpha_bar), float(alpha_bar_prev)
-    x0 = ((x.double() - math.sqrt(1 - a) * eps_hat.double()) / math.sqrt(a)).clamp(-1, 1)
-    eps = (x.double() - math.sqrt(a) * x0) / math.sqrt(1 - a)  # diffusers re-derives eps from the clipped x0
+    a, a_prev = _bars(alpha_bar, alpha_bar_prev)
+    x0 = ((x.double() - torch.sqrt(1 - a) * eps_hat.double()) / torch.sqrt(a)).clamp(-1, 1)
+    eps = (x.double() - torch.sqrt(a) * x0) / torch.sqrt(1 - a)  # diffusers re-derives eps from the clipped x0
     return edm.ddim_step(eps, x.double(), a, a_prev, eta=eta, noise=noise).to(x.dtype)
 
 
 def ddim_alpha_not_sqrt(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, noise=None):
     """alpha_bar where sqrt(alpha_bar) belongs (the diffusers #7046 confusion)."""
-    a, a_prev = float(alpha_bar), float(alpha_bar_prev)
+    a, a_prev = _bars(alpha_bar, alpha_bar_prev)
     x0 = (x.double() - (1 - a) * eps_hat.double()) / a
     var = edm.ddim_variance(a, a_prev, eta)
-    out = a_prev * x0 + math.sqrt(max(1 - a_prev - var, 0.0)) * eps_hat.double()
+    out = a_prev * x0 + torch.sqrt((1 - a_prev - var).clamp(min=0)) * eps_hat.double()
     if eta > 0:
-        out = out + math.sqrt(var) * noise.double()
+        out = out + torch.sqrt(var) * noise.double()
     return out.to(x.dtype)
 
 
 def ddim_eta_not_squared(eps_hat, x, alpha_bar, alpha_bar_prev, *, eta=0.0, noise=None):
-    a, a_prev = float(alpha_bar), float(alpha_bar_prev)
-    x0 = (x.double() - math.sqrt(1 - a) * eps_hat.double()) / math.sqrt(a)
+    a, a_prev = _bars(alpha_bar, alpha_bar_prev)
+    x0 = (x.double() - torch.sqrt(1 - a) * eps_hat.double()) / torch.sqrt(a)
     var = eta * (1 - a_prev) / (1 - a) * (1 - a / a_prev)
-    out = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - var, 0.0)) * eps_hat.double()
+    out = torch.sqrt(a_prev) * x0 + torch.sqrt((1 - a_prev - var).clamp(min=0)) * eps_hat.double()
     if eta > 0:
-        out = out + math.sqrt(var) * noise.double()
+        out = out + torch.sqrt(var) * noise.double()
     return out.to(x.dtype)
 
 
 def ddpm_variance_beta(eps_hat, x, alpha_bar, alpha_bar_prev, noise):
     """fixed_large: beta_t instead of the posterior beta_tilde."""
-    a, a_prev = float(alpha_bar), float(alpha_bar_prev)
+    a, a_prev = _bars(alpha_bar, alpha_bar_prev)
     beta = 1 - a / a_prev
     mean = edm.ddpm_step(eps_hat, x, a, a_prev, torch.zeros_like(noise)).double()
-    return (mean + math.sqrt(beta) * noise.double()).to(x.dtype)
+    return (mean + torch.sqrt(beta) * noise.double()).to(x.dtype)
 
 
 def euler_divides_by_sigma_next(denoised, x, sigma, sigma_next):
