@@ -249,6 +249,8 @@ def group_advantages(rewards, group_size: int, *, std: str = "sample", eps: floa
     # too, but a failed construction leaves accelerate's state reset, which breaks every later call
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"num_generations (group_size) must be a positive integer, got {group_size!r}")
+    if group_size == 1:  # the spec's groups of one (std 'none' or 'population'); trl raises a ValueError
+        raise NotImplementedError("GRPOTrainer needs at least 2 generations per prompt (num_generations >= 2)")
     for attempt in range(2):
         trainer, state = _advantage_trainer(group_size)
         trainer.scale_rewards = _SCALE_REWARDS[std]
