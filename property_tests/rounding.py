@@ -87,3 +87,18 @@ def rounded(dtype: torch.dtype, seed: int, run: int, fn, /, *args, **kwargs):
             return fn(*args, **kwargs)
         except ArgumentError:
             return None
+
+
+def largest_error(a: torch.Tensor, r: torch.Tensor) -> float:
+    """The largest |a - r| over the entries where the spec's ``r`` is finite (0 where ``a`` has a NaN there)."""
+    finite = torch.isfinite(r)
+    if not bool(finite.any()):
+        return 0.0
+    d = (a.double() - r.double()).abs()[finite]
+    return float(d.max()) if not bool(d.isnan().any()) else 0.0
+
+
+def farthest(candidates: list[torch.Tensor], r: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
+    """Of the alternative answers (the naive baseline, the spec's randomly rounded runs), the one farthest from the
+    spec's ``r``: its error is the measured conditioning a budget is scaled from."""
+    return max(candidates, key=lambda a: largest_error(a, r), default=default)

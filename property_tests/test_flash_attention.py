@@ -23,7 +23,7 @@ from specs import flash_attention as fa
 
 from . import recording
 from .harness import checks, close, equal, expect_rejection, finite_pattern, ours, within_budget
-from .rounding import ROUNDING_RUNS, rounded
+from .rounding import ROUNDING_RUNS, farthest, rounded
 from .strategies import AttentionShape, attention_shapes, partitions, randn, softmax_cases, varlen_cases
 
 ATT = "flash_attention.attention"
@@ -529,8 +529,7 @@ def _check_gradients(target, q, k, v, o, lse, do, grads, causal: bool, rounded_s
             if runs is None:
                 runs = [rounded(q.dtype, rounded_seed, run, fa.attention_backward, *as64(q, k, v, o, lse, do),
                                 causal=causal) for run in range(ROUNDING_RUNS)]
-            worst = max([base, *(r[i] for r in runs if r is not None)], key=lambda x: float((x.double() - ref).abs()
-                                                                                            .nan_to_num().max()))
+            worst = farthest([base, *(r[i] for r in runs if r is not None)], ref, default=base)
             within_budget(name, g, ref, worst, k=budget.K_GRADIENT, magnitude=mag, terms=n)
 
 

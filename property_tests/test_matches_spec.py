@@ -36,7 +36,7 @@ from specs import MATCHES_SPEC
 from . import recording
 from .domains import cases, convert, for_spec, for_target, tensors, unsupported
 from .harness import checks, within_budget
-from .rounding import ROUNDING_RUNS, rounded
+from .rounding import ROUNDING_RUNS, farthest, rounded
 
 REGISTRY = load_all()
 # A library that refused this many points drawn one after another, and none before them, supports (at 95%
@@ -117,7 +117,7 @@ def compare(name: str, out, ref, others: list, dtype: torch.dtype, exact: bool, 
         # and a value below its smallest normal number may flush to 0 (8e-179 in float32)
         underflow = (o == 0) & (r.abs() < torch.finfo(o.dtype).tiny)
         r = torch.where(overflow | underflow, o.double(), r.double())
-    worst = max(alternatives, key=lambda a: _err(a, r), default=r)
+    worst = farthest(alternatives, r, default=r)
     within_budget(name, o, r, worst, k=K_FORWARD, dtype=dtype, magnitude=magnitude, terms=terms)
 
 
@@ -127,14 +127,6 @@ def _iterates_vary(o: torch.Tensor, r: torch.Tensor, candidates: list[torch.Tens
     def stack_like(t):
         return t.dim() == r.dim() >= 1 and t.shape[1:] == r.shape[1:] and t.shape[0] > 0
     return stack_like(o) and r.shape[0] > 0 and any(stack_like(a) and a.shape[0] != r.shape[0] for a in candidates)
-
-
-def _err(a: torch.Tensor, r: torch.Tensor) -> float:
-    finite = torch.isfinite(r)
-    if not bool(finite.any()):
-        return 0.0
-    d = (a.double() - r.double()).abs()[finite]
-    return float(d.max()) if not bool(d.isnan().any()) else 0.0
 
 
 def check_integrity(inputs: dict, before: dict, out) -> None:
@@ -232,7 +224,7 @@ def _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis) -
     largest = max(float(t.detach().abs().max()) for t in [*want, *(spec_inputs[n] for n in names)] if t.numel())
     for i, name in enumerate(names):
         alternatives = [o[i] for o in others if o is not None]
-        worst = max(alternatives, key=lambda a: _err(a, want[i].detach()), default=want[i])
+        worst = farthest(alternatives, want[i].detach(), default=want[i])
         within_budget(f"d/d{name}", got[i].detach().cpu(), want[i].detach(), worst.detach().cpu(), k=K_GRADIENT,
                       magnitude=mags.get(name, largest), terms=terms if name in mags else 0, dtype=dtype)
 
