@@ -97,6 +97,9 @@ def test_time_steps_iddpm_known_answers(target):
     iddpm = target(18, kind="iddpm", dtype=dtype)
     close("iDDPM t_0 = u_8, t_{N-1} = u_999", iddpm[[0, 17, 18]], torch.tensor([80.20370, 0.00642541, 0.0], dtype=F64),
           atol=0, rtol=1e-6 + 4 * eps_of(target))
+    # N = 2: the two ends of the same index ramp (j_0 = 8, then M - 1 = 999) and 0
+    close("iDDPM N = 2", target(2, kind="iddpm", dtype=dtype), torch.tensor([80.20370, 0.00642541, 0.0], dtype=F64),
+          atol=0, rtol=1e-6 + 4 * eps_of(target))
     u = edm.iddpm_u()
     close("iDDPM u_0", u[:1], torch.tensor([20291.17], dtype=F64), atol=0.006)
     n_in = int(((u >= 0.002) & (u <= 81)).sum())
@@ -104,12 +107,37 @@ def test_time_steps_iddpm_known_answers(target):
         raise AssertionError(f"992 iDDPM levels lie in [0.002, 81], got {n_in}")
 
 
+@checks("edm.time_steps", operation="edm.time_steps")
+@pytest.mark.parametrize("lo, hi", [(0.02, 100.0), (1e-300, 1e-300), (1e-300, 1.0)])
+def test_time_steps_ve_two_steps(target, lo, hi):
+    """VE at N = 2 is the two ends and 0: [sigma_max^2, sigma_min^2, 0] (Table 1), the floor sigma_min = 1e-300 of
+    the contract included - whose squares underflow (a generated mutant dividing by 2 for N - 1 = 1, and one
+    refusing sigma_min = 1e-300, went unseen by the drawn examples)."""
+    if not covers(target, "kind:ve"):
+        pytest.skip(f"{target.name} has no 've' time steps")
+    dtype = target.torch_dtype
+    t = target(2, kind="ve", sigma_min=lo, sigma_max=hi, dtype=dtype)
+    want = torch.tensor([hi**2, lo**2, 0.0], dtype=F64)
+    close(f"VE N = 2, sigma in [{lo:g}, {hi:g}]", t, want, atol=float(torch.finfo(dtype).tiny), rtol=4 * eps_of(target))
+
+
 # --- the operation's contract ------------------------------------------------------------------------------
 
 @checks("edm.contract", operation="edm.time_steps")
-@pytest.mark.parametrize("case", ["N = 0", "unknown kind"])
+@pytest.mark.parametrize("case", ["N = 0", "unknown kind", "rho 0", "rho infinite", "sigma_max below sigma_min",
+                                  "VP epsilon_s above 1", "VP epsilon_s negative"])
 def test_time_steps_rejects_bad_input(target, case):
-    if case == "N = 0":
-        expect_rejection(target, lambda fn: fn(0), "N", case)
-    else:
-        expect_rejection(target, lambda fn: fn(8, kind="cosine"), "kind", case)
+    # each bound of each argument on its own: a generated mutant that let epsilon_s reach 2 went unseen
+    if case.startswith("VP") and not covers(target, "kind:vp"):
+        pytest.skip(f"{target.name} has no 'vp' time steps")
+    calls = {
+        "N = 0": (lambda fn: fn(0), "N"),
+        "unknown kind": (lambda fn: fn(8, kind="cosine"), "kind"),
+        "rho 0": (lambda fn: fn(8, rho=0.0), "rho"),
+        "rho infinite": (lambda fn: fn(8, rho=math.inf), "rho"),
+        "sigma_max below sigma_min": (lambda fn: fn(8, sigma_min=1.0, sigma_max=0.5), "sigma_max"),
+        "VP epsilon_s above 1": (lambda fn: fn(8, kind="vp", epsilon_s=1.5), "epsilon_s"),
+        "VP epsilon_s negative": (lambda fn: fn(8, kind="vp", epsilon_s=-1e-3), "epsilon_s"),
+    }
+    call, argument = calls[case]
+    expect_rejection(target, call, argument, case)

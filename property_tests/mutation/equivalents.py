@@ -23,8 +23,16 @@ _ONE_DIM_RESHAPE = ("score_sde._t views a (B,) t as (B, 1, ..., 1) against x: fo
                     "itself, so whether the reshape runs for x.dim() == 1 changes nothing")
 _SHIFT_FLOOR = ("flow_shift's shift must be positive; its floor 1e-300 (not 0, which divides by 0 in the exponential "
                 "form) moved to 2e-300 differs only for shifts in (1e-300, 2e-300], which no schedule uses")
+_RHO_FLOOR = ("time_steps' rho must be at least 1e-3; that floor moved to 2e-3 differs only for rho in [1e-3, 2e-3), "
+              "where sigma^(1/rho), at least sigma^500, leaves float64 for every sigma outside about [0.24, 4.1] "
+              "(measured: it overflows - the spec raises OverflowError at the Table 1 sigmas - or underflows to a "
+              "schedule of zeros): no schedule uses such a rho")
+_IDDPM_TAIL = ("iddpm_u is a helper, not an operation: a list of M + 2 levels in place of M + 1 only appends u = 0 "
+               "after u_M = 0 (the recursion starts from the same u_M), and time_steps reads u_j for j <= M - 1 only")
 
 EQUIVALENT: dict[str, str] = {
+    "edm.discretization.time_steps: low=0.001 -> low=0.002": _RHO_FLOOR,
+    "edm.discretization.iddpm_u: M + 1 -> M + 2": _IDDPM_TAIL,
     "score_sde._t: X.dim() >= 1 -> X.dim() > 1": _ONE_DIM_RESHAPE,
     "edm.steps.flow_shift: low=1e-300 -> low=2e-300": _SHIFT_FLOOR,
     "flash_attention.tiled_attention: 32 -> 31": _BLOCK_SIZE,

@@ -111,6 +111,11 @@ def time_steps_karras(N, *, kind="edm", sigma_min=None, sigma_max=None, rho=7.0,
     """k-diffusion's get_sigmas_karras in ``dtype`` for 'edm'; the other kinds' formulas in ``dtype`` too."""
     edm_spec.check_count("N", N, 1)
     edm_spec.check_choice("kind", kind, edm_spec.KINDS)
+    edm_spec.check_real("rho", rho, low=1e-3, allow_inf=False)
+    if kind in ("edm", "ve") and sigma_min is not None and sigma_max is not None:
+        edm_spec.check_real("sigma_max", sigma_max, low=sigma_min)
+    if kind == "vp":
+        edm_spec.check_real("epsilon_s", epsilon_s, low=0.0, high=1.0)
     ramp = torch.linspace(0, 1, N, dtype=dtype) if N > 1 else torch.zeros(1, dtype=dtype)
     if kind == "edm":
         lo = edm_spec.EDM_SIGMA_MIN if sigma_min is None else sigma_min
@@ -121,7 +126,7 @@ def time_steps_karras(N, *, kind="edm", sigma_min=None, sigma_max=None, rho=7.0,
     elif kind == "ve":
         lo = edm_spec.VE_SIGMA_MIN if sigma_min is None else sigma_min
         hi = edm_spec.VE_SIGMA_MAX if sigma_max is None else sigma_max
-        t = hi**2 * (lo**2 / hi**2) ** ramp
+        t = (hi * (lo / hi) ** ramp) ** 2  # sigma_i = hi (lo / hi)^ramp, squared (squares of 1e-300 underflow)
     else:
         return edm_spec.time_steps(N, kind=kind, dtype=dtype)
     return torch.cat([t, t.new_zeros(1)])

@@ -84,7 +84,9 @@ def time_steps(N: int, *, kind: str = "edm", sigma_min: float | None = None, sig
         lo = check_real("sigma_min", VE_SIGMA_MIN if sigma_min is None else sigma_min, low=1e-300)
         hi = check_real("sigma_max", VE_SIGMA_MAX if sigma_max is None else sigma_max, low=lo)
         i = torch.arange(N, dtype=F64)
-        t = torch.cat([hi**2 * (lo**2 / hi**2) ** (i / max(N - 1, 1)), torch.zeros(1, dtype=F64)])
+        # (sigma_min / sigma_max)^(2 i / (N - 1)), not (sigma_min^2 / sigma_max^2)^(...): both squares underflow to 0
+        # for sigmas near 1e-300, which the contract admits, and 0 / 0 is no schedule
+        t = torch.cat([hi**2 * (lo / hi) ** (2 * i / max(N - 1, 1)), torch.zeros(1, dtype=F64)])
     else:
         u = iddpm_u()
         i = torch.arange(N, dtype=F64)

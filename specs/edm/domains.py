@@ -230,7 +230,8 @@ def _sigma_max(gen, case) -> float:
 REGISTRY.attach_domain("edm.time_steps", Domain(
     sizes=dict(ratio=Real(1.0, 1e6, edges=(1.0, 40000.0), log=True), Nmax=Choice((3, 8, 60))),
     args=dict(N=Int(1, "Nmax", edges=(1, 2, 3, 18)), kind=Optional(Choice(KINDS)),
-              sigma_min=Optional(Real(1e-6, 10.0, edges=(1e-150, 1e-30, EDM_SIGMA_MIN, VE_SIGMA_MIN), log=True)),
+              sigma_min=Optional(Real(1e-6, 10.0, edges=(1e-300, 1e-150, 1e-30, EDM_SIGMA_MIN, VE_SIGMA_MIN),
+                                      log=True)),
               sigma_max=Optional(Built(_sigma_max, note="sigma_min (or the kind's default) times ratio >= 1")),
               rho=Optional(Real(0.05, 100.0, edges=(0.05, 0.5, 1.0, 3.0, 7.0, 100.0), log=True)),
               epsilon_s=Optional(Real(0.0, 1.0, edges=(0.0, 1e-3, 1.0))),

@@ -61,7 +61,9 @@ _TO_D_ACCEPTS = Deviation(
     "x / s unchanged, an integer x is accepted, and it has no s to check (the adapter's y = x / s is taken as "
     "VP-scaled for v)", only=(("case", ("shape mismatch", "sigma <= 0", "integer x", "v with an inconsistent s")),))
 _STEPS_ACCEPT_N0 = Deviation("EDMEulerScheduler.set_timesteps(0) returns the one-element schedule [0.] instead of "
-                             "an error", only=(("case", ("N = 0",)),))
+                             "an error, sigma_min = 1.0 > sigma_max = 0.5 the increasing schedule [0.5, 0.554, ..., "
+                             "1.0, 0.] and rho = inf the schedule [1., ..., 1., 0.] (N = 8, measured)",
+                             only=(("case", ("N = 0", "sigma_max below sigma_min", "rho infinite")),))
 _DDIM_ACCEPTS = Deviation(
     "DDIMScheduler.step accepts alpha_bar = 1.5 (returns NaN from sqrt(1 - alpha_bar)) and, with eta > 0 and no "
     "noise, draws its own (the generator argument): neither is an error",
@@ -84,8 +86,10 @@ _KARRAS_FLOAT32 = Deviation(
     "0.002, since 0.002^20 underflows float32; sigma_min = sigma_max = 1e-150 likewise); whether a drawn case "
     "shows it depends on its rho, sigmas and the "
     "dtype asked (float32 results round most of it away)", strict=False)
-_KARRAS_ACCEPTS_N0 = Deviation("get_sigmas_karras(0, ...) returns the one-element schedule [0.] instead of an error",
-                               only=(("case", ("N = 0",)),))
+_KARRAS_ACCEPTS_N0 = Deviation("get_sigmas_karras(0, ...) returns the one-element schedule [0.] instead of an error, "
+                               "sigma_min = 1.0 > sigma_max = 0.5 the increasing schedule [0.5, 0.554, ..., 1.0, 0.] "
+                               "and rho = inf the schedule [1., ..., 1., 0.] (N = 8, measured)",
+                               only=(("case", ("N = 0", "sigma_max below sigma_min", "rho infinite")),))
 _K_SAMPLER_ACCEPTS = Deviation("sample_heun / sample_euler validate nothing here: increasing noise levels were "
                                "accepted and returned a tensor", only=(("case", ("increasing t_steps",)),))
 
