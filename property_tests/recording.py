@@ -92,8 +92,9 @@ def example() -> None:
         _current.examples += 1
 
 
-def unsupported() -> bool:
-    """Count an example the implementation refused; True while it has refused every example so far."""
+def unsupported() -> int:
+    """Count an example the implementation refused; how many it has refused while it has refused every example so
+    far (0 once it supported one)."""
     rec = current()
     rec.unsupported += 1
-    return rec.unsupported == rec.examples
+    return rec.unsupported if rec.unsupported == rec.examples else 0

@@ -260,7 +260,7 @@ def differential_test(op_id: str):
         try:
             out = target(*args, **kwargs)
         except pytest.skip.Exception as refused:  # its NotImplementedError: not a point it supports, others may be
-            if recording.unsupported() and recording.current().unsupported >= UNSUPPORTED_PATIENCE:
+            if recording.unsupported() >= UNSUPPORTED_PATIENCE:
                 pytest.skip(f"{refused.msg} (and at each of the first {UNSUPPORTED_PATIENCE} points drawn)")
             reject()
         check_integrity(inputs, before, out)

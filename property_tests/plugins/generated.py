@@ -16,17 +16,13 @@ from ..harness import Target
 from .rows import failure_kind
 
 
-def _mutant(item) -> str | None:
+def per_mutant(item) -> str | None:
     target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
     return target.impl.name.split("~")[0] if isinstance(target, Target) else None
 
 
-def per_mutant(item) -> str | None:
-    return _mutant(item)
-
-
 def per_mutant_and_test(item) -> str | None:
-    name = _mutant(item)
+    name = per_mutant(item)
     return None if name is None else f"{name}::{item.path.name}::{item.originalname}"
 
 
