@@ -41,5 +41,8 @@ def register_matches_spec(doc: str, operations: tuple[str, ...]) -> None:
           statement="Every operation computes what its spec computes at random points of its whole declared domain "
                     "(every argument varied, options and optional arguments included): every output within its "
                     "error budget (counts and indices exactly), the inputs unchanged and no output sharing memory "
-                    "with an input.",
-          source="the operations' specs and their domains (eqspec/domain.py)")
+                    "with an input; and the bounds the spec checks of each scalar argument held: a value just "
+                    "beyond one rejected as the spec rejects it (this project's code: an ArgumentError naming the "
+                    "argument), the bound itself accepted where the spec accepts it.",
+          source="the operations' specs, their domains (eqspec/domain.py) and their argument checks "
+                 "(specs/validators.py)")

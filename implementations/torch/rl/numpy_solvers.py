@@ -47,6 +47,7 @@ def iterative_policy_evaluation(P, R, pi, gamma, v0, sweeps):
     S, A, gamma = check_mdp(P, R, gamma)
     check_policy(pi, S, A)
     check_values("v0", v0, S)
+    check_count("sweeps", sweeps, minimum=0)
     Pn, pin = _np(P), _np(pi)
     P_pi, r_pi = np.einsum("sa,sat->st", pin, Pn), (pin * _np(R)).sum(1)
     v = _np(v0)

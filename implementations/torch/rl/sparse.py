@@ -74,6 +74,7 @@ def iterative_policy_evaluation(P, R, pi, gamma, v0, sweeps):
     S, A, gamma = check_mdp(P, R, gamma)
     check_policy(pi, S, A)
     check_values("v0", v0, S)
+    check_count("sweeps", sweeps, minimum=0)
     Pc, pi = _csr(P), pi.to(F64)
     r_pi = (pi * R).sum(1)
     v = v0.to(F64, copy=True)
