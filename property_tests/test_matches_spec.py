@@ -36,7 +36,7 @@ from specs import MATCHES_SPEC
 from . import recording
 from .domains import cases, convert, for_spec, for_target, tensors, unsupported
 from .harness import checks, within_budget
-from .rounding import ROUNDING_RUNS, farthest, rounded
+from .rounding import farthest, rounded_runs
 
 REGISTRY = load_all()
 # A library that refused this many points drawn one after another, and none before them, supports (at 95%
@@ -180,7 +180,8 @@ def gradients(fn, reference, inputs: dict, names: list[str], weights: dict[str, 
     return [g if g is not None else torch.zeros_like(leaves[n]) for n, g in zip(names, grads)]
 
 
-def compare_gradients(target, op, domain, inputs, spec_inputs, ref, seed: int, dtype) -> None:
+def compare_gradients(target, op, domain, inputs, spec_inputs, ref, seed: int, dtype, key=None) -> None:
+    """``key``: the drawn point (with the operation), by which the spec's rounded runs are kept for other targets."""
     names = differentiable(inputs, domain.fixed)
     if not names:
         return
@@ -209,9 +210,8 @@ def compare_gradients(target, op, domain, inputs, spec_inputs, ref, seed: int, d
     try:  # the random roundings only where the floor and the baseline do not cover the difference
         _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis)
     except ConformanceError:
-        others += [rounded(dtype, seed, run, gradients, op.reference, op.reference, spec_inputs, names, weights,
-                            domain.canonical)
-                   for run in range(ROUNDING_RUNS)]
+        others += rounded_runs(None if key is None else (key, "gradients", tuple(names), skipped), dtype, seed,
+                               gradients, op.reference, op.reference, spec_inputs, names, weights, domain.canonical)
         _compare_gradients(names, got, want, others, spec_inputs, dtype, analysis)
 
 
@@ -318,12 +318,14 @@ def compare_with_spec(target, op, case, inputs: dict, args, kwargs, out) -> None
     try:  # most answers are within the floor of the baseline's error: the random roundings only when needed
         compare_outputs(others)
     except ConformanceError:
-        runs = [rounded(dtype, case.seed, run, op.reference, *ref_args, **ref_kwargs) for run in range(ROUNDING_RUNS)]
+        runs = rounded_runs((op.id, case.drawn, target.dtype), dtype, case.seed, op.reference, *ref_args,
+                            **ref_kwargs)
         compare_outputs(others + [canonical(r) for r in runs if r is not None])
     # gradients in float64 only: in low precision their budgets need the error analysis of the terms each
     # gradient sums, which the per-claim tests carry (the random roundings fell short of the Triton kernels')
     if "grad" in op.capabilities and "grad" in target.impl.provides and target.dtype == "float64":
-        compare_gradients(target, op, domain, inputs, spec_inputs, ref, case.seed, dtype)
+        compare_gradients(target, op, domain, inputs, spec_inputs, ref, case.seed, dtype,
+                          key=(op.id, case.drawn, target.dtype))
 
 
 for _op in REGISTRY.operations.values():
