@@ -246,14 +246,25 @@ def _steps(K):
     return _harmonic(K)
 
 
+def _one(steps, value):
+    """``steps`` with its second entry replaced by ``value``."""
+    steps = steps.clone()
+    steps[1] = value
+    return steps
+
+
 CONTRACT_CASES = {
     "incremental_mean": {
         "alpha of the wrong length": (lambda fn: fn(torch.ones(5, dtype=F64), alpha=_steps(4)), "alpha"),
         "negative alpha": (lambda fn: fn(torch.ones(3, dtype=F64), alpha=-_steps(3)), "alpha"),
+        # one bad step among good ones: a check of any() where all() is meant passes the all-bad cases above
+        "one infinite step": (lambda fn: fn(torch.ones(3, dtype=F64), alpha=_one(_steps(3), math.inf)), "alpha"),
+        "one negative step": (lambda fn: fn(torch.ones(3, dtype=F64), alpha=_one(_steps(3), -0.5)), "alpha"),
     },
     "robbins_monro": {
         "g not callable": (lambda fn: fn(1.0, 0.0, _steps(3), torch.zeros(3, dtype=F64)), "g"),
         "a of the wrong length": (lambda fn: fn(torch.tanh, 0.0, _steps(2), torch.zeros(3, dtype=F64)), "a"),
+        "one NaN step": (lambda fn: fn(torch.tanh, 0.0, _one(_steps(3), math.nan), torch.zeros(3, dtype=F64)), "a"),
     },
     "dvoretzky": {
         "beta of the wrong length": (lambda fn: fn(1.0, _steps(3), _steps(2), torch.zeros(3, dtype=F64)), "beta"),
@@ -272,8 +283,6 @@ CONTRACT_CASES = {
                                                _steps(1), torch.tensor([[0, 4]])), "indices"),
     },
 }
-
-
 
 
 def _contract(op: str):

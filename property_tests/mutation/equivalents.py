@@ -30,7 +30,15 @@ _RHO_FLOOR = ("time_steps' rho must be at least 1e-3; that floor moved to 2e-3 d
 _IDDPM_TAIL = ("iddpm_u is a helper, not an operation: a list of M + 2 levels in place of M + 1 only appends u = 0 "
                "after u_M = 0 (the recursion starts from the same u_M), and time_steps reads u_j for j <= M - 1 only")
 
+_MEAN_THEN_NORMALISE = ("zero_shot_classifier normalises the mean of a class's normalised prompt embeddings: the sum "
+                        "is the mean times the number of prompts, a positive factor the normalisation removes (to "
+                        "the rounding of one division)")
+_SQUARE_BLOCK = ("local_block_loss is called on blocks of equal size (every rank holds b images and b texts), so its "
+                 "logit block is square and L.shape[0] and L.shape[1] are the same number")
+
 EQUIVALENT: dict[str, str] = {
+    "clip.zero_shot_classifier: normalize(e).mean -> normalize(e).sum": _MEAN_THEN_NORMALISE,
+    "siglip.local_block_loss: L.shape[0] -> L.shape[1]": _SQUARE_BLOCK,
     "edm.discretization.time_steps: low=0.001 -> low=0.002": _RHO_FLOOR,
     "edm.discretization.iddpm_u: M + 1 -> M + 2": _IDDPM_TAIL,
     "score_sde._t: X.dim() >= 1 -> X.dim() > 1": _ONE_DIM_RESHAPE,
