@@ -87,10 +87,12 @@ def _short(v) -> str:
 
 
 @st.composite
-def cases(draw, domain: Domain, target, pin: tuple | None = None) -> Case:
-    """A point of ``domain``; ``pin`` = (argument, value) holds one argument at one of its declared values."""
+def cases(draw, domain: Domain, target, pin: tuple | None = None, allow_large: bool = True) -> Case:
+    """A point of ``domain``; ``pin`` = (argument, value) holds one argument at one of its declared values;
+    ``allow_large``: the domain's large sizes one time in LARGE_ONE_IN (else never)."""
     drawn: dict = {}
-    large = bool(domain.large) and not target.interpreted and draw(st.integers(1, LARGE_ONE_IN)) == 1
+    large = (allow_large and bool(domain.large) and not target.interpreted
+             and draw(st.integers(1, LARGE_ONE_IN)) == 1)
     capabilities = target.operation.capabilities
     defaults = {p.name: p.default for p in parameters(target.operation.reference)}
 

@@ -44,7 +44,7 @@ def set_timeout(seconds: float) -> None:
 
 
 @contextmanager
-def _deadline(seconds: float):
+def deadline(seconds: float):
     """Raise ImplementationTimeout in the main thread after ``seconds`` (SIGALRM; elsewhere no deadline)."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
         yield
@@ -77,7 +77,7 @@ def call(impl: Implementation, *args, **kwargs):
     try:
         if key in _hung:
             raise ImplementationTimeout(_hung[key])
-        with _deadline(_timeout_s):
+        with deadline(_timeout_s):
             result = fn(*args, **kwargs)
     except NotImplementedError as exc:  # the implementation's own word that it does not support this input
         UNSUPPORTED[impl.name] = f"unsupported by {impl.name}: {exc}"

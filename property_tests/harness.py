@@ -120,6 +120,51 @@ def ours(target: Target) -> bool:
     return target.impl.origin in ("spec", "torch", "triton", "mutant")
 
 
+def skip_unless_contract_target(target: Target, *, spec_too: bool = True) -> None:
+    """The contract tests derived from the spec (its argument bounds, its tensor checks) hold this project's code
+    to its convention, in the implementation's first dtype (the checks do not depend on it); ``spec_too=False``
+    leaves out the spec itself, whose verdicts are the oracle."""
+    if not ours(target) or (not spec_too and target.impl.origin == "spec"):
+        pytest.skip("the argument errors of this project's convention (ArgumentError naming the argument), the spec "
+                    "not checked against itself; a library's own contract is checked by the document's contract tests")
+    if target.dtype != target.impl.dtypes_for(target.operation)[0]:
+        pytest.skip("the argument checks do not depend on the dtype: checked in the implementation's first one")
+
+
+def contract_test(op_id: str, examples: int, suffix: str, doc: str, *, spec_too: bool = True):
+    """Decorator: ``body(op, target, data)`` as the hypothesis test ``test_<op>__<suffix>`` of the operation's
+    matches-spec claim, over ``examples`` points, for this project's targets (``skip_unless_contract_target``)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from specs import MATCHES_SPEC
+
+    op = REGISTRY.operations[op_id]
+
+    def wrap(body):
+        @checks(f"{op.document}.{MATCHES_SPEC}", operation=op_id)
+        @settings(max_examples=min(examples, settings.default.max_examples))
+        @given(data=st.data())
+        def test(target, data):
+            skip_unless_contract_target(target, spec_too=spec_too)
+            body(op, target, data)
+
+        test.__name__ = f"test_{op_id.replace('.', '__')}__{suffix}"
+        test.__doc__ = doc
+        return test
+
+    return wrap
+
+
+def drawn_few(data, items: list, n: int, label: str) -> list:
+    """``items`` if there are at most ``n``, else ``n`` of them drawn (hypothesis shrinks and replays the draw)."""
+    if len(items) <= n:
+        return items
+    from hypothesis import strategies as st
+
+    return data.draw(st.permutations(items), label=label)[:n]
+
+
 def names(arguments: tuple[str, ...], argument: str) -> bool:
     """Whether an ArgumentError's ``arguments`` name ``argument``: "k" is named by "k" and by a part of it
     ("k.shape[1]"); "q, k, v" (arguments that disagree) by all three."""

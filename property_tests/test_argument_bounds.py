@@ -5,7 +5,10 @@ of at least 1, one of the options, a finite number. They are observed, not writt
 runs at a point of the operation's domain under a profiler that records every check it makes of an argument of the
 operation and what it checked it against (``observed_checks``). Each check then gives the values just beyond its
 bounds (the next float past the bound, NaN, an infinity, True for a number, the count one below, an unknown option)
-and the bounds themselves. For each such value, put in place of the argument at that point:
+and the bounds themselves. A check the spec writes inline (``n < 1``, ``theta > 1``) is not observed; for those, every
+number of the point is also tried ``around`` its value (a bool, an integer as a float, -1, 0, 1, 2, one either
+side, NaN and the infinities), each verdict the spec's. For each such value, put in place of the argument at that
+point:
 
 - where the spec rejects it with an ArgumentError naming the argument, the implementation must too;
 - where the spec accepts it (a bound is inside the contract), the implementation must not raise.
@@ -22,20 +25,17 @@ import math
 import sys
 from collections.abc import Callable
 
-import hypothesis.strategies as st
-import pytest
-from hypothesis import given, settings
-
 from eqspec.contracts import ArgumentError, ContractViolation
 from eqspec.domain import OMIT, call_arguments, parameters
 from implementations import load_all
-from specs import MATCHES_SPEC, validators
+from specs import validators
 
 from .domains import cases, for_spec, for_target
-from .harness import checks, expect_rejection, names, ours
+from .harness import contract_test, drawn_few, expect_rejection, names
 
 REGISTRY = load_all()
 EXAMPLES = 4  # points of the domain per implementation: the bounds are the same at every point, the options differ
+ACCEPTED_CHECKED = 8  # of the values the spec accepts, how many run through the implementation per point
 
 # validator -> its argument holding the checked value
 CHECKED_VALUE = {validators.check_real: "v", validators.check_unit_interval: "value", validators.check_count: "n",
@@ -111,11 +111,23 @@ def beyond_and_on(check: Callable, a: dict) -> tuple[list[tuple[str, object]], l
     return beyond, on
 
 
-def _variants(op, inputs: dict) -> list[tuple[str, str, object, bool]]:
-    """(argument, label, value, rejected) for every scalar argument of ``op`` the spec checks at ``inputs``."""
+def around(value) -> list[tuple[str, object]]:
+    """Values near and at the edges of any scalar, for the checks a spec writes inline (``n < 1``, ``theta > 1``,
+    ``isinstance(b, int)``) rather than through specs/validators.py: the spec decides each one's verdict."""
+    if isinstance(value, int):
+        return [("True", True), (f"{value}.0", float(value)), ("-1", -1), ("0", 0), ("1", 1), ("2", 2),
+                (f"{value - 1}", value - 1), (f"{value + 1}", value + 1)]
+    return [("NaN", math.nan), ("inf", math.inf), ("-inf", -math.inf), ("True", True), ("-1", -1.0), ("0", 0.0),
+            ("1", 1.0), (f"just below {value:g}", _below(value)), (f"just above {value:g}", _above(value))]
+
+
+def _variants(op, inputs: dict) -> list[tuple[str, str, object, bool | None]]:
+    """(argument, label, value, rejected) for every scalar argument of ``op`` at ``inputs``: the bounds of each check
+    the spec makes through specs/validators.py (rejected: True beyond a bound, False on it), and the values
+    ``around`` each number (rejected: None, the spec decides)."""
     params = {p.name for p in parameters(op.reference)}
     args, kwargs = call_arguments(op.reference, for_spec(inputs))
-    found: dict[tuple[str, str], tuple[str, str, object, bool]] = {}
+    found: dict[tuple[str, str], tuple[str, str, object, bool | None]] = {}
     for check, a in observed_checks(op.reference, *args, **kwargs):
         name, value = a.get("name"), a.get(CHECKED_VALUE[check])
         if name not in params or not isinstance(value, (int, float, str)) or isinstance(value, bool):
@@ -125,6 +137,11 @@ def _variants(op, inputs: dict) -> list[tuple[str, str, object, bool]]:
             found.setdefault((name, label), (name, label, v, True))
         for label, v in on:
             found.setdefault((name, label), (name, label, v, False))
+    for name, value in inputs.items():
+        if name in params and isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                not isinstance(value, float) or math.isfinite(value)):
+            for label, v in around(value):
+                found.setdefault((name, label), (name, label, v, None))
     return list(found.values())
 
 
@@ -140,43 +157,36 @@ def _spec_verdict(op, inputs: dict, name: str) -> str:
     return "accepts"
 
 
-def bounds_test(op_id: str):
-    op = REGISTRY.operations[op_id]
-    domain = op.domain
-
-    @checks(f"{op.document}.{MATCHES_SPEC}", operation=op_id)
-    @settings(max_examples=min(EXAMPLES, settings.default.max_examples))
-    @given(data=st.data())
-    def test(target, data):
-        if not ours(target):
-            pytest.skip("the argument errors of this project's convention (ArgumentError naming the argument); a "
-                        "library's own contract is checked by the document's contract tests")
-        case = data.draw(cases(domain, target), label="case")
-        inputs = case.inputs()
-        for name, label, value, rejected in _variants(op, inputs):
-            changed = {**inputs, name: value}
-            verdict = _spec_verdict(op, changed, name)
-            if verdict != ("rejects" if rejected else "accepts"):
-                continue  # the spec checks a transformed value: this file predicted wrong, the spec decides
-            limit = target.impl.limits.get(name)
-            if not rejected and limit is not None and not limit[0] <= value <= limit[1]:
-                continue  # a bound beyond what the implementation declares it supports (gloo's world of 2 to 4)
-            at = {k: v for k, v in for_target(changed, target).items() if v is not OMIT}
-            args, kwargs = call_arguments(op.reference, at)
-            if rejected:
-                expect_rejection(target, lambda fn, a=args, k=kwargs: fn(*a, **k), name, f"{name} = {label}")
-                continue
-            try:
-                target(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - the spec accepts this bound: any error is the finding
-                raise ContractViolation(f"{name} = {label} is inside the contract (the spec accepts it), the "
-                                        f"implementation raised {type(exc).__name__}: {exc}") from exc
-
-    test.__name__ = f"test_{op_id.replace('.', '__')}__bounds"
-    test.__doc__ = f"{op_id} rejects what its spec rejects at the bounds of each scalar argument, and accepts them."
-    return test
+def check_bounds(op, target, data) -> None:
+    case = data.draw(cases(op.domain, target, allow_large=False), label="case")
+    inputs = case.inputs()
+    found = []
+    for name, label, value, rejected in _variants(op, inputs):
+        verdict = _spec_verdict(op, {**inputs, name: value}, name)
+        if verdict == "other" or (rejected is not None and verdict != ("rejects" if rejected else "accepts")):
+            continue  # the spec checks a transformed value: this file predicted wrong, the spec decides
+        found.append((name, label, value, verdict == "rejects"))
+    # each accepted value runs the whole operation: a drawn few per point
+    accepted = drawn_few(data, [v for v in found if not v[3]], ACCEPTED_CHECKED, "accepted")
+    for name, label, value, rejected in [v for v in found if v[3]] + accepted:
+        changed = {**inputs, name: value}
+        limit = target.impl.limits.get(name)
+        if not rejected and limit is not None and not limit[0] <= value <= limit[1]:
+            continue  # a bound beyond what the implementation declares it supports (gloo's world of 2 to 4)
+        at = {k: v for k, v in for_target(changed, target).items() if v is not OMIT}
+        args, kwargs = call_arguments(op.reference, at)
+        if rejected:
+            expect_rejection(target, lambda fn, a=args, k=kwargs: fn(*a, **k), name, f"{name} = {label}")
+            continue
+        try:
+            target(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the spec accepts this bound: any error is the finding
+            raise ContractViolation(f"{name} = {label} is inside the contract (the spec accepts it), the "
+                                    f"implementation raised {type(exc).__name__}: {exc}") from exc
 
 
 for _op in REGISTRY.operations.values():
     if _op.domain is not None:
-        globals()[f"test_{_op.id.replace('.', '__')}__bounds"] = bounds_test(_op.id)
+        _test = contract_test(_op.id, EXAMPLES, "bounds", f"{_op.id} rejects what its spec rejects at the bounds of "
+                              "each scalar argument, and accepts them.")(check_bounds)
+        globals()[_test.__name__] = _test

@@ -177,15 +177,20 @@ def test_ema_closed_form(target, k, m, seed):
 
 
 @checks("blip.queue_fifo", operation="blip.enqueue")
-@given(B=st.integers(1, 4), rounds=st.integers(1, 5), D=st.integers(1, 4), seed=st.integers(0, 2**31))
-def test_queue_fifo(target, B, rounds, D, seed):
+@given(B=st.integers(1, 4), rounds=st.integers(1, 5), D=st.integers(1, 4), seed=st.integers(0, 2**31),
+       graph=st.booleans())
+def test_queue_fifo(target, B, rounds, D, seed, graph):
     K = B * rounds
     queue = target.tensor(randn(seed, K, D))
     ptr = 0
-    batches = [target.tensor(randn(seed + 1 + i, B, D)) for i in range(rounds)]
+    # the features of the online encoder, with their graph (graph=True) as a training step has them
+    batches = [target.tensor(randn(seed + 1 + i, B, D)).requires_grad_(graph) for i in range(rounds)]
     for i, feats in enumerate(batches):
         before = queue
         queue, ptr = target(queue, ptr, feats)
+        if queue.requires_grad:
+            raise AssertionError(f"the queue after enqueue {i} holds the features' graph (requires_grad): every "
+                                 "batch's activations stay alive, and a backward runs into the queue")
         queue = queue.cpu()  # indexed by host masks below (a no-op on the CPU)
         slots = slice(B * i, B * (i + 1))
         equal(f"slots {slots.start}..{slots.stop - 1} after enqueue {i}", queue[slots], feats)

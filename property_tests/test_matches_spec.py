@@ -35,6 +35,7 @@ from specs import MATCHES_SPEC
 
 from . import recording
 from .domains import cases, convert, for_spec, for_target, tensors, unsupported
+from .guard import ImplementationError
 from .harness import checks, within_budget
 from .rounding import farthest, rounded_runs
 
@@ -137,6 +138,8 @@ def check_integrity(inputs: dict, before: dict, out) -> None:
                 t, t0 = t.to_dense(), t0.to_dense()
             if t.shape != t0.shape or not bool(((t == t0) | (t.isnan() & t0.isnan())).all()):
                 raise ContractViolation(f"the implementation modified its input {path} in place")
+            if t.requires_grad != t0.requires_grad:  # requires_grad_() on the caller's tensor, not on a copy
+                raise ContractViolation(f"the implementation set requires_grad={t.requires_grad} on its input {path}")
     storages = {}
     for name, value in inputs.items():
         for path, t in tensors(value, name):
@@ -176,7 +179,12 @@ def gradients(fn, reference, inputs: dict, names: list[str], weights: dict[str, 
              if path in weights and t.is_floating_point() and t.requires_grad]
     if not terms:
         return None
-    grads = torch.autograd.grad(sum(terms), [leaves[n] for n in names], allow_unused=True)
+    try:
+        grads = torch.autograd.grad(sum(terms), [leaves[n] for n in names], allow_unused=True)
+    except RuntimeError as exc:  # an output whose graph was already freed: a caller's backward() fails the same way
+        if fn is reference:
+            raise
+        raise ImplementationError(f"its outputs cannot be differentiated: {exc}") from exc
     return [g if g is not None else torch.zeros_like(leaves[n]) for n, g in zip(names, grads)]
 
 

@@ -173,6 +173,16 @@ def enqueue(queue: torch.Tensor, ptr: int, feats: torch.Tensor):
 # ITM with hard negatives
 # ---------------------------------------------------------------------------------------------------
 
+def check_hard_negative_args(sim, ids) -> None:
+    """sim square (B, B); ids None (pretraining) or one integer id per row of sim (retrieval)."""
+    check_tensor("sim", sim, rank=2)
+    if sim.shape[0] != sim.shape[1]:
+        raise ArgumentError("sim", f"sim must be square (B anchors x B candidates), got {tuple(sim.shape)}")
+    if ids is not None:
+        check_tensor("ids", ids, rank=1, floating=False)
+        check_dim("ids", ids, 0, sim.shape[0], "one id per row of sim")
+
+
 @operation(
     DOC,
     latex=r"w_{ij} \propto \mathrm{softmax}(s_{i,:B})_j + 10^{-4},\ w_{ii} = 0\ \text{(pretrain)};\quad "
@@ -186,16 +196,12 @@ def enqueue(queue: torch.Tensor, ptr: int, feats: torch.Tensor):
     outputs=(Output("weights", shape="sim.shape", dtype="sim"),),
 )
 def hard_negative_weights(sim: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-    check_tensor("sim", sim, rank=2)
-    if sim.shape[0] != sim.shape[1]:
-        raise ArgumentError("sim", f"sim must be square (B anchors x B candidates), got {tuple(sim.shape)}")
+    check_hard_negative_args(sim, ids)
     p = torch.softmax(sim.to(F64), dim=1)
     if ids is None:
         weights = p + HARD_NEGATIVE_FLOOR
         weights.fill_diagonal_(0.0)
     else:
-        check_tensor("ids", ids, rank=1, floating=False)
-        check_dim("ids", ids, 0, sim.shape[0], "one id per row of sim")
         weights = p.masked_fill(ids[:, None] == ids[None, :], 0.0)
     return weights.to(sim.dtype)
 
@@ -339,8 +345,9 @@ claim(DOC, "ema_closed_form", kind="identity", operations=(f"{DOC}.momentum_upda
       source="catalogue/blip.md property 3")
 claim(DOC, "queue_fifo", kind="exact", operations=(f"{DOC}.enqueue",),
       statement="The queue is a FIFO over slots: after K / B enqueues every slot was replaced exactly once, in "
-                "order, by the enqueued batch's features, and the pointer is back at 0.",
-      source="catalogue/blip.md property 4")
+                "order, by the enqueued batch's features, and the pointer is back at 0; the queue holds the "
+                "features' values, not their graph (BLIP enqueues under torch.no_grad()).",
+      source="catalogue/blip.md property 4; blip_pretrain.py _dequeue_and_enqueue (@torch.no_grad)")
 claim(DOC, "sampler_never_positive", kind="exact", operations=(f"{DOC}.hard_negative_weights",),
       statement="The hard-negative weights are exactly 0 on the positive (pretraining) or every same-id entry "
                 "(retrieval) and positive elsewhere in pretraining (+1e-4); 10^4 multinomial draws per row never "

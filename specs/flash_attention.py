@@ -22,7 +22,7 @@ from eqspec.contracts import ArgumentError
 from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, Implementation, claim, operation, spec
 
-from .validators import check_dim, check_same, check_tensor
+from .validators import check_dim, check_same, check_shape, check_tensor
 
 DOC = "flash_attention"
 F64 = torch.float64
@@ -250,6 +250,18 @@ REGISTRY.add_implementation(Implementation(
 ))
 
 
+def check_merge_args(o_a, lse_a, o_b, lse_b) -> None:
+    """o_a, o_b of one shape (..., Dv), lse_a, lse_b of the shape (...); o_a's shape is the reference, so each
+    mismatch names the other argument."""
+    check_tensor("o_a", o_a)
+    check_tensor("o_b", o_b)
+    check_tensor("lse_a", lse_a)
+    check_tensor("lse_b", lse_b)
+    check_shape("o_b", o_b, o_a.shape, "as o_a")
+    check_shape("lse_a", lse_a, o_a.shape[:-1], "o_a.shape[:-1]")
+    check_shape("lse_b", lse_b, o_a.shape[:-1], "o_a.shape[:-1]")
+
+
 @operation(
     DOC,
     latex=r"L=\mathrm{logaddexp}(L_a,L_b),\quad O=e^{L_a-L}O_a+e^{L_b-L}O_b",
@@ -265,13 +277,7 @@ REGISTRY.add_implementation(Implementation(
     ),
 )
 def merge(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torch.Tensor):
-    check_tensor("o_a", o_a)
-    check_tensor("o_b", o_b)
-    check_tensor("lse_a", lse_a)
-    check_tensor("lse_b", lse_b)
-    if o_a.shape != o_b.shape or lse_a.shape != lse_b.shape or tuple(o_a.shape[:-1]) != tuple(lse_a.shape):
-        raise ArgumentError("o_a", f"o_a, o_b must share a shape (..., Dv) and lse_a, lse_b the shape (...); got "
-                            f"{tuple(o_a.shape)}, {tuple(o_b.shape)}, {tuple(lse_a.shape)}, {tuple(lse_b.shape)}")
+    check_merge_args(o_a, lse_a, o_b, lse_b)
     Oa, La, Ob, Lb = _f64(o_a, lse_a, o_b, lse_b)
     L = torch.logaddexp(La, Lb)
     L_safe = torch.where(torch.isneginf(L), torch.zeros_like(L), L)  # both empty: weights 0, not NaN
@@ -290,6 +296,19 @@ def backward_D(dO: torch.Tensor, O: torch.Tensor) -> torch.Tensor:
 def recompute_P(S: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     L_safe = torch.where(torch.isneginf(L), torch.zeros_like(L), L)
     return torch.exp(S - L_safe[..., None])
+
+
+def check_attention_backward_args(q, k, v, o, lse, do, scale) -> tuple[int, int, int, int, int, int, int, float]:
+    """check_attention_args, then the forward's saved o, lse and the output gradient do, each shape checked on
+    its own (a wrong lse is lse's fault, not o's); returns what check_attention_args returns."""
+    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
+    check_tensor("o", o, rank=4)
+    check_tensor("do", do, rank=4)
+    check_tensor("lse", lse, rank=3)
+    check_shape("o", o, (B, H, Sq, Dv), "the forward's output, (B, H, Sq, Dv)")
+    check_shape("do", do, (B, H, Sq, Dv), "the gradient of o, (B, H, Sq, Dv)")
+    check_shape("lse", lse, (B, H, Sq), "the forward's log-sum-exp, (B, H, Sq)")
+    return B, H, Hkv, Sq, Sk, D, Dv, tau
 
 
 @operation(
@@ -311,13 +330,7 @@ def recompute_P(S: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     capabilities=("lse", "causal", "gqa", "block_sizes"),
 )
 def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None):
-    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
-    check_tensor("o", o, rank=4)
-    check_tensor("do", do, rank=4)
-    check_tensor("lse", lse, rank=3)
-    if tuple(o.shape) != (B, H, Sq, Dv) or tuple(do.shape) != (B, H, Sq, Dv) or tuple(lse.shape) != (B, H, Sq):
-        raise ArgumentError("o", f"o and do must have shape {(B, H, Sq, Dv)} and lse {(B, H, Sq)}; got "
-                            f"o {tuple(o.shape)}, do {tuple(do.shape)}, lse {tuple(lse.shape)}")
+    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_backward_args(q, k, v, o, lse, do, scale)
     Q, K, V, O, L, dO = _f64(q, k, v, o, lse, do)
     K, V = repeat_kv(K, H), repeat_kv(V, H)
     S = scores(Q, K, tau)

@@ -40,7 +40,7 @@ from .moe_routing import (  # noqa: F401  (re-exported: the document's operation
     moe,
     route,
 )
-from .validators import check_tensor
+from .validators import check_dim, check_shape, check_tensor
 
 DTYPES = ("float64", "float32", "bfloat16")
 
@@ -170,6 +170,13 @@ def rope_2d(x: torch.Tensor, positions: torch.Tensor, *, theta: float = THETA) -
 # The absolute position embedding, interpolated to the image's grid
 # ---------------------------------------------------------------------------------------------------
 
+def check_pos_emb_args(weight, h, w) -> None:
+    check_tensor("weight", weight, rank=3)
+    for name, n in (("h", h), ("w", w)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArgumentError(name, f"{name} must be a positive integer, got {n!r}")
+
+
 @operation(
     DOC,
     latex=r"P_{h,w}=\mathrm{bicubic}(P_{64\times64}\to h\times w),\quad P_{64,64}=P_{64\times64}",
@@ -184,10 +191,7 @@ def rope_2d(x: torch.Tensor, positions: torch.Tensor, *, theta: float = THETA) -
     outputs=(Output("pos", shape="(h * w, weight.shape[2])", dtype="weight", device="weight"),),
 )
 def pos_emb(weight: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    check_tensor("weight", weight, rank=3)
-    for name, n in (("h", h), ("w", w)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ArgumentError(name, f"{name} must be a positive integer, got {n!r}")
+    check_pos_emb_args(weight, h, w)
     if (h, w) == tuple(weight.shape[:2]):
         return weight.flatten(0, 1).clone()  # the table itself, never a view of the caller's weight
     W = weight.to(F64).permute(2, 0, 1)[None]
@@ -210,20 +214,45 @@ def layer_norm(x, gamma, beta, eps: float = LN_EPS):
 LAYER_KEYS = ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "o_w", "o_b", "ln2_w", "ln2_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b")
 
 
+def _check_weight(key: str, w, shape: tuple[int, ...]) -> None:
+    """One weight of params: a floating tensor of the shape the widths D (and M) fix. The error names the weight
+    ("params['fc1_w']"), a part of the argument params."""
+    check_tensor(key, w, rank=len(shape))
+    check_shape(key, w, shape, "as patch_w's D and fc1_w's M fix it")
+
+
+def _layer_shapes(D: int, M: int) -> dict[str, tuple[int, ...]]:
+    return {"ln1_w": (D,), "ln1_b": (D,), "qkv_w": (3 * D, D), "qkv_b": (3 * D,), "o_w": (D, D), "o_b": (D,),
+            "ln2_w": (D,), "ln2_b": (D,), "fc1_w": (M, D), "fc1_b": (M,), "fc2_w": (D, M), "fc2_b": (D,)}
+
+
 def check_encoder_params(params, P: int, heads: int) -> int:
     if not isinstance(params, dict) or not {"patch_w", "patch_b", "pos", "layers", "final_w", "final_b"} <= set(params):
         raise ArgumentError("params",
                             "params must be a dict with patch_w (D, P), patch_b, pos (H0, W0, D), layers (list of "
                             f"dicts with {', '.join(LAYER_KEYS)}), final_w, final_b")
+    check_tensor("params['patch_w']", params["patch_w"], rank=2)
     D = params["patch_w"].shape[0]
     if tuple(params["patch_w"].shape) != (D, P):
         raise ArgumentError("params",
                             f"params['patch_w'] must have shape (D, P = {P}), got {tuple(params['patch_w'].shape)}")
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or D % heads or (D // heads) % 4:
         raise ArgumentError("heads", f"heads must divide D = {D} into head dims that are multiples of 4, got {heads!r}")
+    # every other weight's shape too: a bias of shape (1, D) broadcasts here, and is an error in nn.LayerNorm
+    check_tensor("params['pos']", params["pos"], rank=3)
+    check_dim("params['pos']", params["pos"], 2, D, "width D, as patch_w.shape[0]")
+    for key in ("patch_b", "final_w", "final_b"):
+        _check_weight(f"params[{key!r}]", params[key], (D,))
+    if not isinstance(params["layers"], (list, tuple)):
+        raise ArgumentError("params",
+                            f"params['layers'] must be a list of dicts, got {type(params['layers']).__name__}")
     for layer in params["layers"]:
         if not isinstance(layer, dict) or set(LAYER_KEYS) - set(layer):
             raise ArgumentError("params", f"every layer must be a dict with {', '.join(LAYER_KEYS)}")
+    for i, layer in enumerate(params["layers"]):
+        check_tensor(f"params['layers'][{i}]['fc1_w']", layer["fc1_w"], rank=2)
+        for key, shape in _layer_shapes(D, layer["fc1_w"].shape[0]).items():
+            _check_weight(f"params['layers'][{i}][{key!r}]", layer[key], shape)
     return D
 
 
@@ -231,6 +260,13 @@ def check_encoder_params(params, P: int, heads: int) -> int:
       source="MoonViTConfig hidden_act gelu_pytorch_tanh (SigLIP)")
 def gelu_tanh(x):
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def check_moonvit_encode_args(patches, grid_hw, params, heads) -> tuple[list[tuple[int, int]], int]:
+    """Validate the encoder's arguments; returns the grid as (h, w) pairs and the width D."""
+    check_tensor("patches", patches, rank=2)
+    grid = check_grid(grid_hw, patches.shape[0])
+    return grid, check_encoder_params(params, patches.shape[1], heads)
 
 
 @operation(
@@ -251,9 +287,7 @@ def gelu_tanh(x):
     outputs=(Output("h", shape="(patches.shape[0], params['patch_w'].shape[0])", dtype="patches", device="patches"),),
 )
 def moonvit_encode(patches: torch.Tensor, grid_hw, params: dict, *, heads: int = 1) -> torch.Tensor:
-    check_tensor("patches", patches, rank=2)
-    grid = check_grid(grid_hw, patches.shape[0])
-    D = check_encoder_params(params, patches.shape[1], heads)
+    grid, D = check_moonvit_encode_args(patches, grid_hw, params, heads)
     p = {k: v.to(F64) for k, v in params.items() if isinstance(v, torch.Tensor)}
     h = patches.to(F64) @ p["patch_w"].T + p["patch_b"]
     h = h + torch.cat([pos_emb(p["pos"], gh, gw) for gh, gw in grid])
@@ -320,6 +354,11 @@ def merge_index(h: int, w: int) -> torch.Tensor:
     return (rows * w + cols).reshape(-1, 4)
 
 
+def check_patch_merge_args(x, grid_hw) -> list[tuple[int, int]]:
+    check_tensor("x", x, rank=2)
+    return check_grid(grid_hw, x.shape[0], even=True)
+
+
 @operation(
     DOC,
     latex=r"m^{(k)}_{a,b}=\big(x_{2a,2b},x_{2a,2b+1},x_{2a+1,2b},x_{2a+1,2b+1}\big)\ \text{for each image } k",
@@ -332,8 +371,7 @@ def merge_index(h: int, w: int) -> torch.Tensor:
     outputs=(Output("merged", shape="(x.shape[0] // 4, 4, x.shape[1])", dtype="x", device="x"),),
 )
 def patch_merge(x: torch.Tensor, grid_hw) -> torch.Tensor:
-    check_tensor("x", x, rank=2)
-    grid = check_grid(grid_hw, x.shape[0], even=True)
+    grid = check_patch_merge_args(x, grid_hw)
     out, start = [], 0
     for h, w in grid:
         img = x[start:start + h * w].view(h // 2, 2, w // 2, 2, x.shape[1])
@@ -346,6 +384,23 @@ def patch_merge(x: torch.Tensor, grid_hw) -> torch.Tensor:
       source="KimiVLMultiModalProjector (nn.GELU(), exact erf); Hendrycks & Gimpel 2016")
 def gelu(x):
     return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def check_projector_args(x, ln_w, ln_b, w1, b1, w2, b2) -> None:
+    """The tokens and the weights (grid_hw is patch_merge's to check)."""
+    check_tensor("x", x, rank=2)
+    D = x.shape[1]
+    for name, t, shape in (("ln_w", ln_w, (D,)), ("ln_b", ln_b, (D,)), ("w1", w1, (4 * D, 4 * D)),
+                           ("b1", b1, (4 * D,))):
+        check_tensor(name, t)
+        if tuple(t.shape) != shape:
+            raise ArgumentError(name, f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    check_tensor("w2", w2, rank=2)
+    if w2.shape[1] != 4 * D:
+        raise ArgumentError("w2", f"w2 must have shape (D_text, 4 D = {4 * D}), got {tuple(w2.shape)}")
+    check_tensor("b2", b2)  # after w2, whose shape it takes (a w2 that is no tensor has none)
+    if tuple(b2.shape) != (w2.shape[0],):
+        raise ArgumentError("b2", f"b2 must have shape {(w2.shape[0],)}, got {tuple(b2.shape)}")
 
 
 @operation(
@@ -364,17 +419,9 @@ def gelu(x):
     outputs=(Output("tokens", shape="(x.shape[0] // 4, w2.shape[0])", dtype="x", device="x"),),
 )
 def projector(x, grid_hw, ln_w, ln_b, w1, b1, w2, b2, *, eps: float = LN_EPS):
-    check_tensor("x", x, rank=2)
+    check_projector_args(x, ln_w, ln_b, w1, b1, w2, b2)
     D = x.shape[1]
-    for name, t, shape in (("ln_w", ln_w, (D,)), ("ln_b", ln_b, (D,)), ("w1", w1, (4 * D, 4 * D)),
-                           ("b1", b1, (4 * D,)), ("b2", b2, (w2.shape[0],))):
-        check_tensor(name, t)
-        if tuple(t.shape) != shape:
-            raise ArgumentError(name, f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    check_tensor("w2", w2, rank=2)
-    if w2.shape[1] != 4 * D:
-        raise ArgumentError("w2", f"w2 must have shape (D_text, 4 D = {4 * D}), got {tuple(w2.shape)}")
-    m = patch_merge(x.to(F64), grid_hw)
+    m = patch_merge(x.to(F64), grid_hw)  # checks grid_hw
     m = layer_norm(m, ln_w.to(F64), ln_b.to(F64), eps).reshape(-1, 4 * D)
     z = gelu(m @ w1.to(F64).T + b1.to(F64)) @ w2.to(F64).T + b2.to(F64)
     return z.to(x.dtype)

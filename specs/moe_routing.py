@@ -221,6 +221,14 @@ def mixtral_balance_loss(p: torch.Tensor, counts: torch.Tensor, K: int, alpha: f
     return alpha * E * ((counts / T) * p.mean(0)).sum()
 
 
+def check_balance_loss_args(scores, indices, form) -> None:
+    check_tensor("scores", scores, rank=2)
+    # indices: T rows as scores, and experts in [0, E): an index out of range would count a nonexistent expert
+    check_indices(indices, scores.shape[1], scores.shape[0])
+    if form not in BALANCE_FORMS:
+        raise ArgumentError("form", f"form must be one of {BALANCE_FORMS}, got {form!r}")
+
+
 @operation(
     DOC,
     latex=r"\mathcal L_{\mathrm{DSv3}}=\alpha\sum_if_iP_i,\quad \mathcal L_{\mathrm{Switch}}=\alpha N\sum_if_iP_i,"
@@ -236,15 +244,7 @@ def mixtral_balance_loss(p: torch.Tensor, counts: torch.Tensor, K: int, alpha: f
     capabilities=("deepseek_v3", "switch", "mixtral"),
 )
 def balance_loss(scores: torch.Tensor, indices: torch.Tensor, *, form: str = "deepseek_v3", alpha: float = 1.0):
-    check_tensor("scores", scores, rank=2)
-    if not isinstance(indices, torch.Tensor) or indices.dim() != 2 or indices.dtype != torch.int64 or \
-            indices.shape[0] != scores.shape[0]:
-        raise ArgumentError("indices",
-                            f"indices must be an int64 tensor (T, K) with T = scores.shape[0] = {scores.shape[0]}, "
-                            f"got {indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__} "
-                            f"{tuple(indices.shape) if isinstance(indices, torch.Tensor) else ''}")
-    if form not in BALANCE_FORMS:
-        raise ArgumentError("form", f"form must be one of {BALANCE_FORMS}, got {form!r}")
+    check_balance_loss_args(scores, indices, form)
     T, E = scores.shape
     counts = torch.bincount(indices.reshape(-1), minlength=E).to(F64)
     fn = {"deepseek_v3": sequence_balance_loss, "switch": switch_balance_loss, "mixtral": mixtral_balance_loss}[form]
@@ -309,6 +309,15 @@ def dispatch(x: torch.Tensor, indices: torch.Tensor, n_experts: int):
     return x_sorted, counts, positions
 
 
+def check_combine_args(y_sorted, positions, weights) -> None:
+    check_tensor("y_sorted", y_sorted, rank=2)
+    check_tensor("weights", weights, rank=2)
+    check_indices(positions, y_sorted.shape[0])
+    if positions.shape != weights.shape:
+        raise ArgumentError("weights", f"weights must have the shape of positions {tuple(positions.shape)}, got "
+                            f"{tuple(weights.shape)}")
+
+
 @operation(
     DOC,
     latex=r"y_t=\sum_{j<K}w_{t,j}\,Y^{\mathrm{sorted}}_{\pi(t,j)}",
@@ -321,12 +330,7 @@ def dispatch(x: torch.Tensor, indices: torch.Tensor, n_experts: int):
     outputs=(Output("y", shape="(positions.shape[0], y_sorted.shape[1])", dtype="y_sorted", device="y_sorted"),),
 )
 def combine(y_sorted: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    check_tensor("y_sorted", y_sorted, rank=2)
-    check_tensor("weights", weights, rank=2)
-    check_indices(positions, y_sorted.shape[0])
-    if positions.shape != weights.shape:
-        raise ArgumentError("weights", f"weights must have the shape of positions {tuple(positions.shape)}, got "
-                            f"{tuple(weights.shape)}")
+    check_combine_args(y_sorted, positions, weights)
     Y, w = y_sorted.to(F64), weights.to(F64)
     y = (w[:, :, None] * Y[positions]).sum(1)
     return y.to(y_sorted.dtype)

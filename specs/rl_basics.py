@@ -21,7 +21,7 @@ from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
 from .mdp import EPS, F64, P_pi, check_mdp, check_policy, check_values, dense, r_pi
-from .validators import check_count
+from .validators import check_count, check_real
 
 DOC = "rl_basics"
 
@@ -72,6 +72,9 @@ def grid_world(rows: int, cols: int, forbidden, target, *, r_boundary: float = -
     cols = check_count("cols", cols, minimum=1)
     forbidden = {_check_cell("forbidden cell", c, rows, cols) for c in forbidden}
     target = _check_cell("target", target, rows, cols)
+    # finite rewards: R is an MDP's reward table, which every Bellman operation requires finite
+    r_boundary, r_forbidden, r_target, r_other = (check_real(name, r) for name, r in (
+        ("r_boundary", r_boundary), ("r_forbidden", r_forbidden), ("r_target", r_target), ("r_other", r_other)))
     S = rows * cols
     P = torch.zeros(S, 5, S, dtype=F64)
     R = torch.zeros(S, 5, dtype=F64)

@@ -22,7 +22,7 @@ from eqspec.outputs import Output
 from eqspec.registry import claim, operation, spec
 
 from .edm import SIGMA_DATA  # the data scale of the Gaussian oracles, as EDM sets it
-from .validators import as64, check_choice, check_count, check_real, check_tensor
+from .validators import as64, check_choice, check_count, check_real, check_shape, check_tensor
 
 DOC = "score_sde"
 F64 = torch.float64
@@ -212,6 +212,30 @@ def discretize(x: torch.Tensor, t, *, kind: str = "vp", N: int = N_DEFAULT, beta
     return f.to(x.dtype), G.to(x.dtype)
 
 
+def check_step_fields(x, score, z, *, batched: bool = False) -> None:
+    """x, score and z: floating tensors of one shape (with batched, (B, ...)). x is the reference: a score or a z
+    of another shape is named itself, not blamed on the other."""
+    for name, v in (("x", x), ("score", score), ("z", z)):
+        check_tensor(name, v)
+    if batched and x.dim() < 1:
+        raise ArgumentError("x", f"x must have a batch axis (B, ...), got shape {tuple(x.shape)}")
+    for name, v in (("score", score), ("z", z)):
+        check_shape(name, v, x.shape, "x's shape")
+
+
+def check_predictor_args(x, score, z, kind, predictor, N, probability_flow) -> None:
+    check_choice("predictor", predictor, PREDICTORS[:3])
+    check_choice("kind", kind, KINDS)  # every predictor reads kind (ancestral too: VP or VE)
+    check_count("N", N, 2)
+    check_step_fields(x, score, z)
+    # the ancestral step exists for VP and VE, without the probability flow: the pair is at fault, not one of them
+    if predictor == "ancestral" and kind == "subvp":
+        raise ArgumentError(("predictor", "kind"), "predictor 'ancestral' exists for kind 'vp' and 've' only")
+    if predictor == "ancestral" and probability_flow:
+        raise ArgumentError(("predictor", "probability_flow"),
+                            "predictor 'ancestral' has no probability-flow (deterministic) version")
+
+
 @operation(
     DOC,
     latex=r"\text{EM: }\bar x=x-[f-g^2s_\theta]\tfrac1N,\ x=\bar x+g\sqrt{1/N}\,z;\ "
@@ -233,12 +257,8 @@ def discretize(x: torch.Tensor, t, *, kind: str = "vp", N: int = N_DEFAULT, beta
 def predictor_step(x: torch.Tensor, t, score: torch.Tensor, z: torch.Tensor, *, kind: str = "vp",
                    predictor: str = "euler_maruyama", N: int = N_DEFAULT, probability_flow: bool = False,
                    **sde_params):
-    check_choice("predictor", predictor, PREDICTORS[:3])
-    check_count("N", N, 2)
-    X, Sc, Z = _x("x", x), _x("score", score), _x("z", z)
-    if Sc.shape != X.shape or Z.shape != X.shape:
-        raise ArgumentError("score", f"score and z must have x's shape {tuple(X.shape)}, got {tuple(Sc.shape)}, "
-                            f"{tuple(Z.shape)}")
+    check_predictor_args(x, score, z, kind, predictor, N, probability_flow)
+    X, Sc, Z = (v.to(F64) for v in (x, score, z))
     if predictor == "euler_maruyama":
         dt = -1.0 / N
         drift, diffusion = (v.to(F64) for v in reverse_sde(X, t, Sc, kind=kind, probability_flow=probability_flow,
@@ -251,9 +271,6 @@ def predictor_step(x: torch.Tensor, t, score: torch.Tensor, z: torch.Tensor, *, 
         x_mean = X - rev_f
         x_new = x_mean if probability_flow else x_mean + G * Z
     else:
-        if kind == "subvp" or probability_flow:
-            raise ArgumentError("predictor",
-                                "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
         i = discrete_index(_t(t, X), N)
         if kind == "vp":
             beta = discrete_betas(N, sde_params.get("beta_min", BETA_MIN), sde_params.get("beta_max", BETA_MAX))
@@ -298,11 +315,8 @@ def langevin_alpha(t: float, kind: str = "vp", N: int = N_DEFAULT, beta_min: flo
 )
 def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, *, snr: float = 0.16, alpha: float = 1.0,
                   step_size: float | None = None):
-    X, Sc, Z = _x("x", x), _x("score", score), _x("z", z)
-    if Sc.shape != X.shape or Z.shape != X.shape or X.dim() < 1:
-        raise ArgumentError("score",
-                            f"score and z must have x's shape (B, ...) {tuple(X.shape)}, got {tuple(Sc.shape)}, "
-                            f"{tuple(Z.shape)}")
+    check_step_fields(x, score, z, batched=True)  # (B, ...): the step averages per-sample norms
+    X, Sc, Z = (v.to(F64) for v in (x, score, z))
     if step_size is None:
         snr, alpha = check_real("snr", snr, low=0.0), check_real("alpha", alpha, low=0.0)
         grad_norm = torch.linalg.vector_norm(Sc.reshape(X.shape[0], -1), dim=-1).mean()
@@ -312,6 +326,23 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, *, snr:
         eps = torch.tensor(check_real("step_size", step_size, low=0.0), dtype=F64)
     x_mean = X + eps * Sc
     return (x_mean + torch.sqrt(2 * eps) * Z).to(x.dtype), x_mean.to(x.dtype)
+
+
+def check_pc_sampler_args(score_fn, x_T, noise, kind, predictor, N, corrector_steps, eps) -> float:
+    """Validate the sampler's arguments; returns eps as a float."""
+    if not callable(score_fn):
+        raise ArgumentError("score_fn", f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
+    check_choice("kind", kind, KINDS)
+    check_choice("predictor", predictor, PREDICTORS)
+    check_count("N", N, 2)
+    check_count("corrector_steps", corrector_steps, 0)
+    eps = check_real("eps", eps, low=0.0, high=1.0)
+    check_tensor("x_T", x_T)
+    check_tensor("noise", noise)
+    if tuple(noise.shape) != (N, corrector_steps + 1, *x_T.shape):
+        raise ArgumentError("noise", f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
+                            f"{(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
+    return eps
 
 
 @operation(
@@ -332,18 +363,7 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, z: torch.Tensor, *, snr:
 def pc_sampler(score_fn: Callable, x_T: torch.Tensor, noise: torch.Tensor, *, kind: str = "vp", N: int = N_DEFAULT,
                predictor: str = "euler_maruyama", corrector_steps: int = 0, snr: float = 0.16,
                eps: float = SAMPLING_EPS, probability_flow: bool = False, denoise: bool = True, **sde_params):
-    if not callable(score_fn):
-        raise ArgumentError("score_fn", f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
-    check_choice("kind", kind, KINDS)
-    check_choice("predictor", predictor, PREDICTORS)
-    check_count("N", N, 2)
-    check_count("corrector_steps", corrector_steps, 0)
-    eps = check_real("eps", eps, low=0.0, high=1.0)
-    check_tensor("x_T", x_T)
-    check_tensor("noise", noise)
-    if tuple(noise.shape) != (N, corrector_steps + 1, *x_T.shape):
-        raise ArgumentError("noise", f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
-                            f"{(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
+    eps = check_pc_sampler_args(score_fn, x_T, noise, kind, predictor, N, corrector_steps, eps)
     times = torch.linspace(1.0, eps, N, dtype=F64).tolist()
     x = x_T.to(F64, copy=True)  # with no step at all (predictor "none", no corrector) a copy of x_T, never x_T
     x_mean = x

@@ -43,6 +43,12 @@ def check_dim(name: str, x: torch.Tensor, axis: int, expected: int, meaning: str
                             f"{name}.shape[{axis}] ({meaning}) must be {expected}, got shape {tuple(x.shape)}")
 
 
+def check_shape(name: str, x: torch.Tensor, shape: tuple[int, ...], meaning: str) -> None:
+    """x's whole shape, where it is fixed by the other arguments (meaning: where the expected shape comes from)."""
+    if tuple(x.shape) != tuple(shape):
+        raise ArgumentError(name, f"{name} must have shape {tuple(shape)} ({meaning}), got {tuple(x.shape)}")
+
+
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ArgumentError(name, f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")

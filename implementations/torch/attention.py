@@ -14,7 +14,7 @@ import math
 import torch
 
 from eqspec.contracts import ArgumentError
-from specs.flash_attention import causal_mask, check_attention_args
+from specs.flash_attention import causal_mask, check_attention_args, check_attention_backward_args
 
 ACC = torch.float32  # accumulator dtype for fp32/fp16/bf16 inputs, as FlashAttention
 
@@ -43,6 +43,8 @@ def autograd_backward(attention_fn):
     """Turn a differentiable attention into the attention_backward operation (gradients of <o, do>)."""
 
     def backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None):
+        # o and lse are not read (the forward is recomputed), but the operation's contract holds for them too
+        check_attention_backward_args(q, k, v, o, lse, do, scale)
         qg, kg, vg = (x.detach().clone().requires_grad_(True) for x in (q, k, v))
         out, _ = attention_fn(qg, kg, vg, causal=causal, scale=scale)
         dq, dk, dv = torch.autograd.grad(out, (qg, kg, vg), grad_outputs=do)
@@ -173,7 +175,7 @@ def tiled_attention(q, k, v, *, causal: bool = False, scale: float | None = None
 
 def tiled_attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None,
                              block_q: int = 128, block_k: int = 128):
-    *_, tau = check_attention_args(q, k, v, scale)
+    *_, tau = check_attention_backward_args(q, k, v, o, lse, do, scale)
     _check_blocks(block_q, block_k)
     return tiled_backward(q, k, v, o, lse, do, None, causal=bool(causal), tau=tau, block_q=block_q,
                           block_k=block_k)

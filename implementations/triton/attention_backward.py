@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from eqspec.contracts import ArgumentError
-from specs.flash_attention import check_attention_args, check_scale, check_varlen_args
+from specs.flash_attention import check_attention_backward_args, check_scale, check_varlen_args
 
 from .attention import (
     _block_table,
@@ -344,8 +344,7 @@ def _check_saved(o, lse, do, o_shape, lse_shape) -> None:
 def attention_backward(q, k, v, o, lse, do, *, causal: bool = False, scale: float | None = None,
                        block_q: int | None = None, block_k: int | None = None):
     """Gradients of <o, do> with respect to q, k, v, from the forward's o and lse (B, H, Sq) natural log."""
-    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
-    _check_saved(o, lse, do, (B, H, Sq, Dv), (B, H, Sq))
+    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_backward_args(q, k, v, o, lse, do, scale)
     interpret = _interpreting()
     _check_runnable(q, interpret)
     autotune = tuned(q, block_q, block_k, interpret)

@@ -36,7 +36,20 @@ _MEAN_THEN_NORMALISE = ("zero_shot_classifier normalises the mean of a class's n
 _SQUARE_BLOCK = ("local_block_loss is called on blocks of equal size (every rank holds b images and b texts), so its "
                  "logit block is square and L.shape[0] and L.shape[1] are the same number")
 
+_NO_GRAD_TEMPERATURE = ("itc_loss divides the momentum similarities by tau inside torch.no_grad() (the soft targets "
+                        "are a teacher's): there, tau.detach() and tau are the same value and no graph is recorded "
+                        "either way")
+_SQUARE_LOGITS = ("contrastive_loss has just rejected a logit matrix that is not square (N images x N texts): the "
+                  "labels arange(N) are the same whichever side N is read from")
+
+_ZIP_TRUNCATES = ("check_itc_args zips the names of the three features checked against image_feat's shape with those "
+                  "three tensors: zip stops at the shorter, so names[1:5] pairs the same three names as names[1:4]")
+
 EQUIVALENT: dict[str, str] = {
+    "blip.check_itc_args: 1:4 -> 1:5": _ZIP_TRUNCATES,
+    "blip.itc_loss: tau.detach() -> tau": _NO_GRAD_TEMPERATURE,
+    "blip.itc_loss: tau.detach() -> tau (#2)": _NO_GRAD_TEMPERATURE,
+    "clip.contrastive_loss: L.shape[0] -> L.shape[1] (#2)": _SQUARE_LOGITS,
     "clip.zero_shot_classifier: normalize(e).mean -> normalize(e).sum": _MEAN_THEN_NORMALISE,
     "siglip.local_block_loss: L.shape[0] -> L.shape[1]": _SQUARE_BLOCK,
     "edm.discretization.time_steps: low=0.001 -> low=0.002": _RHO_FLOOR,

@@ -50,9 +50,14 @@ def ddim_variance(alpha_bar, alpha_bar_prev, eta):
 def _alpha_bars(x, alpha_bar, alpha_bar_prev):
     a = as64("alpha_bar", alpha_bar, x, positive=True)
     a_prev = as64("alpha_bar_prev", alpha_bar_prev, x, positive=True)
-    if bool((a >= 1).any()) or bool((a_prev > 1).any()) or bool((a_prev < a).any()):
-        raise ArgumentError("alpha_bar",
-                            "alpha_bar must lie in (0, 1) and alpha_bar_prev in [alpha_bar, 1] (less noise)")
+    # each bound names the argument it bounds; the order of the two is both arguments' fault
+    if bool((a >= 1).any()):
+        raise ArgumentError("alpha_bar", "alpha_bar must lie in (0, 1)")
+    if bool((a_prev > 1).any()):
+        raise ArgumentError("alpha_bar_prev", "alpha_bar_prev must lie in (0, 1]")
+    if bool((a_prev < a).any()):
+        raise ArgumentError(("alpha_bar", "alpha_bar_prev"),
+                            "alpha_bar_prev must be >= alpha_bar (the previous step has less noise)")
     return a, a_prev
 
 
@@ -165,10 +170,15 @@ def dynamic_shift(sigma, mu: float):
 )
 def ancestral_split(sigma_from: torch.Tensor, sigma_to: torch.Tensor, *, eta: float = 1.0):
     F_, T_ = _x("sigma_from", sigma_from), _x("sigma_to", sigma_to)
-    if F_.shape != T_.shape or not bool((F_ > 0).all()) or not bool(((T_ >= 0) & (T_ <= F_)).all()):
-        raise ArgumentError("sigma_from",
-                            "sigma_from and sigma_to must share a shape with 0 <= sigma_to <= sigma_from, "
-                            "sigma_from > 0")
+    if F_.shape != T_.shape:
+        raise ArgumentError("sigma_to", f"sigma_to must have sigma_from's shape {tuple(F_.shape)}, got "
+                            f"{tuple(T_.shape)}")
+    if not bool((F_ > 0).all()):
+        raise ArgumentError("sigma_from", "sigma_from must be > 0")
+    if not bool((T_ >= 0).all()):
+        raise ArgumentError("sigma_to", "sigma_to must be >= 0")
+    if not bool((T_ <= F_).all()):  # the order of the two is both arguments' fault
+        raise ArgumentError(("sigma_from", "sigma_to"), "sigma_to must be <= sigma_from (a step towards less noise)")
     eta = check_real("eta", eta, low=0.0)
     up = torch.minimum(T_, eta * torch.sqrt(T_**2 * (F_**2 - T_**2) / F_**2))
     down = torch.sqrt(T_**2 - up**2)

@@ -145,10 +145,12 @@ def denoiser_loss(F: Callable, y: torch.Tensor, n: torch.Tensor, sigma: torch.Te
     if not callable(F):
         raise ArgumentError("F", f"F must be callable F(x_in, c_noise), got {type(F).__name__}")
     Y, Nn, S = _x("y", y), _x("n", n), _x("sigma", sigma)
-    if Y.shape != Nn.shape or Y.dim() < 1 or S.shape != (Y.shape[0],):
-        raise ArgumentError("y",
-                            f"y and n must share a shape (B, ...) and sigma have shape (B,); got y {tuple(Y.shape)}, "
-                            f"n {tuple(Nn.shape)}, sigma {tuple(S.shape)}")
+    if Y.dim() < 1:
+        raise ArgumentError("y", f"y must have a batch axis (B, ...), got shape {tuple(Y.shape)}")
+    if Nn.shape != Y.shape:
+        raise ArgumentError("n", f"n must have y's shape {tuple(Y.shape)}, got {tuple(Nn.shape)}")
+    if S.shape != (Y.shape[0],):
+        raise ArgumentError("sigma", f"sigma must have shape (B,) = {(Y.shape[0],)}, got {tuple(S.shape)}")
     weight = preconditioning(S, kind=kind, sigma_data=sigma_data)[4]
     D = denoiser(lambda a, c: F(a, c).to(F64), Y + Nn, S, kind=kind, sigma_data=sigma_data)
     return (weight * ((D - Y) ** 2).reshape(Y.shape[0], -1).sum(1)).to(y.dtype)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from eqspec.contracts import ArgumentError
-from specs.blip import HARD_NEGATIVE_FLOOR, check_itc_args, check_itm_args, check_lm_args
+from specs.blip import HARD_NEGATIVE_FLOOR, check_hard_negative_args, check_itc_args, check_itm_args, check_lm_args
 from specs.validators import check_pair, check_scalar, check_tensor, check_unit_interval, check_world
 
 
@@ -112,14 +112,11 @@ def itc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text
 
 
 def hard_negative_weights(sim: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-    check_tensor("sim", sim, rank=2)
-    if sim.shape[0] != sim.shape[1]:
-        raise ArgumentError("sim", f"sim must be square (B anchors x B candidates), got {tuple(sim.shape)}")
+    check_hard_negative_args(sim, ids)
     if ids is None:
         weights = F.softmax(sim, dim=1) + HARD_NEGATIVE_FLOOR
         weights.fill_diagonal_(0)
         return weights
-    check_tensor("ids", ids, rank=1, floating=False)
     return F.softmax(sim, dim=1).masked_fill(ids[:, None] == ids[None, :], 0)
 
 

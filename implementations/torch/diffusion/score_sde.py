@@ -9,25 +9,12 @@ import math
 
 import torch
 
-from eqspec.contracts import ArgumentError
 from specs import score_sde as spec
-from specs.validators import check_tensor
-
-
-def _same(x, **tensors):
-    check_tensor("x", x)
-    for name, v in tensors.items():
-        check_tensor(name, v)
-        if v.shape != x.shape:
-            raise ArgumentError(name, f"{name} must have x's shape {tuple(x.shape)}, got {tuple(v.shape)}")
 
 
 def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=spec.N_DEFAULT,
                    probability_flow=False, **sde_params):
-    spec.check_choice("predictor", predictor, spec.PREDICTORS[:3])
-    spec.check_choice("kind", kind, spec.KINDS)
-    spec.check_count("N", N, 2)
-    _same(x, score=score, z=z)
+    spec.check_predictor_args(x, score, z, kind, predictor, N, probability_flow)  # ancestral: VP, VE, no flow
     T = spec._t(t, x).to(x.dtype)
     beta_min, beta_max = sde_params.get("beta_min", spec.BETA_MIN), sde_params.get("beta_max", spec.BETA_MAX)
     sigma_min, sigma_max = sde_params.get("sigma_min", spec.SIGMA_MIN), sde_params.get("sigma_max", spec.SIGMA_MAX)
@@ -45,9 +32,6 @@ def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=s
         return (x_mean if probability_flow else x_mean + g * math.sqrt(1 / N) * z), x_mean
     i = torch.floor(spec._t(t, x) * (N - 1)).long()
     if kind == "subvp":
-        if predictor == "ancestral":
-            raise ArgumentError("predictor",
-                                "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
         f, G = (v.to(x.dtype) for v in spec.discretize(x, t, kind=kind, N=N, **sde_params))
         x_mean = x - f + G**2 * score * half
         return (x_mean if probability_flow else x_mean + G * z), x_mean
@@ -56,9 +40,6 @@ def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=s
         if predictor == "reverse_diffusion":
             x_mean = x - (torch.sqrt(1 - beta) - 1) * x + beta * score * half
             return (x_mean if probability_flow else x_mean + torch.sqrt(beta) * z), x_mean
-        if probability_flow:
-            raise ArgumentError("predictor",
-                                "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
         x_mean = (x + beta * score) / torch.sqrt(1 - beta)
         return x_mean + torch.sqrt(beta) * z, x_mean
     sig = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), N, dtype=x.dtype, device=x.device))
@@ -68,14 +49,12 @@ def predictor_step(x, t, score, z, *, kind="vp", predictor="euler_maruyama", N=s
         G2 = s_i**2 - s_prev**2
         x_mean = x + G2 * score * half
         return (x_mean if probability_flow else x_mean + torch.sqrt(G2) * z), x_mean
-    if probability_flow:
-        raise ArgumentError("predictor", "predictor 'ancestral' exists for kind 'vp' and 've' without probability_flow")
     x_mean = x + (s_i**2 - s_prev**2) * score
     return x_mean + torch.sqrt(s_prev**2 * (s_i**2 - s_prev**2) / s_i**2) * z, x_mean
 
 
 def langevin_step(x, score, z, *, snr=0.16, alpha=1.0, step_size=None):
-    _same(x, score=score, z=z)
+    spec.check_step_fields(x, score, z, batched=True)
     if step_size is None:
         snr, alpha = spec.check_real("snr", snr, low=0.0), spec.check_real("alpha", alpha, low=0.0)
         grad_norm = torch.linalg.vector_norm(score.reshape(x.shape[0], -1), dim=-1).mean()
@@ -89,18 +68,7 @@ def langevin_step(x, score, z, *, snr=0.16, alpha=1.0, step_size=None):
 
 def pc_sampler(score_fn, x_T, noise, *, kind="vp", N=spec.N_DEFAULT, predictor="euler_maruyama", corrector_steps=0,
                snr=0.16, eps=spec.SAMPLING_EPS, probability_flow=False, denoise=True, **sde_params):
-    if not callable(score_fn):
-        raise ArgumentError("score_fn", f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
-    spec.check_choice("kind", kind, spec.KINDS)
-    spec.check_choice("predictor", predictor, spec.PREDICTORS)
-    spec.check_count("N", N, 2)
-    spec.check_count("corrector_steps", corrector_steps, 0)
-    eps = spec.check_real("eps", eps, low=0.0, high=1.0)
-    check_tensor("x_T", x_T)
-    check_tensor("noise", noise)
-    if tuple(noise.shape) != (N, corrector_steps + 1, *x_T.shape):
-        raise ArgumentError("noise", f"noise must have shape (N, corrector_steps + 1, *x_T.shape) = "
-                            f"{(N, corrector_steps + 1, *x_T.shape)}, got {tuple(noise.shape)}")
+    eps = spec.check_pc_sampler_args(score_fn, x_T, noise, kind, predictor, N, corrector_steps, eps)
     betas = {k: v for k, v in sde_params.items() if k.startswith("beta")}
     x = x_mean = x_T.clone()  # no step at all: a copy, never the caller's x_T
     for i, t in enumerate(torch.linspace(1.0, eps, N, dtype=torch.float64).tolist()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from specs.moe_routing import check_indices, check_moe_args
+from specs.moe_routing import check_combine_args, check_indices, check_moe_args
 from specs.validators import check_tensor
 
 from .routing import route, router_logits
@@ -65,6 +65,7 @@ def dispatch(x, indices, n_experts):
 
 def combine(y_sorted, positions, weights):
     """The naive baseline of kimi_vl.combine: gather the K rows of each token and sum them in y's dtype."""
+    check_combine_args(y_sorted, positions, weights)
     return (weights.to(y_sorted.dtype)[:, :, None] * y_sorted[positions]).sum(1)
 
 

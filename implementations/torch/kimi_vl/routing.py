@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from specs.moe_routing import NORM_GUARD, check_route_args
+from specs.moe_routing import NORM_GUARD, check_balance_loss_args, check_route_args
 
 
 def score_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -40,10 +40,7 @@ def router_logits(x: torch.Tensor, w_router: torch.Tensor) -> torch.Tensor:
 
 
 def balance_loss(scores: torch.Tensor, indices: torch.Tensor, *, form: str = "deepseek_v3", alpha: float = 1.0):
-    from specs.moe_routing import BALANCE_FORMS
-
-    if form not in BALANCE_FORMS:
-        raise ValueError(f"form must be one of {BALANCE_FORMS}, got {form!r}")
+    check_balance_loss_args(scores, indices, form)
     T, E = scores.shape
     K = indices.shape[1]
     counts = torch.zeros(E, dtype=scores.dtype, device=scores.device).index_add_(

@@ -12,7 +12,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-from specs.kimi_vl import LN_EPS, THETA, check_grid, check_rope_args
+from specs.kimi_vl import (
+    LN_EPS,
+    THETA,
+    check_moonvit_encode_args,
+    check_patch_merge_args,
+    check_pos_emb_args,
+    check_projector_args,
+    check_rope_args,
+)
 
 
 def _complex_dtype(dtype):
@@ -34,6 +42,7 @@ def rope_2d(x, positions, *, theta: float = THETA):
 
 
 def pos_emb(weight, h: int, w: int):
+    check_pos_emb_args(weight, h, w)
     if (h, w) == tuple(weight.shape[:2]):
         return weight.flatten(0, 1).clone()
     P = F.interpolate(weight.permute(2, 0, 1)[None], size=(h, w), mode="bicubic", align_corners=False)[0]
@@ -50,9 +59,8 @@ def _positions(grid):
 
 
 def moonvit_encode(patches, grid_hw, params, *, heads: int = 1):
-    grid = check_grid(grid_hw, patches.shape[0])
+    grid, D = check_moonvit_encode_args(patches, grid_hw, params, heads)
     T = patches.shape[0]
-    D = params["patch_w"].shape[0]
     dh = D // heads
     h = F.linear(patches, params["patch_w"], params["patch_b"])
     h = h + torch.cat([pos_emb(params["pos"], gh, gw) for gh, gw in grid])
@@ -74,7 +82,7 @@ def moonvit_encode(patches, grid_hw, params, *, heads: int = 1):
 
 
 def patch_merge(x, grid_hw):
-    grid = check_grid(grid_hw, x.shape[0], even=True)
+    grid = check_patch_merge_args(x, grid_hw)
     index, start = [], 0
     for h, w in grid:
         window = torch.arange(h * w, device=x.device).view(h // 2, 2, w // 2, 2).permute(0, 2, 1, 3)
@@ -84,6 +92,7 @@ def patch_merge(x, grid_hw):
 
 
 def projector(x, grid_hw, ln_w, ln_b, w1, b1, w2, b2, *, eps: float = LN_EPS):
+    check_projector_args(x, ln_w, ln_b, w1, b1, w2, b2)  # grid_hw: patch_merge checks it
     D = x.shape[1]
     m = patch_merge(F.layer_norm(x, (D,), ln_w, ln_b, eps), grid_hw).reshape(-1, 4 * D)
     return F.linear(F.gelu(F.linear(m, w1, b1)), w2, b2)

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from eqspec.contracts import ArgumentError
-from specs.moe_routing import check_indices, check_moe_args
+from specs.moe_routing import check_combine_args, check_indices, check_moe_args
 from specs.validators import check_tensor
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float64)
@@ -115,8 +115,7 @@ def dispatch(x, indices, n_experts):
 
 
 def combine(y_sorted, positions, weights):
-    check_tensor("y_sorted", y_sorted, rank=2)
-    check_indices(positions, y_sorted.shape[0])
+    check_combine_args(y_sorted, positions, weights)
     _check_device(y_sorted)
     return unpermute(y_sorted, positions, weights).to(y_sorted.dtype)
 
