@@ -58,6 +58,8 @@ def pytest_configure(config):
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     config.addinivalue_line("markers", "eqspec(claims, operation, requires, dtypes): claims a property test checks")
+    config.addinivalue_line("markers", "slow: a meta test that runs the suite again in a subprocess (a minute or "
+                            "more); the default test run leaves them out (-m 'not slow'), CI runs them (-m slow)")
     load_all()
     config._eqspec_user = user.collect(config.getoption("--impl"))
     mutants = mutant_mode(config)

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from eqspec.registry import ALGORITHM_KNOBS
 from implementations import load_all
 
@@ -39,6 +41,7 @@ def user_module(operations) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_every_spec_through_impl_passes_what_applies(tmp_path):
     operations = sorted(load_all().operations.values(), key=lambda op: op.id)
     (tmp_path / f"{MODULE}.py").write_text(user_module(operations))

@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 OP = "flash_attention.attention"
 USER_MODULE = textwrap.dedent('''
@@ -46,6 +48,7 @@ EXPECTED_KIND = {"user_impls:raises": "implementation-error", "user_impls:wrong_
 WRONG_CAUSAL = "property_tests.mutants.flash_attention:top_left_causal"
 
 
+@pytest.mark.slow
 def test_broken_user_implementations_are_reported_and_the_run_goes_on(tmp_path):
     (tmp_path / "user_impls.py").write_text(USER_MODULE)
     names = [*EXPECTED_KIND, "user_impls:good", WRONG_CAUSAL]
