@@ -9,7 +9,8 @@ domain, each tensor argument in turn is corrupted in one way:
   appears in the inputs and one below it (the bounds an index is checked against: a number of states, a length) -
   an integer tensor. One bad entry among good ones is what a check of any() where all() is meant lets through;
   an entry on a bound is what a strict comparison where a loose one is meant lets through;
-- its first two entries swapped, or its order reversed (a schedule's monotonicity);
+- its first two entries swapped, or its order reversed (a schedule's monotonicity); 1 moved from the second entry
+  to the first along the last axis (a probability below 0 in rows that still sum to 1);
 - its shape: one shorter along its first or last axis, an extra leading axis, flattened, emptied;
 - its kind: a list instead of a tensor, an integer tensor for a floating one and a floating one for an integer one.
 
@@ -105,6 +106,11 @@ def corruptions(x: torch.Tensor, inputs: dict) -> list[tuple[str, object]]:
         for n in _sizes(inputs):
             entries.update((n, n - 1))
         out += [(f"one entry {v}", _with_entry(x, v)) for v in sorted(entries)]
+    if x.dim() >= 1 and x.shape[-1] >= 2 and x.is_floating_point():
+        moved = x.clone()  # every sum along the last axis kept: a sign check that sums hide (a probability below 0)
+        moved[..., 0] += 1.0
+        moved[..., 1] -= 1.0
+        out.append(("1 moved from its second entry to its first along the last axis", moved))
     if x.dim() >= 1 and x.shape[-1] >= 2:
         swapped = x.clone()
         swapped[..., [0, 1]] = x[..., [1, 0]]

@@ -45,7 +45,29 @@ _SQUARE_LOGITS = ("contrastive_loss has just rejected a logit matrix that is not
 _ZIP_TRUNCATES = ("check_itc_args zips the names of the three features checked against image_feat's shape with those "
                   "three tensors: zip stops at the shorter, so names[1:5] pairs the same three names as names[1:4]")
 
+_FIRST_ITERATE_READ_ONLY = ("the iterations only read their first iterate (w_{k+1} = w_k - ... builds a new tensor) "
+                            "and "
+                            "torch.stack copies every iterate into the returned one: without the clone of w1 nothing "
+                            "writes to the caller's tensor and no output shares its memory")
+
 EQUIVALENT: dict[str, str] = {
+    "stochastic_approximation.mbgd: torch.as_tensor(w1, dtype=F64, device=X.device).clone()"
+    " -> torch.as_tensor(w1, dtype=F64, device=X.device)":
+        _FIRST_ITERATE_READ_ONLY,
+    "stochastic_approximation.bgd: torch.as_tensor(w1, dtype=F64, device=X.device).clone()"
+    " -> torch.as_tensor(w1, dtype=F64, device=X.device)":
+        _FIRST_ITERATE_READ_ONLY,
+    "stochastic_approximation.sgd: torch.as_tensor(w1, dtype=F64, device=x.device).clone()"
+    " -> torch.as_tensor(w1, dtype=F64, device=x.device)":
+        _FIRST_ITERATE_READ_ONLY,
+    "stochastic_approximation.robbins_monro: torch.as_tensor(w1, dtype=F64, device=eta.device).expand(eta.shape[1:])"
+    ".clone()"
+    " -> torch.as_tensor(w1, dtype=F64, device=eta.device).expand(eta.shape[1:])":
+        _FIRST_ITERATE_READ_ONLY,
+    "stochastic_approximation.dvoretzky: torch.as_tensor(delta1, dtype=F64, device=eta.device).expand(eta.shape[1:])"
+    ".clone()"
+    " -> torch.as_tensor(delta1, dtype=F64, device=eta.device).expand(eta.shape[1:])":
+        _FIRST_ITERATE_READ_ONLY,
     "blip.check_itc_args: 1:4 -> 1:5": _ZIP_TRUNCATES,
     "blip.itc_loss: tau.detach() -> tau": _NO_GRAD_TEMPERATURE,
     "blip.itc_loss: tau.detach() -> tau (#2)": _NO_GRAD_TEMPERATURE,
