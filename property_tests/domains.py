@@ -161,16 +161,37 @@ def for_spec(inputs: dict) -> dict:
     return {k: convert(v, back) for k, v in inputs.items()}
 
 
-def tensors(value, prefix: str = ""):
-    """(name, tensor) for every tensor inside ``value``."""
+def tensor_paths(value, path: tuple = ()):
+    """(path, tensor) for every tensor inside ``value``, through tuples, lists and dicts (a path is their keys)."""
     if isinstance(value, torch.Tensor):
-        yield prefix, value
+        yield path, value
     elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
         for i, v in enumerate(value):
-            yield from tensors(v, f"{prefix}[{i}]")
+            yield from tensor_paths(v, (*path, i))
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield from tensors(v, f"{prefix}[{k!r}]" if prefix else str(k))
+            yield from tensor_paths(v, (*path, k))
+
+
+def replace_at(value, path: tuple, new):
+    """``value`` with the item at ``path`` (a path of ``tensor_paths``) replaced by ``new``; the rest shared."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {k: replace_at(v, rest, new) if k == head else v for k, v in value.items()}
+    items = [replace_at(v, rest, new) if i == head else v for i, v in enumerate(value)]
+    return type(value)(items) if isinstance(value, tuple) else items
+
+
+def tensors(value, prefix: str = ""):
+    """(name, tensor) for every tensor inside ``value``: the prefix and the path, "[0]['w']" (a dict's key bare
+    where it comes first without a prefix)."""
+    for path, t in tensor_paths(value):
+        parts = [f"[{p!r}]" for p in path]
+        if parts and not prefix and isinstance(value, dict):
+            parts[0] = str(path[0])
+        yield prefix + "".join(parts), t
 
 
 def unsupported(domain: Domain, target) -> list[str]:

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eqspec import budget as _budget
 from eqspec.contracts import ArgumentError, ContractViolation
 from eqspec.registry import REGISTRY, Implementation, Operation, check_capabilities
+from specs import MATCHES_SPEC
 
 from . import guard, recording
 from .domains import convert
@@ -134,11 +137,6 @@ def skip_unless_contract_target(target: Target, *, spec_too: bool = True) -> Non
 def contract_test(op_id: str, examples: int, suffix: str, doc: str, *, spec_too: bool = True):
     """Decorator: ``body(op, target, data)`` as the hypothesis test ``test_<op>__<suffix>`` of the operation's
     matches-spec claim, over ``examples`` points, for this project's targets (``skip_unless_contract_target``)."""
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-
-    from specs import MATCHES_SPEC
-
     op = REGISTRY.operations[op_id]
 
     def wrap(body):
@@ -160,8 +158,6 @@ def drawn_few(data, items: list, n: int, label: str) -> list:
     """``items`` if there are at most ``n``, else ``n`` of them drawn (hypothesis shrinks and replays the draw)."""
     if len(items) <= n:
         return items
-    from hypothesis import strategies as st
-
     return data.draw(st.permutations(items), label=label)[:n]
 
 

@@ -13,13 +13,13 @@ orders the same operations differently.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from eqspec.contracts import ArgumentError
+
+from .kept import KeptLast
 
 aten = torch.ops.aten
 
@@ -96,25 +96,19 @@ def rounded(dtype: torch.dtype, seed: int, run: int, fn, /, *args, **kwargs):
 # example (each mutant of an operation sees the same first examples: measured, a Robbins-Monro kill at K = 2000
 # spent 17 s on the four runs, for each of three mutants)
 RUNS_KEPT = 16
-_KEPT: OrderedDict = OrderedDict()
+_KEPT = KeptLast(RUNS_KEPT)
 
 
 def rounded_runs(key, dtype: torch.dtype, seed: int, fn, /, *args, **kwargs) -> list:
     """The ROUNDING_RUNS runs of ``rounded`` (None for a run that left the spec's domain); ``key`` names the point
     (with everything the runs depend on besides ``dtype`` and ``seed``), or None where it has no name to keep it by."""
-    try:
-        name = None if key is None else (key, dtype, seed)
-        kept = _KEPT.get(name) if name is not None else None
-    except TypeError:  # an unhashable value among the drawn ones: not kept
-        name = kept = None
+    name = None if key is None else (key, dtype, seed)
+    kept = _KEPT.get(name) if name is not None else None
     if kept is not None:
-        _KEPT.move_to_end(name)
         return kept
     runs = [rounded(dtype, seed, run, fn, *args, **kwargs) for run in range(ROUNDING_RUNS)]
     if name is not None:
-        _KEPT[name] = runs
-        if len(_KEPT) > RUNS_KEPT:
-            _KEPT.popitem(last=False)
+        _KEPT.put(name, runs)
     return runs
 
 

@@ -24,7 +24,6 @@ errors are its own, and the document's contract tests say what it must reject.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 
 import pytest
 import torch
@@ -34,8 +33,9 @@ from eqspec.domain import OMIT, call_arguments
 from implementations import load_all
 
 from . import guard
-from .domains import cases, convert, for_spec, for_target
+from .domains import cases, convert, for_spec, for_target, replace_at, tensor_paths
 from .harness import contract_test, drawn_few, names
+from .kept import KeptLast
 
 REGISTRY = load_all()
 EXAMPLES = 2  # points of the domain per implementation: the corruptions are the same at every point, the options differ
@@ -49,28 +49,6 @@ VERDICTS_KEPT = 16  # the spec's verdicts at the last points, for the next imple
 
 
 # --- where the tensors are, and one of them replaced ----------------------------------------------------------
-
-def _paths(value, path: tuple = ()):
-    """(path, tensor) for every tensor in ``value``, through lists, tuples and dicts (a path is their keys)."""
-    if isinstance(value, torch.Tensor):
-        yield path, value
-    elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
-        for i, v in enumerate(value):
-            yield from _paths(v, (*path, i))
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _paths(v, (*path, k))
-
-
-def _replace(value, path: tuple, new):
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        return {k: _replace(v, rest, new) if k == head else v for k, v in value.items()}
-    items = [_replace(v, rest, new) if i == head else v for i, v in enumerate(value)]
-    return type(value)(items) if isinstance(value, tuple) else items
-
 
 def _shown(name: str, path: tuple) -> str:
     return name + "".join(f"[{p!r}]" for p in path)
@@ -91,7 +69,7 @@ def _sizes(inputs: dict) -> list[int]:
     for value in inputs.values():
         if isinstance(value, int) and not isinstance(value, bool):
             found.add(value)
-        for _, t in _paths(value):
+        for _, t in tensor_paths(value):
             found.update(t.shape)
     return sorted(v for v in found if v > 0)[-SIZES_KEPT:]
 
@@ -146,31 +124,29 @@ def _spec_verdict(op, inputs: dict) -> tuple[str, ...] | None:
     return ()
 
 
-_VERDICTS: OrderedDict = OrderedDict()
+_VERDICTS = KeptLast(VERDICTS_KEPT)
 
 
 def variants(op, case, inputs: dict) -> list[tuple[str, dict, tuple[str, ...]]]:
     """(what was corrupted, the corrupted inputs, the arguments the spec names or () where it accepts)."""
     key = (op.id, case.drawn, case.seed)
-    if key in _VERDICTS:
-        _VERDICTS.move_to_end(key)
-        return _VERDICTS[key]
+    kept = _VERDICTS.get(key)
+    if kept is not None:
+        return kept
     found = []
     for name, value in inputs.items():
         if value is OMIT:
             continue
-        inside = list(_paths(value))
+        inside = list(tensor_paths(value))
         if len(inside) > NESTED_KEPT:  # a model's weights: each corruption runs the model; its checks are the same
             inside = inside[:NESTED_KEPT - 1] + inside[-1:]
         for path, x in inside:
             for label, bad in corruptions(x, inputs):
-                changed = {**inputs, name: _replace(value, path, bad)}
+                changed = {**inputs, name: replace_at(value, path, bad)}
                 verdict = _spec_verdict(op, changed)
                 if verdict is not None:
                     found.append((f"{_shown(name, path)}: {label}", changed, verdict))
-    _VERDICTS[key] = found
-    while len(_VERDICTS) > VERDICTS_KEPT:
-        _VERDICTS.popitem(last=False)
+    _VERDICTS.put(key, found)
     return found
 
 

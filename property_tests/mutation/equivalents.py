@@ -46,9 +46,8 @@ _ZIP_TRUNCATES = ("check_itc_args zips the names of the three features checked a
                   "three tensors: zip stops at the shorter, so names[1:5] pairs the same three names as names[1:4]")
 
 _FIRST_ITERATE_READ_ONLY = ("the iterations only read their first iterate (w_{k+1} = w_k - ... builds a new tensor) "
-                            "and "
-                            "torch.stack copies every iterate into the returned one: without the clone of w1 nothing "
-                            "writes to the caller's tensor and no output shares its memory")
+                            "and torch.stack copies every iterate into the returned one: without the clone of w1 "
+                            "nothing writes to the caller's tensor and no output shares its memory")
 
 EQUIVALENT: dict[str, str] = {
     "stochastic_approximation.mbgd: torch.as_tensor(w1, dtype=F64, device=X.device).clone()"
