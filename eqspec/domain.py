@@ -96,7 +96,9 @@ class Domain:
     ``where``: a predicate on the drawn case; cases outside it are not drawn (hypothesis.assume).
     ``exact``: outputs compared bit for bit on float64 (counts, indices, integer results).
     ``determined``: False where the outputs depend on random numbers the implementation draws itself (a
-    torch.Generator): then only the contract, the shapes and the inputs' integrity are compared.
+    torch.Generator): then only the contract, the shapes and the inputs' integrity are compared, and ``holds``.
+    ``holds``: (inputs, outputs) -> None, raising ConformanceError where the outputs break what every draw of the
+    random numbers keeps (a greedy policy of the returned values, returns within their range over every path).
     ``large``: sizes to use in a few examples that reach the regimes where low precision breaks (thousands of
     tokens, long rows); drawn with a small probability.
     ``needs``: the capabilities a drawn case needs beyond its option values (grouped heads need "gqa"); a case a
@@ -110,6 +112,7 @@ class Domain:
     where: Callable[[dict], bool] | None = None
     exact: tuple[str, ...] = ()
     determined: bool = True
+    holds: Callable[[dict, Any], None] | None = None
     large: dict[str, int] = field(default_factory=dict)
     fixed: tuple[str, ...] = ()  # exact by construction (a policy whose rows sum to 1): no gradient compared
     needs: Callable[[dict], Any] | None = None  # drawn case -> the capabilities it needs (e.g. {"gqa"})

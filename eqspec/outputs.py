@@ -47,7 +47,7 @@ class Output:
     broadcasts_to: str | None = None
     # what its values must satisfy for the result to be usable at all, as an expression over the arguments and the
     # output by its name (``"flops >= 0"``); the claims judge everything else
-    holds: str | None = None
+    holds: str | Callable[[object], bool] | None = None  # or a predicate of the output (a spec's own check)
     holds_words: str | None = None  # the rule in words where the expression reads poorly ("one 1 per row")
 
     def __post_init__(self) -> None:
@@ -55,6 +55,8 @@ class Output:
             raise ValueError(f"output {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind != "tensor" and (self.shape or self.dtype or self.device or self.broadcasts_to):
             raise ValueError(f"output {self.name}: only a tensor has a shape, dtype or device")
+        if callable(self.holds) and not self.holds_words:
+            raise ValueError(f"output {self.name}: a predicate as its rule needs the rule in words (holds_words)")
 
     def describe(self) -> str:
         """The rule in words, for the README and ``python -m specs --capabilities``: "lse (B, H, Sq) ..."."""
@@ -167,7 +169,11 @@ def _check_one(operation: str, out: Output, x: object, ns: dict, extra: tuple[st
 
 
 def _check_holds(out: Output, x: object, ns: dict, where: str) -> None:
-    if out.holds is not None and not bool(_evaluate(out.holds, {**ns, out.name: x}, where)):
+    if out.holds is None:
+        return
+    if not bool(out.holds(x) if callable(out.holds) else _evaluate(out.holds, {**ns, out.name: x}, where)):
+        if callable(out.holds):
+            raise ContractViolation(f"{where} must be {out.holds_words}")
         raise ContractViolation(f"{where} must satisfy {out.holds}" + (f" ({out.holds_words})" if out.holds_words
                                                                         else ""))
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from eqspec.budget import distinct_digits
 from eqspec.registry import REGISTRY
+from specs import MATCHES_SPEC
 from specs import monte_carlo as mc
 from specs import rl_basics as rb
 from specs.mdp import EPS, F64, solve_tolerance
@@ -431,6 +432,91 @@ def test_mc_epsilon_greedy_reaches_best_epsilon_greedy_policy(target):
     e_best = 0.9 * BEST_EPSILON_GREEDY_TOL + (S + A + 2) * EPS * (float(R.abs().max()) + 0.9 * scale) / (1 - 0.9)
     close("exact value of the final policy = best in Pi_epsilon", rb.state_values(P, R, pi, 0.9), best,
           atol=e_best + solve_tolerance(S, 0.9, scale))
+
+
+# --- what the control algorithms return, where their draws cannot change it -------------------------
+
+@checks(f"{DOC}.{MATCHES_SPEC}", operation=f"{DOC}.mc_exploring_starts")
+@given(c=st.floats(-10, 10), gamma=st.sampled_from([0.0, 0.5]) | st.floats(0.0, 0.999), L=st.integers(1, 15),
+       episodes=st.integers(1, 20), visit=st.sampled_from(["first", "every"]), per_transition=st.booleans())
+def test_mc_exploring_starts_one_pair(target, c, gamma, L, episodes, visit, per_transition):
+    """One state, one action: every episode is the same, whatever is drawn, so every return and every average is
+    determined - each compared with the spec's (first-visit: the return of the whole episode; every-visit: the mean
+    of its L returns)."""
+    P, r = _one_pair(c, per_transition)
+    q, pi = host(target(P, r, gamma, episode_length=L, episodes=episodes, visit=visit, generator=_gen(3009)))
+    q_ref, pi_ref = mc.mc_exploring_starts(P, r, gamma, episode_length=L, episodes=episodes, visit=visit,
+                                           generator=_gen(3009))
+    _compare_one_pair(q, pi, q_ref, pi_ref, L, episodes, c)
+
+
+@checks(f"{DOC}.{MATCHES_SPEC}", operation=f"{DOC}.mc_epsilon_greedy")
+@given(c=st.floats(-10, 10), gamma=st.sampled_from([0.0, 0.5]) | st.floats(0.0, 0.999), L=st.integers(1, 15),
+       episodes=st.integers(1, 20), epsilon=st.sampled_from([0.0, 1.0]) | st.floats(0, 1),
+       per_transition=st.booleans())
+def test_mc_epsilon_greedy_one_pair(target, c, gamma, L, episodes, epsilon, per_transition):
+    """One state, one action: the every-visit average of an episode's L returns, whatever is drawn."""
+    P, r = _one_pair(c, per_transition)
+    q, pi = host(target(P, r, gamma, epsilon, episode_length=L, episodes=episodes, generator=_gen(3010)))
+    q_ref, pi_ref = mc.mc_epsilon_greedy(P, r, gamma, epsilon, episode_length=L, episodes=episodes,
+                                         generator=_gen(3010))
+    _compare_one_pair(q, pi, q_ref, pi_ref, L, episodes, c)
+
+
+def _one_pair(c: float, per_transition: bool):
+    P = torch.ones(1, 1, 1, dtype=F64)
+    return P, torch.full((1, 1, 1) if per_transition else (1, 1), c, dtype=F64)
+
+
+def _compare_one_pair(q, pi, q_ref, pi_ref, L: int, episodes: int, c: float) -> None:
+    equal("pi", pi, pi_ref)
+    # returns of <= L rewards |c| (5 L u each, as in the returns test), averaged over <= episodes L of them
+    close("q", q, q_ref, atol=4 * (L + episodes * L) * EPS * L * abs(c))
+
+
+@checks(f"{DOC}.{MATCHES_SPEC}", operation=f"{DOC}.mc_basic")
+@given(S=st.integers(1, 4), A=st.integers(1, 3), iterations=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_mc_basic_one_episode_per_pair(target, S, A, iterations, seed):
+    """MC Basic with `episodes` left at its default: one episode per pair, so in episodes of one step each q(s, a)
+    is the one reward r(s, a, s') drawn - one of the rewards of that pair, exactly, in any world (an average of two
+    draws is not)."""
+    g = _gen(seed)
+    P = torch.rand(S, A, S, generator=g, dtype=F64) + 0.1  # every next state possible
+    P = P / P.sum(-1, keepdim=True)
+    r = torch.randn(S, A, S, generator=g, dtype=F64)
+    q, _ = host(target(P, r, 0.9, episode_length=1, iterations=iterations, generator=_gen(seed + 1)))
+    hit = (q[..., None] == r).any(-1)
+    if not hit.all():
+        s, a = (int(i) for i in (~hit).nonzero()[0])
+        raise AssertionError(f"q(s_{s}, a_{a}) = {float(q[s, a])!r} is none of that pair's rewards "
+                             f"{r[s, a].tolist()}: one episode of one step per pair returns one of them")
+
+
+UNIFORM_WORLD_R = torch.tensor([[0.0, 1.0], [1.0, 1.0]], dtype=F64)  # neither the first state's nor action's mean
+UNIFORM_EVALUATION_EPISODES = 20_000
+
+
+@checks("monte_carlo.mc_epsilon_greedy_uniform_evaluation", operation=f"{DOC}.mc_epsilon_greedy")
+def test_mc_epsilon_greedy_evaluates_the_uniform_policy(target):
+    """Episodes (s_0, a_0, s_1, a_1), each pair uniform and independent (uniform start, policy and transitions).
+    Every-visit: q_hat(s, a) = R(s, a) + gamma sum_i X_i / sum_i N_i, with X_i = [(s_0, a_0) = (s, a)] R(s_1, a_1)
+    (mean mean(R) / 4) and N_i the visits of the pair in episode i (in {0, 1, 2}, mean 1/2). With
+    Z_i = X_i - c N_i, c = mean(R) / 2, in [-2c, max R] and zero mean, Hoeffding bounds |mean Z| by h and the
+    mean of N below by 1/2 - t: |q_hat - R - gamma c| <= gamma h / (1/2 - t)."""
+    R, gamma, n = UNIFORM_WORLD_R, 0.9, UNIFORM_EVALUATION_EPISODES
+    P = torch.full((2, 2, 2), 0.5, dtype=F64)
+    q, _ = host(target(P, R, gamma, 1.0, episode_length=2, episodes=n, generator=_gen(3011)))
+    c = float(R.mean()) / 2
+    alarm = FALSE_ALARM / (2 * R.numel())  # two events per pair
+    h = _hoeffding(float(R.max()) + 2 * c, n, alarm)
+    t = 2 * math.sqrt(math.log(1 / alarm) / (2 * n))  # one-sided, N_i in [0, 2]
+    bound = gamma * h / (0.5 - t)
+    error = float((q - R - gamma * c).abs().max())
+    recording.statistic("max |q_hat - (R + gamma mean(R) / 2)|, epsilon = 1", error, bound, FALSE_ALARM)
+    if error > bound:
+        off, allowed = distinct_digits(error, bound)
+        raise AssertionError(f"epsilon = 1 (the uniform policy throughout): q_hat = {q.tolist()} is off the "
+                             f"every-visit limit R + gamma mean(R) / 2 by {off} > the bound {allowed}")
 
 
 # --- contracts ----------------------------------------------------------------------------------------

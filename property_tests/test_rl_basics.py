@@ -333,11 +333,9 @@ def test_value_iteration_accepts_sparse_transitions(target, mdp):
     P, _, R = mdp.tensors()
     sweeps = 20
     dense_values, dense_pi = host(target(P, R, mdp.gamma, iterations=sweeps))
-    sparse_values, sparse_pi = target(P.to_sparse(), R, mdp.gamma, iterations=sweeps)
     # the same sweeps with the sums in another order: each side within _sweep_tolerance of the exact iterates
     q_scale = _q_scale(R, mdp.gamma, dense_values)
     drift = _sweep_tolerance(mdp.S, mdp.A, sweeps, q_scale, mdp.gamma)
-    close("values from a sparse P", sparse_values, dense_values, atol=2 * drift)
     # The greedy policies agree unless the runner-up's gap to the best lies within the rounding of the tie tolerance:
     # each q may move by gamma x the values' drift plus its rounding, and so may the maximum (exact ties have
     # probability 0 here)
@@ -346,7 +344,13 @@ def test_value_iteration_accepts_sparse_transitions(target, mdp):
         runner_up = float((q.max(1, keepdim=True).values - q).sort(1).values[:, 1].min())
         undecided = 2 * (2 * mdp.gamma * drift + 2 * _sweep_rounding(mdp.S, mdp.A, q_scale))
         assume(runner_up > _tie_tolerance(float(q.abs().max())) + undecided)
-    close("policy from a sparse P", sparse_pi, dense_pi, atol=0.0)
+    # stored as to_sparse() stores it (its nonzero entries), and with every zero stored too (a zero value is a
+    # probability like any other, not a negative one)
+    everything = torch.ones_like(P).nonzero().T
+    for stored in (P.to_sparse(), torch.sparse_coo_tensor(everything, P[tuple(everything)], P.shape)):
+        sparse_values, sparse_pi = target(stored, R, mdp.gamma, iterations=sweeps)
+        close("values from a sparse P", sparse_values, dense_values, atol=2 * drift)
+        close("policy from a sparse P", sparse_pi, dense_pi, atol=0.0)
 
 
 # --- the book's tables ------------------------------------------------------------------------------
@@ -509,11 +513,26 @@ def _bad_mdp(case: str):
         R = R[:, :3]
     elif case == "pi of the wrong shape":
         pi = pi[:3]
-    return P, R, pi, 0.9, {"P rows not summing to 1": "P", "R of the wrong shape": "R",
-                           "pi of the wrong shape": "pi"}[case]
+    elif case == "R per transition (S, A, S)":  # the Monte Carlo operations take it; these do not
+        R = R[..., None].expand(*R.shape, P.shape[0]).clone()
+    elif case == "P rows off by 1.5e-9":  # beyond the 1e-9 that a stochastic row may be off (mdp.STOCHASTIC_ATOL)
+        P = P * (1 + 1.5e-9)
+    elif case.startswith("sparse P"):  # the sparse form has checks of its own (its values, its row sums)
+        P = P.clone()
+        if case == "sparse P with a NaN entry":
+            P[1, 2, P[1, 2].argmax()] = math.nan
+        elif case == "sparse P with one row summing to 0.9":
+            P[3, 4] *= 0.9  # one row of twenty: the worst row, not a typical one, decides
+        else:  # a row (1.5, -0.5): it sums to 1
+            P[0, 0] = 0.0
+            P[0, 0, :2] = torch.tensor([1.5, -0.5], dtype=F64)
+        P = P.to_sparse()
+    return P, R, pi, 0.9, "pi" if case == "pi of the wrong shape" else "R" if case.startswith("R ") else "P"
 
 
-MDP_CASES = ["P rows not summing to 1", "gamma = 1", "R of the wrong shape", "pi of the wrong shape"]
+MDP_CASES = ["P rows not summing to 1", "P rows off by 1.5e-9", "gamma = 1", "R of the wrong shape",
+             "pi of the wrong shape", "R per transition (S, A, S)", "sparse P with a NaN entry",
+             "sparse P with one row summing to 0.9", "sparse P with a negative entry"]
 
 
 def _call(op: str, P, R, pi, gamma):
@@ -532,7 +551,7 @@ def _call(op: str, P, R, pi, gamma):
 
 def _contract_test(op: str, uses_pi: bool):
     @checks("rl_basics.rl_basics_contract", operation=f"{DOC}.{op}")
-    @pytest.mark.parametrize("case", MDP_CASES if uses_pi else MDP_CASES[:3])
+    @pytest.mark.parametrize("case", [c for c in MDP_CASES if uses_pi or not c.startswith("pi ")])
     def test(target, case):
         P, R, pi, gamma, argument = _bad_mdp(case)
         if argument == "pi" and op == "policy_iteration":

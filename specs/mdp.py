@@ -45,6 +45,16 @@ def _check_stochastic(name: str, x: torch.Tensor, what: str) -> None:
         raise ArgumentError(name, f"{name} rows must sum to 1 ({what}), got a row off by {worst:.3g}")
 
 
+def is_stochastic(x) -> bool:
+    """Whether x holds probability vectors in its last axis (as _check_stochastic accepts them): the rule of a
+    policy an operation returns, which a caller may pass on to the next."""
+    return (isinstance(x, torch.Tensor) and x.is_floating_point() and bool(torch.isfinite(x).all())
+            and not bool((x < 0).any()) and bool(((x.sum(-1) - 1).abs() <= STOCHASTIC_ATOL).all()))
+
+
+POLICY = "a policy: finite, non-negative, each row summing to 1 (within 1e-9)"
+
+
 def dense(P: torch.Tensor) -> torch.Tensor:
     """A transition tensor given as a torch sparse tensor is accepted by every operation (large MDPs)."""
     return P.to_dense() if P.is_sparse else P

@@ -12,16 +12,17 @@ choices break ties as rl_basics.greedy_policy does (the lowest action index).
 from __future__ import annotations
 
 import bisect
+import math
 
 import torch
 
-from eqspec.contracts import ArgumentError
+from eqspec.contracts import ArgumentError, ConformanceError
 from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
 from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
-from .mdp import F64, check_gamma, check_policy, check_rewards, check_transitions, dense
-from .rl_basics import GAMMA, WORLD_P, WORLDS, domain_policy, domain_world, greedy_policy, named, world_sizes
+from .mdp import EPS, F64, POLICY, check_gamma, check_policy, check_rewards, check_transitions, dense, is_stochastic
+from .rl_basics import GAMMA, TIE_RTOL, WORLD_P, WORLDS, domain_policy, domain_world, greedy_policy, named, world_sizes
 from .validators import check_count, check_tensor
 
 DOC = "monte_carlo"
@@ -47,7 +48,7 @@ def _check_epsilon(epsilon) -> float:
             "lowest-index maximiser.",
     returns="pi",
     dtypes=("float64",),
-    outputs=(Output("pi", shape="q.shape", dtype="float64"),),
+    outputs=(Output("pi", shape="q.shape", dtype="float64", holds=is_stochastic, holds_words=POLICY),),
 )
 def epsilon_greedy(q: torch.Tensor, epsilon: float) -> torch.Tensor:
     check_tensor("q", q, rank=2)
@@ -70,11 +71,19 @@ def epsilon_greedy(q: torch.Tensor, epsilon: float) -> torch.Tensor:
 def epsilon_greedy_sample(q: torch.Tensor, epsilon: float, u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     check_tensor("q", q, rank=1)
     epsilon = _check_epsilon(epsilon)
-    check_tensor("u", u, rank=1)
-    check_tensor("b", b, rank=1)
+    _check_uniforms("u", u)
+    _check_uniforms("b", b)
+    if u.shape != b.shape:
+        raise ArgumentError("b", f"b must have the shape of u {tuple(u.shape)}, got {tuple(b.shape)}")
     a_star = int(greedy_policy(q[None].to(F64)).argmax())
-    uniform = (b * q.shape[0]).long().clamp(max=q.shape[0] - 1)
+    uniform = (b * q.shape[0]).long()  # b < 1: b |A| rounds below |A| (to nearest, |A| (1 - 2^-53) stays below |A|)
     return torch.where(u >= epsilon, torch.full_like(uniform, a_star), uniform)
+
+
+def _check_uniforms(name: str, x) -> None:
+    check_tensor(name, x, rank=1)
+    if not bool(((x >= 0) & (x < 1)).all()):
+        raise ArgumentError(name, f"{name} must hold uniform draws in [0, 1), got values outside it")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -84,9 +93,9 @@ def epsilon_greedy_sample(q: torch.Tensor, epsilon: float, u: torch.Tensor, b: t
 def _categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One index per row of probs by the inverse CDF; an outcome of probability 0 is never drawn."""
     cdf = probs.cumsum(-1)
-    cdf = cdf / cdf[..., -1:]  # the last entry exactly 1: u < 1 always lands inside
+    cdf = cdf / cdf[..., -1:]  # the last entry exactly 1 (x / x): u < 1 always lands inside
     u = torch.rand(probs.shape[:-1] + (1,), generator=generator, dtype=F64).to(probs.device)
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 def _check_states(name: str, x, n_states: int) -> None:
@@ -210,6 +219,8 @@ def mc_action_values(states, actions, rewards, gamma: float, S: int, A: int, *, 
 # Control: MC Basic, MC Exploring Starts, MC epsilon-greedy
 # ---------------------------------------------------------------------------------------------------
 
+CONTROL_POLICY = Output("pi", shape="P.shape[:2]", dtype="float64", holds=is_stochastic, holds_words=POLICY)
+
 def _check_control_args(P, r, gamma, episode_length, episodes):
     S, A = check_transitions(P)
     check_rewards("r", r, S, A, transitions_allowed=True)
@@ -234,7 +245,7 @@ def _first_action_policy(S: int, A: int, device: torch.device) -> torch.Tensor:
             "policy is stable or after `iterations`. Returns (q (S, A) of the last policy, pi).",
     returns="(q, pi)",
     dtypes=("float64",),
-    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), Output("pi", shape="P.shape[:2]", dtype="float64")),
+    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), CONTROL_POLICY),
 )
 def mc_basic(P, r, gamma: float, *, episode_length: int, iterations: int, episodes: int = 1, pi0=None,
              generator: torch.Generator | None = None):
@@ -268,7 +279,7 @@ class _Sampler:
 
     @staticmethod
     def draw(cdf_row: list[float], u: float) -> int:
-        return min(bisect.bisect_right(cdf_row, u), len(cdf_row) - 1)
+        return bisect.bisect_right(cdf_row, u)  # the row's last entry is exactly 1 and u < 1
 
     def episode(self, pi: torch.Tensor, s: int, a: int, length: int):
         """(states, actions, rewards) of one episode from (s, a) under pi (a tensor read once)."""
@@ -325,7 +336,7 @@ def _mc_control(P, r, gamma, pi, episodes, episode_length, start, visit, improve
             "(q, pi).",
     returns="(q, pi)",
     dtypes=("float64",),
-    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), Output("pi", shape="P.shape[:2]", dtype="float64")),
+    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), CONTROL_POLICY),
 )
 def mc_exploring_starts(P, r, gamma: float, *, episode_length: int, episodes: int, visit: str = "every",
                         generator: torch.Generator | None = None):
@@ -351,7 +362,7 @@ def mc_exploring_starts(P, r, gamma: float, *, episode_length: int, episodes: in
             "Returns (q, pi) with pi epsilon-greedy.",
     returns="(q, pi)",
     dtypes=("float64",),
-    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), Output("pi", shape="P.shape[:2]", dtype="float64")),
+    outputs=(Output("q", shape="P.shape[:2]", dtype="float64"), CONTROL_POLICY),
 )
 def mc_epsilon_greedy(P, r, gamma: float, epsilon: float, *, episode_length: int, episodes: int,
                       generator: torch.Generator | None = None):
@@ -416,6 +427,13 @@ claim(DOC, "mc_basic_grid_tables", kind="known-answer", operations=(f"{DOC}.mc_b
                 "reproduces every panel of the book's Fig. 5.4 (L = 1, 2, 3, 15 and L = 100 = Fig. 3.4(d)), and "
                 "the 3 x 3 example's q(s_1, .) = (-10, 7.29, 7.29, -10, -9).",
       source="Zhao Ch. 5, Fig. 5.4 and §5.2.2 example; catalogue known-answer vectors")
+claim(DOC, "mc_epsilon_greedy_uniform_evaluation", kind="statistical", operations=(f"{DOC}.mc_epsilon_greedy",),
+      statement="With epsilon = 1 every improvement is the uniform policy, so MC epsilon-greedy is every-visit "
+                "evaluation of it: on a two-state world with uniform transitions and episodes of two steps, "
+                "q(s, a) tends to R(s, a) + gamma mean(R) / 2 (a ratio of two means; Hoeffding on each, union over "
+                "the pairs: false alarm <= 1e-6). Which state and action each draw gives is seen here: a sampler "
+                "that always moves to the first state or takes the first action misses the bound.",
+      source="Zhao Ch. 5, Alg. 5.3 and §5.3 (every-visit estimation)")
 claim(DOC, "mc_control_optimal", kind="known-answer", operations=_CONTROL,
       statement="On the book's 2 x 2 grid (gamma = 0.9) MC Exploring Starts (first- and every-visit) and MC Basic "
                 "reach a policy whose exact value is the book's v* = (9, 10, 10, 10); MC epsilon-greedy reaches the "
@@ -541,6 +559,56 @@ def _first_actions(gen, case):
     return torch.randint(0, case["P"].shape[1], (case["n"],), generator=gen)
 
 
+def return_envelope(P, r, gamma: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest and largest return G from a pair (s, a) over every path of positive probability and every
+    horizon 1..length (a visit at step t of an episode of this length sees length - t steps): (lo, hi), (S, A)."""
+    P = dense(P).to(F64)
+    r = r.to(F64) if r.dim() == 3 else r.to(F64)[..., None].expand(P.shape)
+    possible = P > 0
+    hi_k = lo_k = torch.zeros(P.shape[:2], dtype=F64)
+    lo, hi = torch.full_like(hi_k, math.inf), torch.full_like(hi_k, -math.inf)
+    for _ in range(length):
+        up = r + gamma * hi_k.amax(1)[None, None, :]
+        down = r + gamma * lo_k.amin(1)[None, None, :]
+        hi_k = torch.where(possible, up, -math.inf).amax(-1)
+        lo_k = torch.where(possible, down, math.inf).amin(-1)
+        hi, lo = torch.maximum(hi, hi_k), torch.minimum(lo, lo_k)
+    return lo, hi
+
+
+def control_outputs_hold(inputs: dict, out) -> None:
+    """What MC Exploring Starts and MC epsilon-greedy return whatever their random draws: each q(s, a) is 0 (never
+    visited) or an average of returns, within return_envelope; each state's policy is the improvement of its own
+    q(s, .) (greedy, or epsilon-greedy: a state never visited keeps the first policy, uniform for epsilon-greedy and
+    greedy of q = 0 for exploring starts). The greedy action may be any within the tie band, widened by the
+    rounding of another correct order of the averages."""
+    q, pi = out
+    P, r, gamma, L = inputs["P"], inputs["r"], inputs["gamma"], inputs["episode_length"]
+    episodes, epsilon = inputs["episodes"], inputs.get("epsilon", 0.0)
+    lo, hi = return_envelope(P, r, gamma, L)
+    G = max(1.0, float(torch.cat([lo.abs(), hi.abs()]).max()))
+    # an average of at most episodes * L returns, each of L terms: 4 (L + episodes L) eps of the largest, as the
+    # differential test of mc_action_values allows
+    slack = 4 * (L + episodes * L) * EPS * G
+    outside = (q != 0) & ((q < lo - slack) | (q > hi + slack))
+    if outside.any():
+        s, a = (int(i) for i in outside.nonzero()[0])
+        raise ConformanceError(f"q(s_{s}, a_{a}) = {float(q[s, a])!r} is no average of returns: every path of at "
+                               f"most {L} steps from that pair returns between {float(lo[s, a])!r} and "
+                               f"{float(hi[s, a])!r}")
+    S, A = q.shape
+    band = TIE_RTOL * G + 2 * slack
+    uniform = torch.full((A,), 1.0 / A, dtype=F64)
+    for s in range(S):
+        if "epsilon" in inputs and torch.allclose(pi[s], uniform, rtol=0.0, atol=3 * EPS):
+            continue  # never visited: the first policy of MC epsilon-greedy
+        a = int(pi[s].argmax())
+        improved = (1 - epsilon) * torch.nn.functional.one_hot(torch.tensor(a), A).to(F64) + epsilon / A
+        if not torch.allclose(pi[s], improved, rtol=0.0, atol=3 * EPS) or float(q[s, a]) < float(q[s].max()) - band:
+            raise ConformanceError(f"pi(.|s_{s}) = {pi[s].tolist()} is not the {'epsilon-' if epsilon else ''}greedy "
+                                   f"policy of q(s_{s}, .) = {q[s].tolist()} (a tie band of {band:.3g})")
+
+
 REGISTRY.attach_domain(f"{DOC}.epsilon_greedy", Domain(
     sizes=dict(S=Int(1, 6), A=Int(1, 5), scale=SCALE),
     args=dict(q=_q_table(("S", "A")), epsilon=EPSILON),
@@ -584,11 +652,11 @@ REGISTRY.attach_domain(f"{DOC}.mc_exploring_starts", Domain(
     sizes=mc_world_sizes(),
     args=dict(P=WORLD_P, r=WORLD_r, gamma=GAMMA, episode_length=Int(1, 15, edges=(1, 2)),
               episodes=Int(1, 40, edges=(1, 2)), visit=Optional(Choice(("first", "every"))), generator=GENERATOR),
-    determined=False, fixed=("P",),
+    determined=False, holds=control_outputs_hold, fixed=("P",),
 ))
 REGISTRY.attach_domain(f"{DOC}.mc_epsilon_greedy", Domain(
     sizes=mc_world_sizes(),
     args=dict(P=WORLD_P, r=WORLD_r, gamma=GAMMA, epsilon=EPSILON, episode_length=Int(1, 15, edges=(1, 2)),
               episodes=Int(1, 40, edges=(1, 2)), generator=GENERATOR),
-    determined=False, fixed=("P",),
+    determined=False, holds=control_outputs_hold, fixed=("P",),
 ))

@@ -20,7 +20,7 @@ from eqspec.domain import Built, Choice, Domain, Int, Optional, Real
 from eqspec.outputs import Output
 from eqspec.registry import REGISTRY, claim, operation, spec
 
-from .mdp import EPS, F64, P_pi, check_mdp, check_policy, check_values, dense, r_pi
+from .mdp import EPS, F64, POLICY, P_pi, check_mdp, check_policy, check_values, dense, is_stochastic, r_pi
 from .validators import check_count, check_real
 
 DOC = "rl_basics"
@@ -207,7 +207,7 @@ def _v0(v0, S: int, device: torch.device) -> torch.Tensor:
     dtypes=("float64",),
     outputs=(
         Output("values", shape="(None, P.shape[0])", dtype="float64"),
-        Output("pi", shape="R.shape", dtype="float64"),
+        Output("pi", shape="R.shape", dtype="float64", holds=is_stochastic, holds_words=POLICY),
     ),
 )
 def value_iteration(P, R, gamma: float, *, iterations: int, v0=None):
@@ -232,7 +232,7 @@ def value_iteration(P, R, gamma: float, *, iterations: int, v0=None):
     dtypes=("float64",),
     outputs=(
         Output("values", shape="(None, P.shape[0])", dtype="float64"),
-        Output("pi", shape="R.shape", dtype="float64"),
+        Output("pi", shape="R.shape", dtype="float64", holds=is_stochastic, holds_words=POLICY),
     ),
 )
 def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000):
@@ -264,7 +264,7 @@ def policy_iteration(P, R, gamma: float, *, pi0=None, max_iterations: int = 1000
     dtypes=("float64",),
     outputs=(
         Output("values", shape="(None, P.shape[0])", dtype="float64"),
-        Output("pi", shape="R.shape", dtype="float64"),
+        Output("pi", shape="R.shape", dtype="float64", holds=is_stochastic, holds_words=POLICY),
     ),
 )
 def truncated_policy_iteration(P, R, gamma: float, *, j: int, iterations: int, v0=None):

@@ -189,6 +189,17 @@ def eps_control_greedy_updates(P, r, gamma, epsilon, *, episode_length, episodes
                           "every", rb.greedy_policy, generator)
 
 
+def eps_control_first_state(P, r, gamma, epsilon, *, episode_length, episodes, generator=None):
+    """MC epsilon-greedy whose episodes all start in the first state (the start state is never drawn)."""
+    S, A = r.shape[0], r.shape[1]
+
+    def start(pi):
+        return 0, int(mc._categorical(pi[0:1], generator)[0])
+
+    return mc._mc_control(P, r, gamma, torch.full((S, A), 1.0 / A, dtype=F64), episodes, episode_length, start,
+                          "every", lambda q_s: mc.epsilon_greedy(q_s, epsilon), generator)
+
+
 def _c(name):
     return f"{DOC}.{name}"
 
@@ -238,4 +249,6 @@ MUTANTS = [
            targets=(_c("mc_control_optimal"),), notes="epsilon / (|A| - 1) to the non-greedy actions"),
     mutant(_c("mc_epsilon_greedy"), "eps.greedy_updates", f"{_M}:eps_control_greedy_updates",
            targets=(_c("mc_control_optimal"),), notes="stores the greedy policy instead of the epsilon-greedy one"),
+    mutant(_c("mc_epsilon_greedy"), "eps.first_state", f"{_M}:eps_control_first_state",
+           targets=(_c("mc_epsilon_greedy_uniform_evaluation"),), notes="every episode starts in the first state"),
 ]

@@ -49,7 +49,49 @@ _FIRST_ITERATE_READ_ONLY = ("the iterations only read their first iterate (w_{k+
                             "and torch.stack copies every iterate into the returned one: without the clone of w1 "
                             "nothing writes to the caller's tensor and no output shares its memory")
 
+_SAME_DRAWS = ("the samplers draw i.i.d. uniforms and use each once: drawing more than they use, or serving the "
+               "steps in another order (2t - 1 for t = 0..L-1 is a permutation of the odd indices), gives episodes "
+               "of the same distribution - a test that told them apart would fail a correct sampler that draws in "
+               "another order")
+_CDF_ROUNDING = ("the inverse-CDF samplers normalise the cumulative sum so that its last entry is exactly 1; without "
+                 "it (or scaled by that entry) the draws differ only when u falls within the row's rounding of 1 "
+                 "(1e-9 at most, the tolerance of a stochastic row; 1e-16 for the rows these tests build), or when "
+                 "u equals an entry of the CDF exactly (searchsorted left or right): events no sample size can show, "
+                 "where torch.multinomial would differ too")
+_NEVER_INDEXED = ("first_visits' table of seen pairs needs pair.max() + 1 columns; one more is never read")
+_UNVISITED = ("mc_action_values' q is where(num > 0, returns / num.clamp(min=1), 0): where num = 0, returns is 0 too, "
+              "so num >= 0 gives 0 / 1 = 0 and clamp(min=0) gives 0 / 0 where the where() discards it (float64, no "
+              "gradient)")
+_REBOUND = ("generate_episodes rebinds s and a each step (s = s_next) and writes them into its own tables: nothing "
+            "writes to the caller's s0 or a0, so the clone changes nothing")
+
+_NEVER_EXACTLY_TOLERANCE = ("a row sum near 1 is a double whose difference from 1 is exact (Sterbenz) and a multiple "
+                            "of 2^-53; the double 1e-9 is not one, so worst == STOCHASTIC_ATOL never holds and > and "
+                            ">= reject the same rows")
+_DETACHED_OUTPUTS = ("sharded_loss returns its losses detached and the features' gradients by autograd.grad with "
+                     "respect to the features alone: whether t' and b are detached first changes no value and "
+                     "leaves no graph on any output")
+
 EQUIVALENT: dict[str, str] = {
+    "mdp._check_stochastic: worst > STOCHASTIC_ATOL -> worst >= STOCHASTIC_ATOL": _NEVER_EXACTLY_TOLERANCE,
+    "mdp.check_transitions: worst > STOCHASTIC_ATOL -> worst >= STOCHASTIC_ATOL": _NEVER_EXACTLY_TOLERANCE,
+    "siglip.sharded_loss: check_scalar('t_prime', t_prime).detach() -> check_scalar('t_prime', t_prime)":
+        _DETACHED_OUTPUTS,
+    "siglip.sharded_loss: check_scalar('bias', bias).detach() -> check_scalar('bias', bias)": _DETACHED_OUTPUTS,
+    "monte_carlo._Sampler: 2 * length -> 3 * length": _SAME_DRAWS,
+    "monte_carlo._Sampler: 2 * t + 1 -> 2 * t - 1": _SAME_DRAWS,
+    "monte_carlo._Sampler: cdf / cdf[..., -1:] -> cdf * cdf[..., -1:]": _CDF_ROUNDING,
+    "monte_carlo._Sampler: cdf / cdf[..., -1:] -> cdf": _CDF_ROUNDING,
+    "monte_carlo._Sampler: pi_cdf / pi_cdf[:, -1:] -> pi_cdf * pi_cdf[:, -1:]": _CDF_ROUNDING,
+    "monte_carlo._Sampler: pi_cdf / pi_cdf[:, -1:] -> pi_cdf": _CDF_ROUNDING,
+    "monte_carlo._categorical: cdf / cdf[..., -1:] -> cdf * cdf[..., -1:]": _CDF_ROUNDING,
+    "monte_carlo._categorical: cdf / cdf[..., -1:] -> cdf": _CDF_ROUNDING,
+    "monte_carlo._categorical: right=True -> right=False": _CDF_ROUNDING,
+    "monte_carlo.first_visits: int(pair.max()) + 1 -> int(pair.max()) + 2": _NEVER_INDEXED,
+    "monte_carlo.mc_action_values: num > 0 -> num >= 0": _UNVISITED,
+    "monte_carlo.mc_action_values: min=1 -> min=0": _UNVISITED,
+    "monte_carlo.generate_episodes: s0.clone() -> s0": _REBOUND,
+    "monte_carlo.generate_episodes: a0.clone() -> a0": _REBOUND,
     "stochastic_approximation.mbgd: torch.as_tensor(w1, dtype=F64, device=X.device).clone()"
     " -> torch.as_tensor(w1, dtype=F64, device=X.device)":
         _FIRST_ITERATE_READ_ONLY,
