@@ -14,6 +14,7 @@ import hypothesis.strategies as st
 import torch
 
 from eqspec import budget
+from eqspec.contracts import ConformanceError
 
 from .strategies import randn
 
@@ -64,6 +65,9 @@ def value_and_grads(fn, tensors: tuple, *args, **kwargs):
     leaves = tuple(leaf(x) for x in tensors)
     with torch.enable_grad():
         value = fn(*leaves, *args, **kwargs)
+        if not (isinstance(value, torch.Tensor) and value.requires_grad):
+            raise ConformanceError(f"the loss carries no gradient to its {len(leaves)} feature inputs (no autograd "
+                                   f"graph): got {type(value).__name__}")
         grads = torch.autograd.grad(value, leaves, allow_unused=True)
     return value.detach(), grads
 

@@ -110,6 +110,7 @@ EQUIVALENT: dict[str, str] = {
     " -> torch.as_tensor(delta1, dtype=F64, device=eta.device).expand(eta.shape[1:])":
         _FIRST_ITERATE_READ_ONLY,
     "blip.check_itc_args: 1:4 -> 1:5": _ZIP_TRUNCATES,
+    "blip.check_hard_negative_args: sim.shape[0] -> sim.shape[1] (#2)": _SQUARE_SIM,
     "blip.itc_loss: tau.detach() -> tau": _NO_GRAD_TEMPERATURE,
     "blip.itc_loss: tau.detach() -> tau (#2)": _NO_GRAD_TEMPERATURE,
     "clip.contrastive_loss: L.shape[0] -> L.shape[1] (#2)": _SQUARE_LOGITS,
