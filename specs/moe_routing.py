@@ -490,12 +490,13 @@ def _route_logits(gen, case) -> torch.Tensor:
 
 
 def _route_bias(gen, case) -> torch.Tensor:
-    """(E) correction bias: none (zeros), one constant for all, or spread ``bias_scale`` on a grid of 1/64, with
-    the logits' exact ties repeated (tied columns keep tied selection scores)."""
-    E, kind = case["E"], int(torch.randint(0, 3, (), generator=gen))
-    if kind == 0 or not case["biased"]:
+    """(E) correction bias: none (zeros) unless the case is biased, then one constant for all, or spread
+    ``bias_scale`` on a grid of 1/64, with the logits' exact ties repeated (tied columns keep tied selection scores).
+    A biased case always has a nonzero bias: a constant changes no selection but every weight taken from s + b."""
+    E, kind = case["E"], int(torch.randint(0, 2, (), generator=gen))
+    if not case["biased"]:
         return torch.zeros(E, dtype=F64)
-    if kind == 1:
+    if kind == 0:
         return torch.full((E,), float(torch.randn((), generator=gen, dtype=F64)) * case["bias_scale"], dtype=F64)
     b = torch.randn(E, generator=gen, dtype=F64) * case["bias_scale"]
     b = (b / BIAS_QUANTUM).round().clamp(-100, 100) * BIAS_QUANTUM
