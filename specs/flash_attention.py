@@ -530,8 +530,8 @@ def unmasked_pairs(Sq: int, Sk: int, causal: bool) -> int:
 )
 def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
                     head_dim_v: int | None = None, *, causal: bool = False, mode: str = "fwd") -> int:
-    for name, n in (("batch", batch), ("heads", heads), ("seqlen_q", seqlen_q), ("seqlen_k", seqlen_k),
-                    ("head_dim", head_dim)):
+    sizes = (("batch", batch), ("heads", heads), ("seqlen_q", seqlen_q), ("seqlen_k", seqlen_k), ("head_dim", head_dim))
+    for name, n in sizes + ((("head_dim_v", head_dim_v),) if head_dim_v is not None else ()):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ArgumentError(name, f"{name} must be a non-negative integer, got {n!r}")
     Dv = head_dim if head_dim_v is None else head_dim_v
