@@ -5,10 +5,11 @@ of at least 1, one of the options, a finite number. They are observed, not writt
 runs at a point of the operation's domain under a profiler that records every check it makes of an argument of the
 operation and what it checked it against (``observed_checks``). Each check then gives the values just beyond its
 bounds (the next float past the bound, NaN, an infinity, True for a number, the count one below, an unknown option)
-and the bounds themselves. A check the spec writes inline (``n < 1``, ``theta > 1``) is not observed; for those, every
-number of the point is also tried ``around`` its value (a bool, an integer as a float, -1, 0, 1, 2, one either
-side, NaN and the infinities), each verdict the spec's. For each such value, put in place of the argument at that
-point:
+and the bounds themselves; an option the spec's choice leaves out but another operation of the document takes for
+an argument of the same name is beyond it too. A check the spec writes inline (``n < 1``, ``theta > 1``) is not
+observed; for those, every number of the point is also tried ``around`` its value (a bool, an integer as a float,
+-1, 0, 1, 2, one either side, NaN and the infinities), each verdict the spec's. For each such value, put in place
+of the argument at that point:
 
 - where the spec rejects it with an ArgumentError naming the argument, the implementation must too;
 - where the spec accepts it (a bound is inside the contract), the implementation must not raise.
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Callable
 
 from eqspec.contracts import ArgumentError, ContractViolation
-from eqspec.domain import OMIT, call_arguments, parameters
+from eqspec.domain import OMIT, Choice, Optional, call_arguments, parameters
 from implementations import load_all
 from specs import validators
 
@@ -111,6 +112,20 @@ def beyond_and_on(check: Callable, a: dict) -> tuple[list[tuple[str, object]], l
     return beyond, on
 
 
+def sibling_options(op, name: str) -> list[str]:
+    """The options another operation of the same document declares for an argument of this name (pc_sampler's
+    predictor 'none' for predictor_step's predictor): an option list one too long accepts exactly these."""
+    found: list[str] = []
+    for other in REGISTRY.operations.values():
+        if other.document != op.document or other.domain is None:
+            continue
+        declared = other.domain.args.get(name)
+        declared = declared.inner if isinstance(declared, Optional) else declared
+        if isinstance(declared, Choice):
+            found += [v for v in declared.options if isinstance(v, str) and v not in found]
+    return found
+
+
 def around(value) -> list[tuple[str, object]]:
     """Values near and at the edges of any scalar, for the checks a spec writes inline (``n < 1``, ``theta > 1``,
     ``isinstance(b, int)``) rather than through specs/validators.py: the spec decides each one's verdict."""
@@ -133,6 +148,9 @@ def _variants(op, inputs: dict) -> list[tuple[str, str, object, bool | None]]:
         if name not in params or not isinstance(value, (int, float, str)) or isinstance(value, bool):
             continue  # a tensor, or a check of something that is not one of the operation's arguments
         beyond, on = beyond_and_on(check, a)
+        if check is validators.check_choice:
+            beyond += [(f"{v!r}, an option of another operation", v) for v in sibling_options(op, name)
+                       if v not in a["allowed"]]
         for label, v in beyond:
             found.setdefault((name, label), (name, label, v, True))
         for label, v in on:

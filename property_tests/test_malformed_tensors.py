@@ -11,7 +11,8 @@ domain, each tensor argument in turn is corrupted in one way:
   an entry on a bound is what a strict comparison where a loose one is meant lets through;
 - its first two entries swapped, or its order reversed (a schedule's monotonicity); 1 moved from the second entry
   to the first along the last axis (a probability below 0 in rows that still sum to 1);
-- its shape: one shorter along its first or last axis, an extra leading axis, flattened, emptied;
+- its shape: one shorter along its first or last axis, an extra leading axis, flattened, emptied, 0-d (a check
+  of a rank, a batch axis, is off by one at the rank 0);
 - its kind: a list instead of a tensor, an integer tensor for a floating one and a floating one for an integer one.
 
 Where the spec rejects the corrupted input with an ArgumentError, the implementation must too, naming one of the
@@ -96,6 +97,8 @@ def corruptions(x: torch.Tensor, inputs: dict) -> list[tuple[str, object]]:
     if x.dim() >= 1:
         out += [("one shorter along its last axis", x[..., :-1].clone()),
                 ("an extra leading axis", x.unsqueeze(0).clone()), ("emptied", x[:0].clone())]
+        if x.numel():
+            out.append(("its first entry alone, 0-d", x.reshape(-1)[0].clone()))
     if x.dim() >= 2:
         out += [("one shorter along its first axis", x[:-1].clone()), ("flattened", x.reshape(-1).clone())]
     out.append(("a list instead of a tensor", x.tolist()))

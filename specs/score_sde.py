@@ -499,7 +499,8 @@ def _field(scale: str | None = None, *, zeros: bool = False) -> Built:
 
 def _times() -> Built:
     """t in [0, 1]: the drawn t0 as a number, a 0-d tensor, or one time per sample (B,) starting with t0, the rest
-    spread over [0, 1] with the grid's ends and duplicates (a scalar state takes a number)."""
+    spread over [0, 1] with the grid's ends, its second and next-to-last levels (where N is drawn before t) and
+    duplicates (a scalar state takes a number)."""
     def build(gen, case):
         form, t0 = case["t_form"], case["t0"]
         if form == "number" or (form == "per sample" and case["rank"] == 0):
@@ -508,10 +509,14 @@ def _times() -> Built:
             return torch.tensor(t0, dtype=F64)
         B = case["B"]
         t = torch.rand(B, generator=gen, dtype=F64)
-        pick = torch.randint(0, 5, (B,), generator=gen)
+        pick = torch.randint(0, 7, (B,), generator=gen)
         t = torch.where(pick == 0, torch.full_like(t, t0), t)
         t = torch.where(pick == 1, torch.ones_like(t), t)
         t = torch.where(pick == 2, torch.full_like(t, SAMPLING_EPS), t)
+        if "N" in case:  # on a grid: the second level and the one before the last (i - 1 and i + 1 both exist)
+            N = _given(case, "N", N_DEFAULT)
+            t = torch.where(pick == 3, torch.full_like(t, 1.5 / (N - 1)), t)
+            t = torch.where(pick == 4, torch.full_like(t, (N - 1.5) / (N - 1)), t)
         t[0] = t0
         return t
     return Built(build, note="t: a number, a 0-d tensor or (B,)")
@@ -620,13 +625,13 @@ REGISTRY.attach_domain(_op("reverse_sde"), Domain(
 ))
 REGISTRY.attach_domain(_op("discretize"), Domain(
     sizes=dict(**STATE, **GRID_TIME),
-    args=dict(x=_field("spread", zeros=True), t=_times(), kind=KIND, N=STEPS, **SDE_PARAMS),
+    args=dict(N=STEPS, x=_field("spread", zeros=True), t=_times(), kind=KIND, **SDE_PARAMS),
     where=_discretize_valid,
 ))
 REGISTRY.attach_domain(_op("predictor_step"), Domain(
     sizes=dict(**STATE, **GRID_TIME, score_scale=Real(1e-3, 1e3, edges=(1.0,), log=True)),
-    args=dict(x=_field("spread", zeros=True), t=_times(), score=_field("score_scale", zeros=True), z=_field(),
-              kind=KIND, predictor=Optional(Choice(("ancestral", "reverse_diffusion", "euler_maruyama"))), N=STEPS,
+    args=dict(N=STEPS, x=_field("spread", zeros=True), t=_times(), score=_field("score_scale", zeros=True),
+              z=_field(), kind=KIND, predictor=Optional(Choice(("ancestral", "reverse_diffusion", "euler_maruyama"))),
               probability_flow=Optional(FLAG),
               **SDE_PARAMS),
     where=_predictor_valid,

@@ -119,6 +119,7 @@ EQUIVALENT: dict[str, str] = {
     "edm.discretization.time_steps: low=0.001 -> low=0.002": _RHO_FLOOR,
     "edm.discretization.iddpm_u: M + 1 -> M + 2": _IDDPM_TAIL,
     "score_sde._t: X.dim() >= 1 -> X.dim() > 1": _ONE_DIM_RESHAPE,
+    "score_sde._t: X.dim() >= 1 -> X.dim() >= 2": _ONE_DIM_RESHAPE,
     "edm.steps.flow_shift: low=1e-300 -> low=2e-300": _SHIFT_FLOOR,
     "flash_attention.tiled_attention: 32 -> 31": _BLOCK_SIZE,
     "flash_attention.tiled_attention: 32 -> 33": _BLOCK_SIZE,
