@@ -497,6 +497,7 @@ def _replace(i, value):
 
 FUSED_BAD_INPUT = {
     "odd batch": (lambda: _fused_inputs(N=3)[:4] + [-randn(4, 1).abs(), -randn(5, 1).abs()], "hidden"),
+    "sequences of one token (no next token to predict)": (lambda: _fused_inputs(T=1), "hidden"),
     "hidden size mismatch": (_replace(1, lambda xs: randn(3, 11, 4)), "weight"),
     "token id outside the vocabulary": (_replace(2, lambda xs: xs[2] + 11), "input_ids"),
     "mask of 2s": (_replace(3, lambda xs: xs[3] * 2), "completion_mask"),

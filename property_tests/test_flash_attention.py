@@ -22,7 +22,7 @@ from implementations.torch.attention import autograd_backward, naive_attention
 from specs import flash_attention as fa
 
 from . import recording
-from .harness import checks, close, equal, expect_rejection, finite_pattern, ours, within_budget
+from .harness import checks, close, equal, expect_rejection, finite_pattern, ours, rejection_test, within_budget
 from .rounding import ROUNDING_RUNS, farthest, rounded
 from .strategies import AttentionShape, attention_shapes, partitions, randn, softmax_cases, varlen_cases
 
@@ -147,6 +147,16 @@ def test_tiled_any_block_size(target, causal, data):
         mag_o, mag_lse, n = _tiled_magnitudes(q, k, v, causal=causal, block_k=block_k)
         within_budget("o", o, o_ref, o_base, magnitude=mag_o, terms=n)
         within_budget("lse", lse, lse_ref, lse_base, magnitude=mag_lse, terms=n, dtype=lse_floor_dtype(q))
+
+
+@checks("flash_attention.attention_contract", operation=ATT, requires=("block_sizes",))
+@pytest.mark.parametrize("argument", ["block_q", "block_k"])
+@pytest.mark.parametrize("block", [0, -1, 2.5], ids=["zero", "negative", "float"])
+def test_tiled_rejects_bad_block_size(target, argument, block):
+    """A tile size is a positive integer; anything else is rejected naming the argument, not run (a step of 0 or
+    of 2.5 fails inside range(), a negative one silently yields no tiles)."""
+    q, k, v = (target.tensor(randn(s, 1, 2, 5, 8)) for s in (1, 2, 3))
+    expect_rejection(target, lambda fn: fn(q, k, v, **{argument: block}), argument, f"{argument} = {block!r}")
 
 
 BLOCK_SWEEP = (8, 16, 32, 64, 128)
@@ -737,6 +747,17 @@ def test_online_softmax_any_partition(target, data):
 
 # --- the operations' contracts ---------------------------------------------------------------------------
 
+_ROW = randn(4, 2, 6)
+test_online_softmax_rejects_bad_input = rejection_test(  # block_sizes must be a partition of the row into blocks
+    "flash_attention.attention_contract", ONLINE, {
+        "a block of size 0": (lambda fn: fn(_ROW, [0, 6]), "block_sizes"),
+        "a block of negative size": (lambda fn: fn(_ROW, [7, -1]), "block_sizes"),
+        "blocks summing to less than the row": (lambda fn: fn(_ROW, [2, 3]), "block_sizes"),
+        "blocks summing to more than the row": (lambda fn: fn(_ROW, [4, 3]), "block_sizes"),
+        "no blocks": (lambda fn: fn(_ROW, []), "block_sizes"),
+    })
+
+
 def _attention_inputs(dtype, H=4, Hkv=2, Sq=5, Sk=7, D=8, Dv=8):
     return tuple(randn(seed, 2, heads, n, d).to(dtype)
                  for seed, heads, n, d in ((1, H, Sq, D), (2, Hkv, Sk, D), (3, Hkv, Sk, Dv)))
@@ -800,7 +821,8 @@ def test_softmax_rejects_bad_input(target, case):
 
 VARLEN_BAD_CU = {  # case -> (cu_seqlens_q, cu_seqlens_k, the argument named) for 5 query and 6 key tokens
     "cu_seqlens_q not starting at 0": ([1, 5], [0, 6], "cu_seqlens_q"),
-    "cu_seqlens_k decreasing": ([0, 5], [0, 7, 6], "cu_seqlens_k"),
+    # decreasing between neighbours only (4 -> 3), of the same length as cu_seqlens_q: no other check rejects it
+    "cu_seqlens_k decreasing": ([0, 1, 2, 5], [0, 4, 3, 6], "cu_seqlens_k"),
     "cu_seqlens_q not ending at the token count": ([0, 4], [0, 6], "cu_seqlens_q"),
     "cu_seqlens of different lengths": ([0, 2, 5], [0, 6], "cu_seqlens_k"),
     "cu_seqlens_q of a float dtype": ([0.0, 5.0], [0, 6], "cu_seqlens_q"),

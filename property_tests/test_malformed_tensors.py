@@ -13,7 +13,14 @@ domain, each tensor argument in turn is corrupted in one way:
   to the first along the last axis (a probability below 0 in rows that still sum to 1);
 - its shape: one shorter along its first or last axis, an extra leading axis, flattened, emptied, 0-d (a check
   of a rank, a batch axis, is off by one at the rank 0);
-- its kind: a list instead of a tensor, an integer tensor for a floating one and a floating one for an integer one.
+- its kind: a list instead of a tensor, an integer tensor for a floating one and a floating one for an integer one;
+- an integer table (N, 2) with a row appended that has a 0 in one column (an image of h x 0 patches, which adds
+  nothing to a total that the other checks compare);
+- a dict (a model's weights, one of its layers) without one of its keys; a list of strings with one entry not a
+  string;
+- an optional argument omitted (noise the spec needs when eta > 0);
+- and each corruption again under the other options of each choice argument, where the spec's verdict changes with
+  the option (t = 1 is rejected for flow matching alone).
 
 Where the spec rejects the corrupted input with an ArgumentError, the implementation must too, naming one of the
 arguments the spec named (a disagreement between two shapes may be blamed on either). Where the spec accepts it (an
@@ -30,7 +37,7 @@ import pytest
 import torch
 
 from eqspec.contracts import ArgumentError, ContractViolation
-from eqspec.domain import OMIT, call_arguments
+from eqspec.domain import OMIT, Choice, Optional, call_arguments
 from implementations import load_all
 
 from . import guard
@@ -85,6 +92,11 @@ def corruptions(x: torch.Tensor, inputs: dict) -> list[tuple[str, object]]:
         for n in _sizes(inputs):
             entries.update((n, n - 1))
         out += [(f"one entry {v}", _with_entry(x, v)) for v in sorted(entries)]
+    if x.dim() == 2 and x.shape[0] and not x.is_floating_point() and x.dtype != torch.bool:
+        for j, where in ((0, "first"), (-1, "last")):  # a part of no size that adds nothing to a total (h w = 0)
+            row = x[-1:].clone()
+            row[0, j] = 0
+            out.append((f"a row appended: its last row with the {where} entry 0", torch.cat([x, row])))
     if x.dim() >= 1 and x.shape[-1] >= 2 and x.is_floating_point():
         moved = x.clone()  # every sum along the last axis kept: a sign check that sums hide (a probability below 0)
         moved[..., 0] += 1.0
@@ -107,6 +119,39 @@ def corruptions(x: torch.Tensor, inputs: dict) -> list[tuple[str, object]]:
     elif x.dtype != torch.bool:
         out.append(("a floating tensor", x.to(torch.float64)))
     return out
+
+
+def dict_paths(value, path: tuple = ()):
+    """(path, dict) for every dict inside ``value`` (a model's weights, each layer of them), outermost first."""
+    if isinstance(value, dict):
+        yield path, value
+        for k, v in value.items():
+            yield from dict_paths(v, (*path, k))
+    elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        for i, v in enumerate(value):
+            yield from dict_paths(v, (*path, i))
+
+
+def string_lists(value, path: tuple = ()):
+    """(path, list) for every non-empty list or tuple of strings inside ``value`` (captions, prompts)."""
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, str) for v in value):
+        yield path, value
+    elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        for i, v in enumerate(value):
+            yield from string_lists(v, (*path, i))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from string_lists(v, (*path, k))
+
+
+def not_strings(texts) -> list[tuple[str, list]]:
+    """(label, texts with its last entry not a string): a check of the list that lets one bad entry through."""
+    return [(f"its last entry {bad!r} instead of a string", [*texts[:-1], bad]) for bad in (None, 0)]
+
+
+def missing_keys(d: dict) -> list[tuple[str, dict]]:
+    """(label, d without one of its keys) for each key: a check of a dict's keys that lets one through."""
+    return [(f"without its key {k!r}", {k2: v for k2, v in d.items() if k2 != k}) for k in d]
 
 
 # --- verdicts ------------------------------------------------------------------------------------------------
@@ -137,19 +182,52 @@ def variants(op, case, inputs: dict) -> list[tuple[str, dict, tuple[str, ...]]]:
     if kept is not None:
         return kept
     found = []
+    corrupted: list[tuple[str, dict, tuple[str, ...]]] = []
     for name, value in inputs.items():
         if value is OMIT:
             continue
+        if isinstance(op.domain.args.get(name), Optional):  # omitted: where the spec needs it (noise when eta > 0)
+            verdict = _spec_verdict(op, {**inputs, name: OMIT})
+            if verdict is not None:
+                found.append((f"{name}: omitted", {**inputs, name: OMIT}, verdict))
         inside = list(tensor_paths(value))
         if len(inside) > NESTED_KEPT:  # a model's weights: each corruption runs the model; its checks are the same
             inside = inside[:NESTED_KEPT - 1] + inside[-1:]
-        for path, x in inside:
-            for label, bad in corruptions(x, inputs):
-                changed = {**inputs, name: replace_at(value, path, bad)}
-                verdict = _spec_verdict(op, changed)
-                if verdict is not None:
-                    found.append((f"{_shown(name, path)}: {label}", changed, verdict))
+        nested = list(dict_paths(value))
+        if len(nested) > NESTED_KEPT:  # the weights and the first and last of their layers
+            nested = nested[:NESTED_KEPT - 1] + nested[-1:]
+        candidates = [(path, label, bad) for path, x in inside for label, bad in corruptions(x, inputs)]
+        candidates += [(path, label, bad) for path, d in nested for label, bad in missing_keys(d)]
+        candidates += [(path, label, bad) for path, texts in string_lists(value) for label, bad in not_strings(texts)]
+        for path, label, bad in candidates:
+            changed = {**inputs, name: replace_at(value, path, bad)}
+            verdict = _spec_verdict(op, changed)
+            if verdict is not None:
+                corrupted.append((f"{_shown(name, path)}: {label}", changed, verdict))
+    found += corrupted + with_other_options(op, inputs, corrupted)
     _VERDICTS.put(key, found)
+    return found
+
+
+def with_other_options(op, inputs: dict, corrupted: list) -> list[tuple[str, dict, tuple[str, ...]]]:
+    """The corruptions the spec accepts, again under each other option of each choice argument, where the spec
+    then rejects them: a check that only one option makes (t < 1 for flow matching alone) is seen whichever option
+    was drawn."""
+    accepted = [c for c in corrupted if c[2] == ()]
+    found = []
+    for name, declared in op.domain.args.items():
+        declared = declared.inner if isinstance(declared, Optional) else declared
+        if not isinstance(declared, Choice) or inputs.get(name, OMIT) is OMIT:
+            continue
+        for option in declared.options:
+            if callable(option):  # a fixture the tests bring (a denoiser network), not an option of the operation
+                continue
+            if option == inputs[name] or _spec_verdict(op, {**inputs, name: option}) != ():
+                continue  # the point itself is outside the contract under this option
+            for label, changed, _ in accepted:
+                other = _spec_verdict(op, {**changed, name: option})
+                if other:
+                    found.append((f"{label}, with {name} = {option!r}", {**changed, name: option}, other))
     return found
 
 

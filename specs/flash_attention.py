@@ -620,9 +620,11 @@ claim(DOC, "nan_propagation", kind="exact", operations=(ATT,),
       statement="A NaN in query row i makes o row i NaN and leaves every other row finite: NaN is neither "
                 "hidden nor spread (documented propagation for NaN inputs).",
       source="design.md (bad input: documented propagation)")
-claim(DOC, "attention_contract", kind="contract", operations=(ATT, SMX, f"{DOC}.varlen_attention"),
+claim(DOC, "attention_contract", kind="contract",
+      operations=(ATT, SMX, f"{DOC}.online_softmax", f"{DOC}.varlen_attention"),
       statement="Malformed input (wrong rank, Hkv not dividing H, head-dim mismatch, dtype mismatch, empty "
-                "tensors, bad cu_seqlens) is rejected with an error; results have the documented shapes and "
+                "tensors, bad cu_seqlens, block sizes that are not positive or do not partition the row) is "
+                "rejected with an error; results have the documented shapes and "
                 "dtypes (o in q's dtype, lse float32 or wider).",
       source="design.md (bad input); the operation signatures")
 

@@ -39,7 +39,8 @@ _SQUARE_BLOCK = ("local_block_loss is called on blocks of equal size (every rank
 _NO_GRAD_TEMPERATURE = ("itc_loss divides the momentum similarities by tau inside torch.no_grad() (the soft targets "
                         "are a teacher's): there, tau.detach() and tau are the same value and no graph is recorded "
                         "either way")
-_SQUARE_LOGITS = ("contrastive_loss has just rejected a logit matrix that is not square (N images x N texts): the "
+_SQUARE_LOGITS = ("contrastive_loss (pairwise_loss) has just rejected a logit matrix that is not square (N images x N "
+                  "texts): the "
                   "labels arange(N) are the same whichever side N is read from")
 
 _ZIP_TRUNCATES = ("check_itc_args zips the names of the three features checked against image_feat's shape with those "
@@ -68,6 +69,27 @@ _REBOUND = ("generate_episodes rebinds s and a each step (s = s_next) and writes
 _NEVER_EXACTLY_TOLERANCE = ("a row sum near 1 is a double whose difference from 1 is exact (Sterbenz) and a multiple "
                             "of 2^-53; the double 1e-9 is not one, so worst == STOCHASTIC_ATOL never holds and > and "
                             ">= reject the same rows")
+_ONE_ENTRY_CU = ("check_cu_seqlens: a cu_seqlens of one entry [c] must have c = 0 and c = the number of packed tokens, "
+                 "which is at least 1 (empty q and k are rejected first), so it is rejected whether len < 2 or len < 1 "
+                 "is asked")
+_STATE_BROADCASTS = ("online_softmax's running (m, ell) start as -inf and 0; started as scalars (shape[:-0] = ()) they "
+                     "broadcast to the row shape at the first block, which always exists (an empty row is rejected)")
+_BICUBIC_IDENTITY = ("pos_emb returns the table itself at its own size; without that shortcut (the size compared "
+                     "to a 1- or 3-tuple, never equal) it resamples the table to its own size, and bicubic at scale "
+                     "1 takes each value at its own centre (taps 0, 1, 0, 0): the same table, in a fresh tensor too")
+_DIVIDES_FIRST = ("check_encoder_params asks D % heads before (D // heads) % 4: where heads divides D, D / heads is "
+                  "that integer as a float and its remainder by 4 is the same")
+_MULTIPLE_OF_FOUR = ("rope_frequencies is called with head dims that check_rope_args has required to be multiples of "
+                     "4 (two frequencies per axis): there d / 4 is d // 4 as a float and arange gives the same d / 4 "
+                     "frequencies")
+_EVEN_BATCH = ("check_fused_args has just rejected an odd batch N ([chosen; rejected]): N / 2 is then N // 2 as a "
+               "float, and a shape equals it or not alike")
+_GRAPH_ON_LOSSES = ("sharded_loss returns each rank's loss detached; not detached, the values are the same and the "
+                    "graph behind them is already spent (the gradients were taken by autograd.grad): a loss that "
+                    "requires grad is what any loss function returns, not a wrong output")
+_BATCH_VIEW = ("_batch_view is reached from denoiser_loss alone, whose sigma has been checked to be (B,) with "
+               "B = y.shape[0]: a (B,) viewed against a one-dimensional y stays (B,) whichever test lets it through, "
+               "and against a wider y it is viewed (B, 1, ..., 1) either way")
 _DETACHED_OUTPUTS = ("sharded_loss returns its losses detached and the features' gradients by autograd.grad with "
                      "respect to the features alone: whether t' and b are detached first changes no value and "
                      "leaves no graph on any output")
@@ -114,6 +136,13 @@ EQUIVALENT: dict[str, str] = {
     "blip.itc_loss: tau.detach() -> tau": _NO_GRAD_TEMPERATURE,
     "blip.itc_loss: tau.detach() -> tau (#2)": _NO_GRAD_TEMPERATURE,
     "clip.contrastive_loss: L.shape[0] -> L.shape[1] (#2)": _SQUARE_LOGITS,
+    "siglip.pairwise_loss: L.shape[0] -> L.shape[1] (#2)": _SQUARE_LOGITS,
+    "siglip.sharded_loss: torch.stack(losses).detach() -> torch.stack(losses)": _GRAPH_ON_LOSSES,
+    "dpo.check_fused_args: N // 2 -> N / 2": _EVEN_BATCH,
+    "edm.training._batch_view: v.dim() == 1 and x.dim() > 1 and (v.shape[0] == x.shape[0]) -> v.dim() == 1 or "
+    "x.dim() > 1 or v.shape[0] == x.shape[0]": _BATCH_VIEW,
+    "edm.training._batch_view: x.dim() > 1 -> x.dim() >= 1": _BATCH_VIEW,
+    "edm.training._batch_view: x.dim() > 1 -> x.dim() > 0": _BATCH_VIEW,
     "clip.zero_shot_classifier: normalize(e).mean -> normalize(e).sum": _MEAN_THEN_NORMALISE,
     "siglip.local_block_loss: L.shape[0] -> L.shape[1]": _SQUARE_BLOCK,
     "edm.discretization.time_steps: low=0.001 -> low=0.002": _RHO_FLOOR,
@@ -121,6 +150,13 @@ EQUIVALENT: dict[str, str] = {
     "score_sde._t: X.dim() >= 1 -> X.dim() > 1": _ONE_DIM_RESHAPE,
     "score_sde._t: X.dim() >= 1 -> X.dim() >= 2": _ONE_DIM_RESHAPE,
     "edm.steps.flow_shift: low=1e-300 -> low=2e-300": _SHIFT_FLOOR,
+    "flash_attention.check_cu_seqlens: len(values) < 2 -> len(values) < 1": _ONE_ENTRY_CU,
+    "kimi_vl.pos_emb: :2 -> :3": _BICUBIC_IDENTITY,
+    "kimi_vl.pos_emb: :2 -> :1": _BICUBIC_IDENTITY,
+    "kimi_vl.check_encoder_params: D // heads -> D / heads": _DIVIDES_FIRST,
+    "kimi_vl.rope_frequencies: d // 4 -> d / 4": _MULTIPLE_OF_FOUR,
+    "flash_attention.online_softmax: -1 -> -0 (#2)": _STATE_BROADCASTS,
+    "flash_attention.online_softmax: -1 -> -0 (#3)": _STATE_BROADCASTS,
     "flash_attention.tiled_attention: 32 -> 31": _BLOCK_SIZE,
     "flash_attention.tiled_attention: 32 -> 33": _BLOCK_SIZE,
     "flash_attention.tiled_attention: 32 -> 31 (#2)": _BLOCK_SIZE,
