@@ -513,8 +513,8 @@ def _times() -> Built:
         t = torch.where(pick == 0, torch.full_like(t, t0), t)
         t = torch.where(pick == 1, torch.ones_like(t), t)
         t = torch.where(pick == 2, torch.full_like(t, SAMPLING_EPS), t)
-        if "N" in case:  # on a grid: the second level and the one before the last (i - 1 and i + 1 both exist)
-            N = _given(case, "N", N_DEFAULT)
+        N = _given(case, "N", N_DEFAULT) if "N" in case else 0
+        if N >= 3:  # on a grid of 3 levels or more: the second level and the next-to-last (both neighbours exist)
             t = torch.where(pick == 3, torch.full_like(t, 1.5 / (N - 1)), t)
             t = torch.where(pick == 4, torch.full_like(t, (N - 1.5) / (N - 1)), t)
         t[0] = t0
