@@ -96,13 +96,25 @@ def flow_euler_step(v_hat, x, t, t_next):
     return x + (T_next - T) * v_hat
 
 
+def _denoised(denoiser, x, sigma):
+    """The denoiser's output, which must have the shape of what it was given: broadcast against x, a wrong shape
+    would pass silently where the spec's step rejects it."""
+    D = denoiser(x, sigma)
+    if not isinstance(D, torch.Tensor) or D.shape != x.shape:
+        got = tuple(D.shape) if isinstance(D, torch.Tensor) else type(D).__name__
+        raise ArgumentError("denoised", f"denoised (the denoiser's output) must have x's shape {tuple(x.shape)}, "
+                            f"got {got}")
+    return D
+
+
 def heun_sampler(denoiser, x_T, t_steps, *, kind="edm", second_order=True):
     T = spec.check_sampler_args(denoiser, x_T, t_steps)
     spec.check_choice("kind", kind, spec.SCHEDULES)
     sig, s, sig_dot, s_dot = (v.tolist() for v in spec.schedule(T, kind=kind))  # the times, on the host
 
     def d(x, i):
-        return (sig_dot[i] / sig[i] + s_dot[i] / s[i]) * x - sig_dot[i] * s[i] / sig[i] * denoiser(x / s[i], sig[i])
+        D = _denoised(denoiser, x / s[i], sig[i])
+        return (sig_dot[i] / sig[i] + s_dot[i] / s[i]) * x - sig_dot[i] * s[i] / sig[i] * D
 
     x = x_T
     for i in range(len(T) - 1):
@@ -133,10 +145,10 @@ def stochastic_sampler(denoiser, x_T, sigmas, noise, *, S_churn=0.0, S_tmin=0.0,
         gamma = min(S_churn / N, spec.GAMMA_MAX) if S_tmin <= t[i] <= S_tmax else 0.0
         t_hat = t[i] * (1 + gamma)
         x_hat = x + math.sqrt(t_hat**2 - t[i] ** 2) * S_noise * noise[i].to(x.dtype) if gamma > 0 else x
-        d_i = (x_hat - denoiser(x_hat, t_hat)) / t_hat
+        d_i = (x_hat - _denoised(denoiser, x_hat, t_hat)) / t_hat
         x_next = x_hat + (t[i + 1] - t_hat) * d_i
         if second_order and t[i + 1] != 0:
-            d_prime = (x_next - denoiser(x_next, t[i + 1])) / t[i + 1]
+            d_prime = (x_next - _denoised(denoiser, x_next, t[i + 1])) / t[i + 1]
             x_next = x_hat + (t[i + 1] - t_hat) * (0.5 * d_i + 0.5 * d_prime)
         x = x_next
     return x
