@@ -161,16 +161,22 @@ def for_spec(inputs: dict) -> dict:
     return {k: convert(v, back) for k, v in inputs.items()}
 
 
-def tensor_paths(value, path: tuple = ()):
-    """(path, tensor) for every tensor inside ``value``, through tuples, lists and dicts (a path is their keys)."""
-    if isinstance(value, torch.Tensor):
+def paths(value, match, path: tuple = ()):
+    """(path, item) for every item inside ``value`` that ``match`` accepts, outermost first, through tuples, lists
+    (not named tuples) and dicts; a path is their keys. Matched items are searched further too."""
+    if match(value):
         yield path, value
-    elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
         for i, v in enumerate(value):
-            yield from tensor_paths(v, (*path, i))
+            yield from paths(v, match, (*path, i))
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield from tensor_paths(v, (*path, k))
+            yield from paths(v, match, (*path, k))
+
+
+def tensor_paths(value):
+    """(path, tensor) for every tensor inside ``value``."""
+    return paths(value, lambda v: isinstance(v, torch.Tensor))
 
 
 def replace_at(value, path: tuple, new):

@@ -41,7 +41,7 @@ from eqspec.domain import OMIT, Choice, Optional, call_arguments
 from implementations import load_all
 
 from . import guard
-from .domains import cases, convert, for_spec, for_target, replace_at, tensor_paths
+from .domains import cases, convert, for_spec, for_target, paths, replace_at, tensor_paths
 from .harness import contract_test, drawn_few, names
 from .kept import KeptLast
 
@@ -121,27 +121,14 @@ def corruptions(x: torch.Tensor, inputs: dict) -> list[tuple[str, object]]:
     return out
 
 
-def dict_paths(value, path: tuple = ()):
+def dict_paths(value):
     """(path, dict) for every dict inside ``value`` (a model's weights, each layer of them), outermost first."""
-    if isinstance(value, dict):
-        yield path, value
-        for k, v in value.items():
-            yield from dict_paths(v, (*path, k))
-    elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
-        for i, v in enumerate(value):
-            yield from dict_paths(v, (*path, i))
+    return paths(value, lambda v: isinstance(v, dict))
 
 
-def string_lists(value, path: tuple = ()):
+def string_lists(value):
     """(path, list) for every non-empty list or tuple of strings inside ``value`` (captions, prompts)."""
-    if isinstance(value, (tuple, list)) and value and all(isinstance(v, str) for v in value):
-        yield path, value
-    elif isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
-        for i, v in enumerate(value):
-            yield from string_lists(v, (*path, i))
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from string_lists(v, (*path, k))
+    return paths(value, lambda v: isinstance(v, (tuple, list)) and bool(v) and all(isinstance(x, str) for x in v))
 
 
 def not_strings(texts) -> list[tuple[str, list]]:
