@@ -74,3 +74,28 @@ def test_a_deviation_at_points_of_the_domain_leaves_the_test_expected_to_pass_an
     # and it is still there: the finding it documents, reproduced in four lines
     o = F.scaled_dot_product_attention(q, q, q, is_causal=True, scale=0.0)
     assert bool(o[0, 0, :3].isnan().all()) and not bool(o[0, 0, 3].isnan().any())
+
+
+def test_the_naive_float16_backward_deviates_only_where_its_float16_intermediates_overflow():
+    import torch
+
+    from specs.flash_attention import attention
+
+    registry = load_all()
+    claims = ("flash_attention.operations_match_spec",)
+    naive = registry.implementation("flash_attention.attention_backward", "torch.naive")
+    params = {"dtype": "float16", "device": "cpu"}
+    assert naive.deviation(claims, params) is None  # not a whole-test xfail
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 64, 32, generator=gen, dtype=torch.float64) for _ in range(3))
+    big = 60.0  # |dO| |V| entries of 60: dO V^T sums 32 products of up to 3600
+    o, lse = attention(q, k, big * v, scale=0.0)
+    point = {"q": q.half(), "k": k.half(), "v": (big * v).half(), "o": o.half(), "lse": lse.float(),
+             "do": (big * q).half(), "scale": 0.0}
+    assert naive.deviation_at(claims, params, point) is not None
+    assert naive.deviation_at(claims, {**params, "dtype": "float32"}, point) is None
+    small = {**point, "v": v.half(), "do": q.half()}
+    assert naive.deviation_at(claims, params, small) is None
+    # and it is still there: the naive code's float16 dQ is not finite where the spec's is 0 (scale 0)
+    dq, _, _ = naive.load()(*(point[n] for n in ("q", "k", "v", "o", "lse", "do")), scale=0.0)
+    assert not bool(torch.isfinite(dq).all())
