@@ -424,7 +424,8 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal: bool = Fals
 # conditioned by sum_j |t_j|, not by its own size, which can cancel to 0 (dQ with a single key). Scores are
 # terms too: rounding S_ij by u Smag_ij (Smag = tau |Q| |K|^T) moves P_ij by u P_ij Smag_ij.
 
-def _magnitude_inputs(q, k, v, causal, scale):
+def magnitude_inputs(q, k, v, causal, scale):
+    """The float64 pieces the error analyses start from: the sizes, Q and K, V repeated over the heads, |S| and P, L."""
     B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale)
     Q, K, V = (x.detach().to(F64) for x in (q, k, v))
     K, V = repeat_kv(K, H), repeat_kv(V, H)
@@ -439,7 +440,7 @@ def _magnitude_inputs(q, k, v, causal, scale):
 
 def attention_magnitudes(q, k, v, *, causal: bool = False, scale: float | None = None):
     """(mag_o, mag_lse, n): the terms' sizes of o = PV and of lse, and the float64 reduction length."""
-    (*_, Sk, D, Dv, tau), Q, K, V, S_mag, P, L = _magnitude_inputs(q, k, v, causal, scale)
+    (*_, Sk, D, Dv, tau), Q, K, V, S_mag, P, L = magnitude_inputs(q, k, v, causal, scale)
     O = P @ V
     PS = P * S_mag
     mag_o = P @ V.abs() + PS @ V.abs() + O.abs() * PS.sum(-1, keepdim=True)  # products, and scores' rounding
@@ -452,7 +453,7 @@ def attention_backward_magnitudes(q, k, v, o, lse, do, *, causal: bool = False, 
     """(mag_dq, mag_dk, mag_dv, n) for the backward's dS = P o (dP - D), dQ = tau dS K, dK = tau dS^T Q, dV = P^T dO.
 
     ``dlse``: a gradient flowing into lse too (dlse/dS = P), which enters as dS = P o (dP - D + dlse)."""
-    (B, H, Hkv, Sq, Sk, D, Dv, tau), Q, K, V, S_mag, P, L = _magnitude_inputs(q, k, v, causal, scale)
+    (B, H, Hkv, Sq, Sk, D, Dv, tau), Q, K, V, S_mag, P, L = magnitude_inputs(q, k, v, causal, scale)
     dO, O = do.detach().to(F64), o.detach().to(F64)
     dP = dO @ V.transpose(-1, -2)
     D_ = backward_D(dO, O)

@@ -453,10 +453,8 @@ def _feature_logits(image_features, text_features, t_prime, bias):
 
 
 def loss_magnitudes(image_features, text_features, t_prime, bias, **_):
-    """(magnitude, terms) of sigmoid_loss and chunked_sigmoid_loss."""
-    L = _feature_logits(image_features, text_features, t_prime, bias)
-    n = L.shape[0]
-    return float(term_sizes(L).sum() / n), n * n + n
+    """(magnitude, terms) of sigmoid_loss and chunked_sigmoid_loss: pairwise_loss's, of the features' logits."""
+    return pairwise_magnitudes(_feature_logits(image_features, text_features, t_prime, bias))
 
 
 def sharded_magnitudes(image_features, text_features, t_prime, bias, *, world_size: int, **_):

@@ -11,19 +11,15 @@ _ALL = frozenset({"lse", "gqa", "causal"})
 def _float16_backward_overflows(arguments: dict) -> bool:
     """Whether a float16 intermediate of autograd through the naive forward can pass float16's largest number at this
     point: dP = dO V^T, or dS K before the scale multiplies it (the gradient of q * tau), whatever the gradients."""
-    from specs.flash_attention import causal_mask, check_attention_args, repeat_kv, scores, softmax
+    from specs.flash_attention import magnitude_inputs
 
-    q, k, v, do = (arguments[name] for name in ("q", "k", "v", "do"))
+    q, do = arguments["q"], arguments["do"]
     if q.dtype != torch.float16:
         return False
     scale = arguments.get("scale")  # an omitted argument is a marker object (eqspec.domain), not None
-    B, H, Hkv, Sq, Sk, D, Dv, tau = check_attention_args(q, k, v, scale if isinstance(scale, (int, float)) else None)
-    Q, K, V, dO = (x.detach().double() for x in (q, k, v, do))
-    K, V = repeat_kv(K, H), repeat_kv(V, H)
-    S = scores(Q, K, tau)
-    if arguments.get("causal") is True:
-        S = S.masked_fill(~causal_mask(Sq, Sk, S.device), float("-inf"))
-    P, _ = softmax(S)
+    _, _, K, V, _, P, _ = magnitude_inputs(q, arguments["k"], arguments["v"], arguments.get("causal") is True,
+                                           scale if isinstance(scale, (int, float)) else None)
+    dO = do.detach().double()
     dP = dO.abs() @ V.abs().transpose(-1, -2)  # |dO V^T| at most; |D_i| = |sum_j P_ij dP_ij| at most its row's max
     dS_K = (P * (dP + dP.amax(-1, keepdim=True))) @ K.abs()
     return max(float(dP.max()), float(dS_K.max())) > torch.finfo(torch.float16).max
